@@ -1,0 +1,97 @@
+//! Command-line interface: clap types only. Every flag has a `CHATD_*` environment fallback and
+//! its doc comment is its `--help` text. Turning these into a validated `Config` is `config`'s job;
+//! running the commands is `main`'s and `admin`'s.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// chatd: a self-hosted real-time chat server. Run without a subcommand to serve.
+#[derive(Parser, Debug)]
+#[command(name = "chatd", version = crate::VERSION, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// Directory holding the database (created if missing)
+    #[arg(long, env = "CHATD_DATA_DIR", default_value = "./chatd-data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// Log verbosity: error, warn, info, debug, trace, or per-module directives such as
+    /// "info,chatd=debug"
+    #[arg(long, env = "CHATD_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the chat server (the default when no subcommand is given)
+    Serve(ServeArgs),
+    /// Manage accounts. Opens the database directly: stop the server first
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// Flags of the server.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TCP port to listen on (0 picks a free port and logs it)
+    #[arg(long, env = "CHATD_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on (0.0.0.0 = every IPv4 interface, :: = every interface)
+    #[arg(long, env = "CHATD_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+
+    /// Who may create an account from the web page: "open" (anyone who can reach the server) or
+    /// "closed" (only admins, with `chatd user add`). While no account exists the first one may
+    /// always register; the first account ever created is an admin
+    #[arg(long, env = "CHATD_REGISTRATION", value_enum, default_value_t = Registration::Open)]
+    pub registration: Registration,
+
+    /// Most simultaneous TCP connections; further ones wait in the kernel's accept queue
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Days a browser login stays valid
+    #[arg(long, env = "CHATD_SESSION_DAYS", default_value_t = 30)]
+    pub session_days: u32,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    Open,
+    Closed,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create an account (asks for the password twice on a terminal)
+    Add {
+        /// The account name: 1-32 letters, digits, '_', '-' or '.'
+        name: String,
+        /// Give the account admin rights
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input instead of asking
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (signs the account out everywhere)
+    Passwd {
+        name: String,
+        /// Read the password from the first line of standard input instead of asking
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List every account
+    List,
+    /// Lock an account out: it cannot log in and its sessions stop working at once
+    Disable { name: String },
+    /// Allow a disabled account to log in again
+    Enable { name: String },
+}

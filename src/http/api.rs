@@ -1,0 +1,296 @@
+//! The JSON account API: register, log in, log out, who-am-I. Request and response bodies are
+//! the structs below (the HTTP wire contract, documented in README.md). Reads the session from
+//! the cookie or an `Authorization: Bearer` header; every database access goes through
+//! `App::db`, every password check through `Auth`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
+use hyper::{Request, StatusCode};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::reply::{self, Resp};
+use crate::app::App;
+use crate::auth::{self, Throttled, COOKIE_NAME};
+use crate::cli::Registration;
+use crate::model::{self, now_ms, Session, SessionKind, User};
+use crate::store::{AdminGrant, StoreError};
+
+#[derive(Deserialize)]
+struct Credentials {
+    name: String,
+    password: String,
+}
+
+/// How a user is shown to clients.
+#[derive(Serialize)]
+pub struct UserView<'a> {
+    pub id: u64,
+    pub name: &'a str,
+    pub admin: bool,
+}
+
+#[derive(Serialize)]
+struct UserReply<'a> {
+    user: UserView<'a>,
+}
+
+fn user_reply(status: StatusCode, user: &User) -> Resp {
+    reply::json(
+        status,
+        &UserReply {
+            user: UserView {
+                id: user.id.0,
+                name: &user.name,
+                admin: user.admin,
+            },
+        },
+    )
+}
+
+/// Reads a JSON body: requires `Content-Type: application/json` (which also makes a cross-site
+/// form post impossible without a CORS preflight we never grant), enforces the size limit, and
+/// turns every failure into a 4xx with a JSON error.
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, Resp> {
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(reply::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the request body must be JSON (Content-Type: application/json)",
+        ));
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the request body must be at most {limit} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(_) => {
+            return Err(reply::error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "could not read the request body",
+            ))
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        reply::error(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            &format!("invalid request body: {e}"),
+        )
+    })
+}
+
+/// The session token a request carries: the cookie, or `Authorization: Bearer <token>`.
+pub fn request_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(bearer) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(bearer.trim());
+    }
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE_NAME)
+        .map(|(_, v)| v)
+}
+
+/// The logged-in user of a request, if any (valid, unexpired session of an enabled account).
+pub async fn current_user(app: &Arc<App>, headers: &HeaderMap) -> Result<Option<User>, Resp> {
+    let Some(hash) = request_token(headers).and_then(auth::token_hash) else {
+        return Ok(None);
+    };
+    app.db(move |s| s.session_user(&hash, now_ms()))
+        .await
+        .map_err(|e| reply::internal(&e))
+}
+
+fn throttled(t: Throttled) -> Resp {
+    let secs = t.0.as_secs().max(1);
+    let mut r = reply::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        &format!("too many attempts; try again in {secs} s"),
+    );
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+fn bad_request(code: &str, msg: &str) -> Resp {
+    reply::error(StatusCode::BAD_REQUEST, code, msg)
+}
+
+/// Issues a cookie session for `user` and builds the reply carrying it.
+async fn start_session(app: &Arc<App>, user: &User, status: StatusCode) -> Resp {
+    let (token, hash) = match auth::new_token() {
+        Ok(t) => t,
+        Err(e) => return reply::internal(&e),
+    };
+    let ttl = app.config.limits.session_ttl;
+    let now = now_ms();
+    let session = Session {
+        user: user.id,
+        kind: SessionKind::Cookie,
+        created_ms: now,
+        expires_ms: now + ttl.as_millis() as u64,
+        label: String::new(),
+    };
+    if let Err(e) = app.db(move |s| s.create_session(&hash, &session)).await {
+        return reply::internal(&e);
+    }
+    let mut resp = user_reply(status, user);
+    match HeaderValue::from_str(&auth::session_cookie(&token, ttl, app.config.secure_cookies)) {
+        Ok(v) => {
+            resp.headers_mut().insert(SET_COOKIE, v);
+            resp
+        }
+        Err(e) => reply::internal(&e),
+    }
+}
+
+/// `POST /api/register {name, password}` → 201 `{user}` and a session cookie.
+pub async fn register(app: Arc<App>, req: Request<Incoming>, addr: IpAddr) -> Resp {
+    let creds: Credentials = match read_json(req, app.config.limits.max_body_bytes).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Err(msg) = model::validate_user_name(&creds.name) {
+        return bad_request("invalid_name", msg);
+    }
+    if let Err(msg) = model::validate_password(&creds.password) {
+        return bad_request("invalid_password", msg);
+    }
+    let closed = app.config.registration == Registration::Closed;
+    if let Err(t) = app.auth.register_allowed(addr) {
+        return throttled(t);
+    }
+    let hash = match app.auth.hash(creds.password).await {
+        Ok(h) => h,
+        Err(e) => return reply::internal(&e),
+    };
+    let name = creds.name;
+    let created = app
+        .db(move |s| s.create_user(&name, &hash, AdminGrant::IfFirst, closed, now_ms()))
+        .await;
+    match created {
+        Ok(user) => {
+            tracing::info!(user = %user.name, id = user.id.0, admin = user.admin, "account registered");
+            start_session(&app, &user, StatusCode::CREATED).await
+        }
+        Err(StoreError::NameTaken) => reply::error(
+            StatusCode::CONFLICT,
+            "name_taken",
+            "that name is already taken",
+        ),
+        Err(StoreError::RegistrationClosed) => reply::error(
+            StatusCode::FORBIDDEN,
+            "registration_closed",
+            "registration is closed on this server; ask an admin for an account",
+        ),
+        Err(e) => reply::internal(&e),
+    }
+}
+
+/// `POST /api/login {name, password}` → 200 `{user}` and a session cookie.
+pub async fn login(app: Arc<App>, req: Request<Incoming>, addr: IpAddr) -> Resp {
+    let creds: Credentials = match read_json(req, app.config.limits.max_body_bytes).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if creds.name.chars().count() > model::MAX_NAME_CHARS {
+        return bad_request("invalid_name", "name must be at most 32 characters");
+    }
+    if creds.password.len() > model::MAX_PASSWORD_BYTES {
+        return bad_request("invalid_password", "password must be at most 1024 bytes");
+    }
+    if let Err(t) = app.auth.login_allowed(&creds.name, addr) {
+        return throttled(t);
+    }
+    let name = creds.name.clone();
+    let user = match app.db(move |s| s.user_by_name(&name)).await {
+        Ok(u) => u,
+        Err(e) => return reply::internal(&e),
+    };
+    let phc = user.as_ref().map(|u| u.password_hash.clone());
+    // SECURITY: unknown names and wrong passwords take the same path, time and answer.
+    let ok = app.auth.verify(phc, creds.password).await;
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => {
+            app.auth.login_failed(&creds.name, addr);
+            tracing::info!(name = %creds.name, %addr, "failed login");
+            return reply::error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong name or password",
+            );
+        }
+    };
+    if user.disabled {
+        return reply::error(
+            StatusCode::FORBIDDEN,
+            "account_disabled",
+            "this account has been disabled by an admin",
+        );
+    }
+    start_session(&app, &user, StatusCode::OK).await
+}
+
+/// `POST /api/logout` → 204; ends the session and clears the cookie. Always succeeds.
+pub async fn logout(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    if let Some(hash) = request_token(req.headers()).and_then(auth::token_hash) {
+        if let Err(e) = app.db(move |s| s.delete_session(&hash)).await {
+            return reply::internal(&e);
+        }
+    }
+    let mut resp = reply::empty(StatusCode::NO_CONTENT);
+    if let Ok(v) = HeaderValue::from_str(&auth::clear_cookie(app.config.secure_cookies)) {
+        resp.headers_mut().insert(SET_COOKIE, v);
+    }
+    resp
+}
+
+/// `GET /api/me` → 200 `{user}` or 401.
+pub async fn me(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    match current_user(&app, req.headers()).await {
+        Ok(Some(user)) => user_reply(StatusCode::OK, &user),
+        Ok(None) => unauthorized(),
+        Err(r) => r,
+    }
+}
+
+/// 401 for requests without a valid session.
+pub fn unauthorized() -> Resp {
+    reply::error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "not logged in, or the session has ended",
+    )
+}

@@ -1,0 +1,31 @@
+//! chatd: a self-hosted real-time chat server in one binary.
+//!
+//! The parts, each in its own module:
+//! - `cli` / `config`: command-line flags (with `CHATD_*` environment fallbacks) and the validated
+//!   configuration built from them.
+//! - `server`: binds the listener, accepts connections, runs hyper, shuts down gracefully.
+//! - `http`: the one routing table, static assets, the JSON account API, security headers.
+//! - `auth`: password hashing (argon2id), session tokens, cookies, login rate limits.
+//! - `store`: the only code that touches redb; every table and transaction.
+//! - `model`: identifiers and domain records shared by all of the above.
+//! - `admin`: the `chatd user ...` commands, working directly on the store.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod model;
+pub mod ratelimit;
+pub mod server;
+pub mod store;
+
+/// Version string shown by `--version`, `/healthz` and the web page.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHATD_GIT_COMMIT"),
+    ")"
+);

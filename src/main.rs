@@ -1,0 +1,80 @@
+//! The `chatd` binary: parses the command line, sets up logging, and dispatches to the server or
+//! an admin command. Any failure is printed as one line on stderr with a non-zero exit status.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use chatd::app::App;
+use chatd::auth::Auth;
+use chatd::cli::{Cli, Command, ServeArgs};
+use chatd::config::Config;
+use chatd::store::Store;
+use chatd::{admin, server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = init_logging(&cli.log_level).and_then(|()| match cli.command {
+        None => serve(&cli.serve, &cli.data_dir),
+        Some(Command::Serve(ref args)) => serve(args, &cli.data_dir),
+        Some(Command::User(cmd)) => admin::user(cmd, &cli.data_dir),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("chatd: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let filter: Targets = level
+        .parse()
+        .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(filter)
+        .try_init()
+        .map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
+    let config = Config::from_args(args, data_dir.to_path_buf())?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    let store = Store::open(data_dir).map_err(|e| admin::open_error(data_dir, e))?;
+    let auth = Auth::new(&config.limits).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = server::bind(config.listen).await?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        tracing::info!(
+            version = chatd::VERSION,
+            data_dir = %data_dir.display(),
+            "listening on http://{local}"
+        );
+        let app = Arc::new(App {
+            config,
+            store,
+            auth,
+        });
+        server::run(listener, app, server::shutdown_signal()).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,134 @@
+//! The network edge: binds the listening socket, accepts TCP connections (at most
+//! `Limits::max_connections` at once), runs hyper's HTTP/1.1 on each with `http::handle`, and shuts
+//! down gracefully: stop accepting, let in-flight requests finish, wait up to
+//! `Limits::shutdown_grace` for connections to close.
+//!
+//! It calls `http` and nothing below it; it never touches the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::app::App;
+use crate::http;
+
+/// Binds the listening socket, turning the usual failures into one clear sentence.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {addr}: the address is already in use (is chatd or another program already running on port {}?)",
+            addr.port()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot listen on {addr}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("cannot listen on {addr}: no network interface has that address")
+        }
+        _ => format!("cannot listen on {addr}: {e}"),
+    })
+}
+
+/// Serves connections from `listener` until `shutdown` completes, then drains.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let limits = app.config.limits.clone();
+    // Each connection holds one permit until it is closed; shutdown waits to get them all back.
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Typically EMFILE/ENFILE: back off instead of spinning; existing
+                    // connections keep working.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        // Chat frames are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        let header_timeout = limits.header_read_timeout;
+        let max_buf = limits.max_header_bytes;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = service_fn(move |req| http::handle(app.clone(), peer, req));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_buf)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                }
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+
+    drop(listener);
+    tracing::info!("shutting down: no longer accepting connections");
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(all)).await;
+    match drained {
+        Ok(_) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!(
+            "some connections were still open after {:?}; closing them",
+            limits.shutdown_grace
+        ),
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd stop).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT"),
+        _ = term => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,506 @@
+//! The store: the only code that names redb. It owns the database file, every table (see
+//! `schema`), every transaction, and the encoding of records (`codec`).
+//!
+//! Callers get plain domain types (`model`) and `StoreError`s. Every method is blocking (redb does
+//! file I/O), so async code calls the store from `spawn_blocking` or a dedicated thread, never
+//! directly on a runtime worker. Every write transaction commits with `Durability::Immediate`:
+//! when a method returns `Ok`, the change is on disk (fsync'd) and may be acknowledged.
+//! The store must not call into the HTTP, WebSocket or hub layers.
+
+mod codec;
+pub mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use crate::model::{name_key, Session, SessionKind, User, UserId};
+use codec::{Dec, DecodeError, Enc};
+use schema::*;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "chatd.redb";
+
+/// Everything that can go wrong in the store, phrased for the person who has to act on it.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Another process holds the database open (normally a running `chatd serve`).
+    Locked(PathBuf),
+    /// The database was written by a newer chatd.
+    NewerSchema { found: u64, supported: u64 },
+    /// The file exists but is not a chatd/redb database, or is damaged.
+    Corrupt(String),
+    /// The operating system refused a file operation.
+    Io(std::io::Error),
+    /// Any other database failure.
+    Db(redb::Error),
+    /// A user with that name (in any letter case) already exists.
+    NameTaken,
+    /// No user with that id or name.
+    NoSuchUser,
+    /// Registration is closed and the database already has accounts.
+    RegistrationClosed,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Locked(p) => write!(
+                f,
+                "the database {} is in use by another chatd process (is the server running? stop it first)",
+                p.display()
+            ),
+            StoreError::NewerSchema { found, supported } => write!(
+                f,
+                "the database has schema version {found}, but this chatd supports at most {supported}: it was written by a newer chatd; upgrade chatd or restore a backup"
+            ),
+            StoreError::Corrupt(why) => write!(f, "the database is damaged or not a chatd database: {why}"),
+            StoreError::Io(e) => write!(f, "{e}"),
+            StoreError::Db(e) => write!(f, "database error: {e}"),
+            StoreError::NameTaken => write!(f, "that name is already taken"),
+            StoreError::NoSuchUser => write!(f, "no such user"),
+            StoreError::RegistrationClosed => write!(f, "registration is closed"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Corrupted(why) => StoreError::Corrupt(why),
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                StoreError::Corrupt(io.to_string())
+            }
+            redb::Error::Io(io) => StoreError::Io(io),
+            other => StoreError::Db(other),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::from(redb::Error::from(e))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl From<DecodeError> for StoreError {
+    fn from(e: DecodeError) -> Self {
+        StoreError::Corrupt(format!("undecodable record ({})", e.0))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Whether a new account gets admin rights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminGrant {
+    Yes,
+    No,
+    /// Admin only if this is the first account ever created in this database.
+    IfFirst,
+}
+
+/// Handle to the open database. Cheap to clone; all clones share one redb `Database`.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    /// Random id of this database's history; changes on restore (see `schema::META_EPOCH`).
+    epoch: u64,
+}
+
+const USER_FLAG_ADMIN: u8 = 1;
+const USER_FLAG_DISABLED: u8 = 2;
+
+impl Store {
+    /// Opens (or creates) `DB_FILE` in `dir`, creates missing tables, checks the schema version
+    /// and migrates an older one.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let path = dir.join(DB_FILE);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
+            Err(redb::DatabaseError::UpgradeRequired(v)) => {
+                return Err(StoreError::Corrupt(format!(
+                    "file format {v} needs a redb upgrade"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let epoch = init_schema(&db)?;
+        Ok(Store {
+            db: Arc::new(db),
+            epoch,
+        })
+    }
+
+    /// The database epoch (see `schema::META_EPOCH`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn write(&self) -> Result<redb::WriteTransaction> {
+        let mut tx = self.db.begin_write()?;
+        // Explicit, although it is redb's default: acknowledged means fsync'd.
+        tx.set_durability(Durability::Immediate)?;
+        Ok(tx)
+    }
+
+    // ---- users -------------------------------------------------------------------------------
+
+    /// Creates an account. The name must already be validated; uniqueness is case-insensitive.
+    /// With `only_if_none`, fails with `RegistrationClosed` unless no account exists yet
+    /// (checked in the same transaction, so two racing "first" registrations cannot both pass).
+    pub fn create_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        admin: AdminGrant,
+        only_if_none: bool,
+        now_ms: u64,
+    ) -> Result<User> {
+        let tx = self.write()?;
+        let user = {
+            let mut names = tx.open_table(USER_NAMES)?;
+            let key = name_key(name);
+            if only_if_none && !names.is_empty()? {
+                return Err(StoreError::RegistrationClosed);
+            }
+            if names.get(key.as_str())?.is_some() {
+                return Err(StoreError::NameTaken);
+            }
+            let mut meta = tx.open_table(META)?;
+            let id = meta.get(META_NEXT_USER)?.map(|v| v.value()).unwrap_or(1);
+            meta.insert(META_NEXT_USER, id + 1)?;
+            let user = User {
+                id: UserId(id),
+                name: name.to_string(),
+                password_hash: password_hash.to_string(),
+                admin: match admin {
+                    AdminGrant::Yes => true,
+                    AdminGrant::No => false,
+                    AdminGrant::IfFirst => id == 1,
+                },
+                disabled: false,
+                created_ms: now_ms,
+            };
+            names.insert(key.as_str(), id)?;
+            tx.open_table(USERS)?
+                .insert(id, encode_user(&user).as_slice())?;
+            user
+        };
+        tx.commit()?;
+        Ok(user)
+    }
+
+    /// Looks a user up by id.
+    pub fn user(&self, id: UserId) -> Result<Option<User>> {
+        let tx = self.db.begin_read()?;
+        let users = tx.open_table(USERS)?;
+        match users.get(id.0)? {
+            Some(v) => Ok(Some(decode_user(id.0, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Looks a user up by name (any letter case).
+    pub fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let tx = self.db.begin_read()?;
+        let names = tx.open_table(USER_NAMES)?;
+        let Some(id) = names.get(name_key(name).as_str())?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let users = tx.open_table(USERS)?;
+        match users.get(id)? {
+            Some(v) => Ok(Some(decode_user(id, v.value())?)),
+            None => Err(StoreError::Corrupt(format!(
+                "name index points at missing user {id}"
+            ))),
+        }
+    }
+
+    /// Every account, in id order.
+    pub fn list_users(&self) -> Result<Vec<User>> {
+        let tx = self.db.begin_read()?;
+        let users = tx.open_table(USERS)?;
+        let mut out = Vec::new();
+        for row in users.iter()? {
+            let (k, v) = row?;
+            out.push(decode_user(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Number of accounts.
+    pub fn user_count(&self) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(USERS)?.len()?)
+    }
+
+    /// Replaces a user's password hash and revokes all of the user's sessions and tokens.
+    pub fn set_password(&self, id: UserId, password_hash: &str) -> Result<()> {
+        self.update_user(id, |u| u.password_hash = password_hash.to_string(), true)
+    }
+
+    /// Disables or re-enables an account. Disabling revokes all of its sessions and tokens.
+    pub fn set_disabled(&self, id: UserId, disabled: bool) -> Result<()> {
+        self.update_user(id, |u| u.disabled = disabled, disabled)
+    }
+
+    /// Grants or removes admin rights.
+    pub fn set_admin(&self, id: UserId, admin: bool) -> Result<()> {
+        self.update_user(id, |u| u.admin = admin, false)
+    }
+
+    fn update_user(&self, id: UserId, f: impl FnOnce(&mut User), revoke: bool) -> Result<()> {
+        let tx = self.write()?;
+        {
+            let mut users = tx.open_table(USERS)?;
+            let mut user = match users.get(id.0)? {
+                Some(v) => decode_user(id.0, v.value())?,
+                None => return Err(StoreError::NoSuchUser),
+            };
+            f(&mut user);
+            users.insert(id.0, encode_user(&user).as_slice())?;
+            if revoke {
+                revoke_sessions(&tx, id)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- sessions ----------------------------------------------------------------------------
+
+    /// Stores a new session under the hash of its token.
+    pub fn create_session(&self, token_hash: &[u8; 32], session: &Session) -> Result<()> {
+        let tx = self.write()?;
+        {
+            let rec = Enc::new(1)
+                .u64(session.user.0)
+                .u8(match session.kind {
+                    SessionKind::Cookie => 1,
+                    SessionKind::Token => 2,
+                })
+                .u64(session.created_ms)
+                .u64(session.expires_ms)
+                .str(&session.label)
+                .0;
+            tx.open_table(SESSIONS)?
+                .insert(token_hash, rec.as_slice())?;
+            tx.open_table(USER_SESSIONS)?
+                .insert((session.user.0, token_hash), ())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Resolves a token hash to its user, if the session exists, has not expired and the user
+    /// is not disabled. Expired sessions are left for `delete_session`/`revoke` to clean up.
+    pub fn session_user(&self, token_hash: &[u8; 32], now_ms: u64) -> Result<Option<User>> {
+        let tx = self.db.begin_read()?;
+        let sessions = tx.open_table(SESSIONS)?;
+        let Some(raw) = sessions.get(token_hash)? else {
+            return Ok(None);
+        };
+        let session = decode_session(raw.value())?;
+        if session.expires_ms != 0 && session.expires_ms <= now_ms {
+            return Ok(None);
+        }
+        let users = tx.open_table(USERS)?;
+        let Some(u) = users.get(session.user.0)? else {
+            return Ok(None);
+        };
+        let user = decode_user(session.user.0, u.value())?;
+        Ok(if user.disabled { None } else { Some(user) })
+    }
+
+    /// Deletes one session (logout). Deleting a missing session is not an error.
+    pub fn delete_session(&self, token_hash: &[u8; 32]) -> Result<()> {
+        let tx = self.write()?;
+        {
+            let mut sessions = tx.open_table(SESSIONS)?;
+            let user = match sessions.remove(token_hash)? {
+                Some(raw) => Some(decode_session(raw.value())?.user),
+                None => None,
+            };
+            if let Some(user) = user {
+                tx.open_table(USER_SESSIONS)?
+                    .remove((user.0, token_hash))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Lists a user's sessions and tokens (hash, record), oldest first is not guaranteed.
+    pub fn sessions_of(&self, user: UserId) -> Result<Vec<([u8; 32], Session)>> {
+        let tx = self.db.begin_read()?;
+        let index = tx.open_table(USER_SESSIONS)?;
+        let sessions = tx.open_table(SESSIONS)?;
+        let mut out = Vec::new();
+        for row in index.range((user.0, &[0u8; 32])..=(user.0, &[0xffu8; 32]))? {
+            let (k, _) = row?;
+            let (_, hash) = k.value();
+            if let Some(raw) = sessions.get(hash)? {
+                out.push((*hash, decode_session(raw.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a meta counter (for tests and diagnostics).
+    pub fn meta(&self, key: &str) -> Result<Option<u64>> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(META)?.get(key)?.map(|v| v.value()))
+    }
+
+    /// Sets a meta value. Only for tests that fake an old or future database.
+    #[doc(hidden)]
+    pub fn set_meta_for_tests(&self, key: &str, value: u64) -> Result<()> {
+        let tx = self.write()?;
+        tx.open_table(META)?.insert(key, value)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Creates every table, writes the schema version and epoch on a new database, refuses a newer
+/// one and migrates an older one. Returns the epoch.
+fn init_schema(db: &Database) -> Result<u64> {
+    let mut tx = db.begin_write()?;
+    tx.set_durability(Durability::Immediate)?;
+    let epoch = {
+        let mut meta = tx.open_table(META)?;
+        let found = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
+        match found {
+            None => {
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema {
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Some(v) if v < SCHEMA_VERSION => {
+                // Migrations go here, one step per version, inside this transaction.
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+            }
+            Some(_) => {}
+        }
+        let existing = meta.get(META_EPOCH)?.map(|v| v.value());
+        match existing {
+            Some(e) => e,
+            None => {
+                let e = random_u64();
+                meta.insert(META_EPOCH, e)?;
+                e
+            }
+        }
+    };
+    // Opening a table in a write transaction creates it, so readers never meet a missing table.
+    tx.open_table(USERS)?;
+    tx.open_table(USER_NAMES)?;
+    tx.open_table(SESSIONS)?;
+    tx.open_table(USER_SESSIONS)?;
+    tx.open_table(CONVERSATIONS)?;
+    tx.open_table(MEMBERS)?;
+    tx.open_table(READ_POSITIONS)?;
+    tx.open_table(ACTIVITY)?;
+    tx.open_table(DIRECT_PAIRS)?;
+    tx.open_table(MESSAGES)?;
+    tx.open_table(CLIENT_IDS)?;
+    tx.commit()?;
+    Ok(epoch)
+}
+
+fn revoke_sessions(tx: &redb::WriteTransaction, user: UserId) -> Result<()> {
+    let mut index = tx.open_table(USER_SESSIONS)?;
+    let mut sessions = tx.open_table(SESSIONS)?;
+    let mut hashes = Vec::new();
+    for row in index.range((user.0, &[0u8; 32])..=(user.0, &[0xffu8; 32]))? {
+        let (k, _) = row?;
+        hashes.push(*k.value().1);
+    }
+    for h in &hashes {
+        sessions.remove(h)?;
+        index.remove((user.0, h))?;
+    }
+    Ok(())
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // If the OS has no randomness the epoch is only less unique; the time is a fine fallback.
+    if getrandom::fill(&mut b).is_err() {
+        return crate::model::now_ms();
+    }
+    u64::from_le_bytes(b)
+}
+
+fn encode_user(u: &User) -> Vec<u8> {
+    let mut flags = 0;
+    if u.admin {
+        flags |= USER_FLAG_ADMIN;
+    }
+    if u.disabled {
+        flags |= USER_FLAG_DISABLED;
+    }
+    Enc::new(1)
+        .str(&u.name)
+        .str(&u.password_hash)
+        .u8(flags)
+        .u64(u.created_ms)
+        .0
+}
+
+fn decode_user(id: u64, raw: &[u8]) -> Result<User> {
+    let mut d = Dec::new(raw, 1, "user record version")?;
+    let name = d.str()?.to_string();
+    let password_hash = d.str()?.to_string();
+    let flags = d.u8()?;
+    let created_ms = d.u64()?;
+    Ok(User {
+        id: UserId(id),
+        name,
+        password_hash,
+        admin: flags & USER_FLAG_ADMIN != 0,
+        disabled: flags & USER_FLAG_DISABLED != 0,
+        created_ms,
+    })
+}
+
+fn decode_session(raw: &[u8]) -> Result<Session> {
+    let mut d = Dec::new(raw, 1, "session record version")?;
+    let user = UserId(d.u64()?);
+    let kind = match d.u8()? {
+        1 => SessionKind::Cookie,
+        2 => SessionKind::Token,
+        _ => return Err(StoreError::Corrupt("unknown session kind".into())),
+    };
+    Ok(Session {
+        user,
+        kind,
+        created_ms: d.u64()?,
+        expires_ms: d.u64()?,
+        label: d.str()?.to_string(),
+    })
+}

@@ -1,0 +1,68 @@
+//! Every redb table chatd keeps, its key and value layout, and the schema version.
+//!
+//! This file is the database's contract with itself: `docs/ARCHITECTURE.md` copies the table list.
+//! Values that are records (`&[u8]`) are encoded by `store::codec`, starting with a record-version
+//! byte. Keys are redb's native tuple types, which sort field by field, so range scans give
+//! "all messages of a conversation in seq order" or "a user's conversations" without key tricks.
+//! Changing a layout means bumping `SCHEMA_VERSION` and adding a step to `store::migrate`.
+
+use redb::TableDefinition;
+
+/// The schema this build writes. Databases with a higher number are refused; lower ones are
+/// migrated forward on open.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Small counters and settings: `schema_version`, `epoch` (random, set when the database is
+/// created or restored, so clients can tell a restored database from the one they knew),
+/// `next_user_id`, `next_conversation_id`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+pub const META_EPOCH: &str = "epoch";
+pub const META_NEXT_USER: &str = "next_user_id";
+pub const META_NEXT_CONVERSATION: &str = "next_conversation_id";
+
+/// user id → user record v1: name, password PHC string, flags (1 = admin, 2 = disabled),
+/// created_ms.
+pub const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+
+/// lowercase name → user id. Makes names unique regardless of case.
+pub const USER_NAMES: TableDefinition<&str, u64> = TableDefinition::new("user_names");
+
+/// BLAKE2b-256(token) → session record v1: user id, kind (1 = cookie, 2 = bearer token),
+/// created_ms, expires_ms (0 = never), label. Only the hash is stored, so a copy of the
+/// database does not hand out live sessions.
+pub const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions");
+
+/// (user id, token hash) → (). Finds every session of a user, to revoke them on disable or
+/// password change.
+pub const USER_SESSIONS: TableDefinition<(u64, &[u8; 32]), ()> =
+    TableDefinition::new("user_sessions");
+
+/// conversation id → conversation record v1: kind (1 = direct, 2 = group), title, creator id,
+/// created_ms, last_seq (highest message seq, 0 = none yet), last_ms (time of last activity).
+pub const CONVERSATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("conversations");
+
+/// (conversation id, user id) → role (1 = member, 2 = owner). The members of a conversation,
+/// in user-id order: used for membership checks and fan-out.
+pub const MEMBERS: TableDefinition<(u64, u64), u8> = TableDefinition::new("members");
+
+/// (user id, conversation id) → read_seq: the conversations of a user and how far the user has
+/// read each one. Unread = messages from others with seq > read_seq. Never moves backwards.
+pub const READ_POSITIONS: TableDefinition<(u64, u64), u64> = TableDefinition::new("read_positions");
+
+/// (user id, last_ms, conversation id) → (): a user's conversations by last activity; scanned
+/// in reverse for the "recent conversations" list. The old entry is removed whenever the
+/// conversation's last_ms moves (once per commit batch, not once per message).
+pub const ACTIVITY: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("activity");
+
+/// (lower user id, higher user id) → conversation id: the one direct conversation per pair.
+pub const DIRECT_PAIRS: TableDefinition<(u64, u64), u64> = TableDefinition::new("direct_pairs");
+
+/// (conversation id, seq) → message record v1: sender id, server time ms, kind (1 = text),
+/// client_id, text. Seqs start at 1 and have no gaps within a conversation.
+pub const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messages");
+
+/// (sender id, client_id) → (conversation id, seq): makes sends idempotent. Kept as long as the
+/// message it points to.
+pub const CLIENT_IDS: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition::new("client_ids");
