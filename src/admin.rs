@@ -21,9 +21,8 @@ pub fn user(cmd: UserCommand, data_dir: &Path) -> Result<(), String> {
         ));
     }
     if creating {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            format!("cannot create data directory {}: {e}", data_dir.display())
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     }
     let store = Store::open(data_dir).map_err(|e| open_error(data_dir, e))?;
     match cmd {
@@ -38,7 +37,11 @@ pub fn user(cmd: UserCommand, data_dir: &Path) -> Result<(), String> {
             }
             let password = read_password(password_stdin)?;
             let hash = auth::hash_password(&password).map_err(|e| e.to_string())?;
-            let grant = if admin { AdminGrant::Yes } else { AdminGrant::IfFirst };
+            let grant = if admin {
+                AdminGrant::Yes
+            } else {
+                AdminGrant::IfFirst
+            };
             let user = store
                 .create_user(&name, &hash, grant, false, now_ms())
                 .map_err(db)?;
@@ -57,11 +60,17 @@ pub fn user(cmd: UserCommand, data_dir: &Path) -> Result<(), String> {
             let password = read_password(password_stdin)?;
             let hash = auth::hash_password(&password).map_err(|e| e.to_string())?;
             store.set_password(user.id, &hash).map_err(db)?;
-            println!("password of {} changed; all of its sessions were signed out", user.name);
+            println!(
+                "password of {} changed; all of its sessions were signed out",
+                user.name
+            );
         }
         UserCommand::List => {
             let users = store.list_users().map_err(db)?;
-            println!("{:<6} {:<32} {:<6} {:<9} CREATED", "ID", "NAME", "ROLE", "STATUS");
+            println!(
+                "{:<6} {:<32} {:<6} {:<9} CREATED",
+                "ID", "NAME", "ROLE", "STATUS"
+            );
             for u in users {
                 println!(
                     "{:<6} {:<32} {:<6} {:<9} {}",
@@ -146,7 +155,11 @@ pub fn format_utc(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 #[cfg(test)]

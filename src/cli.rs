@@ -18,7 +18,12 @@ pub struct Cli {
     pub serve: ServeArgs,
 
     /// Directory holding the database (created if missing)
-    #[arg(long, env = "CHATD_DATA_DIR", default_value = "./chatd-data", global = true)]
+    #[arg(
+        long,
+        env = "CHATD_DATA_DIR",
+        default_value = "./chatd-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// Log verbosity: error, warn, info, debug, trace, or per-module directives such as

@@ -34,10 +34,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Checks each comma-separated directive is `LEVEL` or `target=LEVEL` (tracing's own parser
+/// would take a typo such as "inf" for a target name and silently log nothing).
+fn parse_log_level(level: &str) -> Result<Targets, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bad = || {
+        format!("invalid --log-level {level:?}: use error, warn, info, debug, trace or target=level directives")
+    };
+    for directive in level.split(',') {
+        let lvl = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&lvl.trim().to_ascii_lowercase().as_str()) {
+            return Err(bad());
+        }
+    }
+    level.parse().map_err(|_| bad())
+}
+
 fn init_logging(level: &str) -> Result<(), String> {
-    let filter: Targets = level
-        .parse()
-        .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
+    let filter = parse_log_level(level)?;
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()

@@ -30,7 +30,12 @@ impl TokenBucket {
     }
 
     /// Takes a token, or says how long until one is available.
-    pub fn take(&mut self, capacity: u32, interval: Duration, now: Instant) -> Result<(), Duration> {
+    pub fn take(
+        &mut self,
+        capacity: u32,
+        interval: Duration,
+        now: Instant,
+    ) -> Result<(), Duration> {
         self.refill(capacity, interval, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -41,7 +46,12 @@ impl TokenBucket {
     }
 
     /// Whether a token is available, without taking it.
-    pub fn peek(&mut self, capacity: u32, interval: Duration, now: Instant) -> Result<(), Duration> {
+    pub fn peek(
+        &mut self,
+        capacity: u32,
+        interval: Duration,
+        now: Instant,
+    ) -> Result<(), Duration> {
         self.refill(capacity, interval, now);
         if self.tokens >= 1.0 {
             Ok(())

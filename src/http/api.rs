@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
+use hyper::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, RETRY_AFTER,
+    SET_COOKIE,
+};
 use hyper::{Request, StatusCode};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -166,7 +169,11 @@ async fn start_session(app: &Arc<App>, user: &User, status: StatusCode) -> Resp 
         return reply::internal(&e);
     }
     let mut resp = user_reply(status, user);
-    match HeaderValue::from_str(&auth::session_cookie(&token, ttl, app.config.secure_cookies)) {
+    match HeaderValue::from_str(&auth::session_cookie(
+        &token,
+        ttl,
+        app.config.secure_cookies,
+    )) {
         Ok(v) => {
             resp.headers_mut().insert(SET_COOKIE, v);
             resp

@@ -40,7 +40,10 @@ pub fn serve(path: &str, req_headers: &HeaderMap) -> Resp {
         "" => "index.html",
         other => other,
     };
-    if name.split('/').any(|seg| seg == ".." || seg == "." || seg.is_empty()) {
+    if name
+        .split('/')
+        .any(|seg| seg == ".." || seg == "." || seg.is_empty())
+    {
         return not_found();
     }
     let Some(file) = Assets::get(name) else {

@@ -59,11 +59,9 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         (&Method::GET, "/api/me") => api::me(app, req).await,
         (_, "/api/register" | "/api/login" | "/api/logout") => method_not_allowed("POST"),
         (_, "/api/me") => method_not_allowed("GET"),
-        (_, p) if p.starts_with("/api/") => reply::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such API endpoint",
-        ),
+        (_, p) if p.starts_with("/api/") => {
+            reply::error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
+        }
         (&Method::GET | &Method::HEAD, p) => assets::serve(p, req.headers()),
         _ => method_not_allowed("GET, HEAD"),
     }
@@ -75,7 +73,8 @@ fn method_not_allowed(allow: &'static str) -> Resp {
         "method_not_allowed",
         &format!("use {allow}"),
     );
-    r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -114,8 +113,10 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(ORIGIN) else {
         return true;
     };
-    let (Ok(origin), Some(host)) = (origin.to_str(), headers.get(HOST).and_then(|h| h.to_str().ok()))
-    else {
+    let (Ok(origin), Some(host)) = (
+        origin.to_str(),
+        headers.get(HOST).and_then(|h| h.to_str().ok()),
+    ) else {
         return false;
     };
     let authority = origin
@@ -126,7 +127,10 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 
 fn security_headers(h: &mut HeaderMap) {
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(

@@ -342,8 +342,7 @@ impl Store {
                 None => None,
             };
             if let Some(user) = user {
-                tx.open_table(USER_SESSIONS)?
-                    .remove((user.0, token_hash))?;
+                tx.open_table(USER_SESSIONS)?.remove((user.0, token_hash))?;
             }
         }
         tx.commit()?;

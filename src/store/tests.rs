@@ -23,8 +23,12 @@ fn users_survive_reopen_and_first_is_admin() {
     let dir = tmp();
     {
         let s = Store::open(dir.path()).unwrap();
-        let a = s.create_user("Alice", "h1", AdminGrant::IfFirst, false, 10).unwrap();
-        let b = s.create_user("bob", "h2", AdminGrant::IfFirst, false, 11).unwrap();
+        let a = s
+            .create_user("Alice", "h1", AdminGrant::IfFirst, false, 10)
+            .unwrap();
+        let b = s
+            .create_user("bob", "h2", AdminGrant::IfFirst, false, 11)
+            .unwrap();
         assert!(a.admin);
         assert!(!b.admin);
         assert_eq!(a.id, UserId(1));
@@ -39,7 +43,9 @@ fn users_survive_reopen_and_first_is_admin() {
     assert_eq!(s.user_by_name("ALICE").unwrap().unwrap().id, UserId(1));
     assert!(s.user_by_name("carol").unwrap().is_none());
     // Ids are never reused, and "first ever" means first ever, not "first of those left".
-    let c = s.create_user("carol", "h3", AdminGrant::IfFirst, false, 12).unwrap();
+    let c = s
+        .create_user("carol", "h3", AdminGrant::IfFirst, false, 12)
+        .unwrap();
     assert_eq!(c.id, UserId(3));
     assert!(!c.admin);
 }
@@ -48,7 +54,8 @@ fn users_survive_reopen_and_first_is_admin() {
 fn names_are_unique_ignoring_case() {
     let dir = tmp();
     let s = Store::open(dir.path()).unwrap();
-    s.create_user("alice", "h", AdminGrant::No, false, 1).unwrap();
+    s.create_user("alice", "h", AdminGrant::No, false, 1)
+        .unwrap();
     assert!(matches!(
         s.create_user("ALICE", "h", AdminGrant::No, false, 1),
         Err(StoreError::NameTaken)
@@ -60,13 +67,16 @@ fn names_are_unique_ignoring_case() {
 fn closed_registration_allows_only_the_first_account() {
     let dir = tmp();
     let s = Store::open(dir.path()).unwrap();
-    let first = s.create_user("root", "h", AdminGrant::IfFirst, true, 1).unwrap();
+    let first = s
+        .create_user("root", "h", AdminGrant::IfFirst, true, 1)
+        .unwrap();
     assert!(first.admin);
     assert!(matches!(
         s.create_user("second", "h", AdminGrant::IfFirst, true, 1),
         Err(StoreError::RegistrationClosed)
     ));
-    s.create_user("second", "h", AdminGrant::No, false, 1).unwrap();
+    s.create_user("second", "h", AdminGrant::No, false, 1)
+        .unwrap();
 }
 
 #[test]
@@ -78,7 +88,10 @@ fn sessions_expire_revoke_and_survive_reopen() {
     let uid;
     {
         let s = Store::open(dir.path()).unwrap();
-        uid = s.create_user("alice", "h", AdminGrant::No, false, 1).unwrap().id;
+        uid = s
+            .create_user("alice", "h", AdminGrant::No, false, 1)
+            .unwrap()
+            .id;
         s.create_session(&h1, &session(uid, 0)).unwrap();
         s.create_session(&h2, &session(uid, 1000)).unwrap();
         assert_eq!(s.session_user(&h1, 5000).unwrap().unwrap().id, uid);
@@ -137,7 +150,8 @@ fn schema_version_newer_is_refused_older_is_migrated() {
     let dir = tmp();
     let epoch = {
         let s = Store::open(dir.path()).unwrap();
-        s.set_meta_for_tests(schema::META_SCHEMA_VERSION, 0).unwrap();
+        s.set_meta_for_tests(schema::META_SCHEMA_VERSION, 0)
+            .unwrap();
         s.epoch()
     };
     let s = Store::open(dir.path()).unwrap();

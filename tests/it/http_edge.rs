@@ -1,0 +1,239 @@
+//! The HTTP edge: bad input gets a 4xx with a JSON error, assets are served with the right
+//! headers and nothing outside them is reachable, security headers are on every response.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{creds, http, Server};
+
+#[tokio::test]
+async fn bad_inputs_get_clear_4xx_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("/api/register", "{not json".into(), 400, "bad_json"),
+        ("/api/register", r#"{"name":"x"}"#.into(), 400, "bad_json"),
+        (
+            "/api/register",
+            r#"{"name":1,"password":"password-1"}"#.into(),
+            400,
+            "bad_json",
+        ),
+        (
+            "/api/register",
+            creds(&"n".repeat(33), "password-1"),
+            400,
+            "invalid_name",
+        ),
+        (
+            "/api/register",
+            creds("", "password-1"),
+            400,
+            "invalid_name",
+        ),
+        (
+            "/api/register",
+            creds("a b", "password-1"),
+            400,
+            "invalid_name",
+        ),
+        (
+            "/api/register",
+            creds("<img src=x>", "password-1"),
+            400,
+            "invalid_name",
+        ),
+        (
+            "/api/register",
+            creds("ok", "short"),
+            400,
+            "invalid_password",
+        ),
+        (
+            "/api/register",
+            creds("ok", &"p".repeat(1025)),
+            400,
+            "invalid_password",
+        ),
+        (
+            "/api/login",
+            creds(&"n".repeat(33), "password-1"),
+            400,
+            "invalid_name",
+        ),
+        ("/api/login", "[]".into(), 400, "bad_json"),
+    ];
+    for (path, body, status, code) in cases {
+        let r = srv.post_json(path, &body, &[]).await;
+        assert_eq!(r.status, status, "{path} {body}: {:?}", r.body);
+        assert_eq!(r.error_code(), code, "{path} {body}");
+        assert!(!r.json()["message"].as_str().unwrap().is_empty());
+    }
+
+    // Bodies over the limit: 413, whether or not the length is declared up front.
+    let big = format!(r#"{{"name":"x","password":"{}"}}"#, "p".repeat(20_000));
+    let r = srv.post_json("/api/register", &big, &[]).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.error_code(), "body_too_large");
+
+    // Not JSON at all.
+    let r = http(
+        srv.addr,
+        "POST",
+        "/api/login",
+        &[("content-type", "text/plain")],
+        Some(b"name=a".to_vec()),
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    let r = http(srv.addr, "POST", "/api/login", &[], None).await;
+    assert_eq!(r.status, 415);
+
+    // Wrong method, unknown endpoint.
+    let r = srv.get("/api/login", &[]).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
+    let r = srv.get("/api/nothing-here", &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error_code(), "not_found");
+    let r = http(srv.addr, "DELETE", "/", &[], None).await;
+    assert_eq!(r.status, 405);
+
+    // A cross-site POST is refused before it reaches the handler.
+    let r = srv
+        .post_json(
+            "/api/register",
+            &creds("ivan", "password-1"),
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), "bad_origin");
+    // The same request from our own origin works.
+    let origin = format!("http://{}", srv.addr);
+    let r = srv
+        .post_json(
+            "/api/register",
+            &creds("ivan", "password-1"),
+            &[("origin", &origin)],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+
+    // The server is still healthy after all of that.
+    let r = srv.get("/healthz", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ok");
+    assert!(r.json()["version"]
+        .as_str()
+        .unwrap()
+        .starts_with(env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test]
+async fn assets_are_served_with_types_etags_and_security_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+
+    let r = srv.get("/", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(String::from_utf8_lossy(&r.body).contains("<title>chatd</title>"));
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    let etag = r.header("etag").unwrap().to_string();
+
+    let r = srv.get("/", &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    assert_eq!(
+        srv.get("/index.html", &[]).await.header("etag"),
+        Some(etag.as_str())
+    );
+
+    let r = srv.get("/app.js", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        srv.get("/app.css", &[]).await.header("content-type"),
+        Some("text/css; charset=utf-8")
+    );
+
+    let r = http(srv.addr, "HEAD", "/", &[], None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+
+    assert_eq!(srv.get("/missing.js", &[]).await.status, 404);
+    assert_eq!(
+        srv.get("/healthz", &[]).await.header("x-frame-options"),
+        Some("DENY")
+    );
+}
+
+/// Path traversal attempts, sent as raw bytes so no client library normalises them first.
+#[tokio::test]
+async fn nothing_outside_the_embedded_assets_is_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    for path in [
+        "/../Cargo.toml",
+        "/..%2fCargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/assets/../Cargo.toml",
+        "//etc/passwd",
+        "/./index.html",
+        "/src/main.rs",
+        "/chatd.redb",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        let status_line = text.lines().next().unwrap_or("");
+        assert!(
+            status_line.contains(" 404 ") || status_line.contains(" 400 "),
+            "{path}: {status_line}"
+        );
+        assert!(
+            !text.contains("[package]") && !text.contains("root:"),
+            "{path} leaked"
+        );
+    }
+}
+
+/// A client that never finishes its request head is cut off, and a huge head is refused,
+/// without affecting anyone else.
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = s.write_all(huge.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "{text}"
+    );
+    assert_eq!(srv.get("/healthz", &[]).await.status, 200);
+}

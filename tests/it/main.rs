@@ -1,0 +1,6 @@
+//! One integration-test binary: every test starts the real `chatd` binary on an ephemeral port
+//! with a temporary data directory and talks to it over the network.
+mod accounts;
+mod cli;
+mod http_edge;
+mod support;
