@@ -73,11 +73,7 @@ impl Server {
                 );
             }
         };
-        Server {
-            child,
-            addr,
-            log,
-        }
+        Server { child, addr, log }
     }
 
     /// Everything the server logged so far.
