@@ -7,8 +7,8 @@ use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 
 use crate::auth;
-use crate::cli::UserCommand;
-use crate::model::{self, now_ms};
+use crate::cli::{TokenCommand, UserCommand};
+use crate::model::{self, now_ms, Session, SessionKind};
 use crate::store::{AdminGrant, Store, StoreError, DB_FILE};
 
 /// Runs one `chatd user` subcommand against the database in `data_dir`.
@@ -91,6 +91,40 @@ pub fn user(cmd: UserCommand, data_dir: &Path) -> Result<(), String> {
             let user = find(&store, &name)?;
             store.set_disabled(user.id, false).map_err(db)?;
             println!("enabled {}", user.name);
+        }
+    }
+    Ok(())
+}
+
+/// Runs one `chatd token` subcommand.
+pub fn token(cmd: TokenCommand, data_dir: &Path) -> Result<(), String> {
+    if !data_dir.join(DB_FILE).exists() {
+        return Err(format!(
+            "no chatd database in {} (use --data-dir or CHATD_DATA_DIR to point at it)",
+            data_dir.display()
+        ));
+    }
+    let store = Store::open(data_dir).map_err(|e| open_error(data_dir, e))?;
+    match cmd {
+        TokenCommand::Create { name, label } => {
+            let user = find(&store, &name)?;
+            if user.disabled {
+                return Err(format!("{} is disabled", user.name));
+            }
+            let (token, hash) = auth::new_token().map_err(|e| e.to_string())?;
+            let session = Session {
+                user: user.id,
+                kind: SessionKind::Token,
+                created_ms: now_ms(),
+                expires_ms: 0,
+                label,
+            };
+            store.create_session(&hash, &session).map_err(db)?;
+            println!("{token}");
+            eprintln!(
+                "token for {} created; send it as 'Authorization: Bearer <token>'. It is shown only once.",
+                user.name
+            );
         }
     }
     Ok(())

@@ -1,18 +1,74 @@
-//! The shared state of one running server: configuration, the store handle and authentication
-//! state. Handlers receive an `Arc<App>`; there is no global. `App::db` is how async code reaches
-//! the blocking store: on tokio's blocking pool, never on a runtime worker.
+//! The shared state of one running server: configuration, the store handle, authentication
+//! state, the hub (who is online), the message writer, and the shutdown signal. Handlers and
+//! sessions receive an `Arc<App>`; there is no global. `App::db` is how async code reaches the
+//! blocking store: on tokio's blocking pool, never on a runtime worker.
+
+use std::sync::Arc;
+
+use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::hub::Hub;
 use crate::store::{Store, StoreError};
+use crate::writer::{Writer, WriterStats};
 
 pub struct App {
     pub config: Config,
     pub store: Store,
     pub auth: Auth,
+    pub hub: Arc<Hub>,
+    pub writer: Writer,
+    pub writer_stats: Arc<WriterStats>,
+    /// One permit per WebSocket session (they outlive their HTTP connection), so the limit on
+    /// connections covers them and shutdown can wait for them.
+    pub sessions: Arc<Semaphore>,
+    /// Flips to true when the server begins shutting down; sessions close with 1001.
+    pub shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
 }
 
 impl App {
+    /// Builds the state and starts the writer thread.
+    pub fn new(
+        config: Config,
+        store: Store,
+        auth: Auth,
+    ) -> std::io::Result<(Arc<App>, std::thread::JoinHandle<()>)> {
+        let hub = Arc::new(Hub::default());
+        let stats = Arc::new(WriterStats::default());
+        let l = &config.limits;
+        let (writer, thread) = Writer::start(
+            store.clone(),
+            hub.clone(),
+            l.writer_queue,
+            l.writer_batch_max,
+            l.broadcast_group_max,
+            stats.clone(),
+        )?;
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let sessions = Arc::new(Semaphore::new(l.max_connections));
+        Ok((
+            Arc::new(App {
+                config,
+                store,
+                auth,
+                hub,
+                writer,
+                writer_stats: stats,
+                sessions,
+                shutdown,
+                shutdown_tx,
+            }),
+            thread,
+        ))
+    }
+
+    /// Tells every session to close (1001).
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
+    }
+
     /// Runs a store operation on the blocking pool and waits for it.
     pub async fn db<T, F>(&self, f: F) -> Result<T, StoreError>
     where

@@ -39,6 +39,22 @@ pub enum Command {
     /// Manage accounts. Opens the database directly: stop the server first
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage bearer tokens for bots and scripts. Opens the database directly: stop the server
+    /// first
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token that logs in as NAME (sent as `Authorization: Bearer <token>`); prints it
+    /// once. It stays valid until the password changes or the account is disabled
+    Create {
+        name: String,
+        /// A note to tell tokens apart, e.g. "build bot"
+        #[arg(long, default_value = "")]
+        label: String,
+    },
 }
 
 /// Flags of the server.
@@ -65,6 +81,31 @@ pub struct ServeArgs {
     /// Days a browser login stays valid
     #[arg(long, env = "CHATD_SESSION_DAYS", default_value_t = 30)]
     pub session_days: u32,
+
+    /// Another origin (scheme://host[:port]) whose pages may open WebSocket connections, besides
+    /// the server's own; repeat for several, or separate with commas in the variable
+    #[arg(
+        long = "allowed-origin",
+        env = "CHATD_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Seconds between WebSocket pings the server sends
+    #[arg(long, env = "CHATD_PING_INTERVAL", default_value_t = 20)]
+    pub ping_interval: u64,
+
+    /// Seconds of silence (no frame, no pong) after which a connection is closed
+    #[arg(long, env = "CHATD_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+
+    /// Longest message text, in UTF-8 bytes
+    #[arg(long, env = "CHATD_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Most simultaneous WebSocket connections (devices, tabs) per user
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    pub max_connections_per_user: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,6 +14,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub registration: Registration,
+    /// Origins besides our own whose pages may open WebSockets (exact `scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
     /// Add `Secure` to cookies (set when serving over TLS).
     pub secure_cookies: bool,
     pub limits: Limits,
@@ -44,6 +46,49 @@ pub struct Limits {
     pub rate_limit_keys: usize,
     /// Time given to open connections to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+
+    // ---- WebSocket sessions ----
+    /// Interval of server pings.
+    pub ping_interval: Duration,
+    /// A connection silent this long is closed (1000 "idle timeout").
+    pub idle_timeout: Duration,
+    /// Longest message text in UTF-8 bytes; longer gets `text_too_long`.
+    pub max_message_bytes: usize,
+    /// Largest WebSocket message/frame accepted; larger closes with 1009. Leaves room for JSON
+    /// escaping of a maximal text (up to 6 bytes per byte for `\uXXXX`).
+    pub max_frame_bytes: usize,
+    /// tungstenite's read buffer, allocated per connection (its default is 128 KiB).
+    pub ws_read_buffer: usize,
+    /// Bytes of unsent frames a socket may hold before the client counts as stuck (closed).
+    pub ws_max_write_buffer: usize,
+    /// Time one socket write may take before the client counts as stuck (closed).
+    pub write_timeout: Duration,
+    /// Frames queued for one connection; when full the client is too slow and is closed with
+    /// 1008 (it resumes with `sync`, nothing is lost).
+    pub outbox_frames: usize,
+    /// Connections (devices) one user may hold; more get HTTP 429.
+    pub max_connections_per_user: usize,
+    /// Frame rate limit per connection: burst and refill interval per frame.
+    pub frame_burst: u32,
+    pub frame_refill: Duration,
+    /// Consecutive rate-limited frames after which the connection is closed (1008).
+    pub flood_close_after: u32,
+    /// Typing frames forwarded per conversation per connection, at most one per this interval.
+    pub typing_interval: Duration,
+    /// Messages per catch-up page read from the store.
+    pub catchup_page: usize,
+    /// Most messages per `history` reply.
+    pub history_max: u32,
+    /// Most conversations listed in `welcome`/`conversations`.
+    pub conversations_max: usize,
+    /// Presence and read receipts are broadcast only in groups up to this size.
+    pub broadcast_group_max: u64,
+
+    // ---- message writer ----
+    /// Operations waiting for the writer; when full, senders wait (backpressure).
+    pub writer_queue: usize,
+    /// Most operations committed in one transaction.
+    pub writer_batch_max: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +105,25 @@ impl Default for Limits {
             register_per_address: (10, Duration::from_secs(60)),
             rate_limit_keys: 100_000,
             shutdown_grace: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            max_message_bytes: 16 * 1024,
+            max_frame_bytes: 6 * 16 * 1024 + 4096,
+            ws_read_buffer: 4 * 1024,
+            ws_max_write_buffer: 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
+            outbox_frames: 1024,
+            max_connections_per_user: 16,
+            frame_burst: 200,
+            frame_refill: Duration::from_millis(10),
+            flood_close_after: 50,
+            typing_interval: Duration::from_secs(2),
+            catchup_page: 100,
+            history_max: 100,
+            conversations_max: 1000,
+            broadcast_group_max: 256,
+            writer_queue: 8192,
+            writer_batch_max: 2048,
         }
     }
 }
@@ -73,15 +137,37 @@ impl Config {
         if args.session_days == 0 {
             return Err("--session-days must be at least 1".into());
         }
+        if args.ping_interval == 0 || args.idle_timeout <= args.ping_interval {
+            return Err("--idle-timeout must be longer than --ping-interval, which must be at least 1 second".into());
+        }
+        if !(1..=1024 * 1024).contains(&args.max_message_bytes) {
+            return Err("--max-message-bytes must be between 1 and 1048576".into());
+        }
+        if args.max_connections_per_user == 0 {
+            return Err("--max-connections-per-user must be at least 1".into());
+        }
+        for o in &args.allowed_origins {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                return Err(format!(
+                    "--allowed-origin {o:?} must look like http://host[:port] or https://host[:port]"
+                ));
+            }
+        }
         let limits = Limits {
             max_connections: args.max_connections,
             session_ttl: Duration::from_secs(u64::from(args.session_days) * 24 * 3600),
+            ping_interval: Duration::from_secs(args.ping_interval),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            max_message_bytes: args.max_message_bytes,
+            max_frame_bytes: 6 * args.max_message_bytes + 4096,
+            max_connections_per_user: args.max_connections_per_user,
             ..Limits::default()
         };
         Ok(Config {
             listen: SocketAddr::new(args.bind, args.port),
             data_dir,
             registration: args.registration,
+            allowed_origins: args.allowed_origins.clone(),
             secure_cookies: false,
             limits,
         })

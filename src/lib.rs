@@ -6,6 +6,11 @@
 //! - `server`: binds the listener, accepts connections, runs hyper, shuts down gracefully.
 //! - `http`: the one routing table, static assets, the JSON account API, security headers.
 //! - `auth`: password hashing (argon2id), session tokens, cookies, login rate limits.
+//! - `http::ws`: the WebSocket upgrade (Origin, session and per-user limit checks).
+//! - `session`: one task per WebSocket: decodes `proto` frames, resume/catch-up, heartbeat.
+//! - `proto`: the wire contract (typed frames, error codes, protocol version).
+//! - `hub`: who is online and fan-out of encoded frames to bounded per-session outboxes.
+//! - `writer`: the group-commit thread applying every chat mutation, then acking and fanning out.
 //! - `store`: the only code that touches redb; every table and transaction.
 //! - `model`: identifiers and domain records shared by all of the above.
 //! - `admin`: the `chatd user ...` commands, working directly on the store.
@@ -17,10 +22,14 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod hub;
 pub mod model;
+pub mod proto;
 pub mod ratelimit;
 pub mod server;
+pub mod session;
 pub mod store;
+pub mod writer;
 
 /// Version string shown by `--version`, `/healthz` and the web page.
 pub const VERSION: &str = concat!(

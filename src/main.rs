@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use tracing_subscriber::filter::Targets;
@@ -24,6 +23,7 @@ fn main() -> ExitCode {
         None => serve(&cli.serve, &cli.data_dir),
         Some(Command::Serve(ref args)) => serve(args, &cli.data_dir),
         Some(Command::User(cmd)) => admin::user(cmd, &cli.data_dir),
+        Some(Command::Token(cmd)) => admin::token(cmd, &cli.data_dir),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,12 +83,17 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
             data_dir = %data_dir.display(),
             "listening on http://{local}"
         );
-        let app = Arc::new(App {
-            config,
-            store,
-            auth,
-        });
-        server::run(listener, app, server::shutdown_signal()).await;
+        let (app, writer) = App::new(config, store, auth)
+            .map_err(|e| format!("cannot start the message writer: {e}"))?;
+        server::run(listener, app.clone(), server::shutdown_signal()).await;
+        // The writer stops once the last handle is gone and its queue is drained (every
+        // accepted op committed and answered); wait a little for that.
+        drop(app);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !writer.is_finished() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tracing::info!("stopped");
         Ok(())
     })
 }

@@ -126,3 +126,56 @@ mod tests {
         assert_eq!(name_key("Alice"), name_key("aLICE"));
     }
 }
+
+/// Direct (exactly two members, one per pair) or group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+/// A stored chat message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub conversation: ConversationId,
+    pub seq: u64,
+    pub sender: UserId,
+    /// The sender's name when sent (names never change, so this is also the current one).
+    pub sender_name: String,
+    pub time_ms: u64,
+    pub client_id: String,
+    pub text: String,
+}
+
+/// A conversation as one user sees it in their list.
+#[derive(Clone, Debug)]
+pub struct ConversationSummary {
+    pub id: ConversationId,
+    pub kind: ConversationKind,
+    pub title: String,
+    pub owner: UserId,
+    pub member_count: u64,
+    pub last_seq: u64,
+    pub last_ms: u64,
+    /// The viewing user's read position.
+    pub read_seq: u64,
+    /// Direct conversations: the other user.
+    pub peer: Option<(UserId, String)>,
+    pub last_message: Option<StoredMessage>,
+}
+
+/// A member of a conversation.
+#[derive(Clone, Debug)]
+pub struct MemberInfo {
+    pub id: UserId,
+    pub name: String,
+    pub owner: bool,
+    pub read_seq: u64,
+}
+
+/// Longest group title, in characters.
+pub const MAX_TITLE_CHARS: usize = 64;
+/// Longest client_id, in characters.
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+/// Most members a group may have.
+pub const MAX_GROUP_MEMBERS: usize = 1000;

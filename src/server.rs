@@ -98,8 +98,16 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     drop(listener);
     tracing::info!("shutting down: no longer accepting connections");
     let _ = stop_tx.send(true);
+    // WebSocket sessions outlive their HTTP connection: tell them (close 1001) and wait too.
+    app.begin_shutdown();
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(all)).await;
+    let sessions = app.sessions.clone();
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+        let a = permits.acquire_many(all).await;
+        let b = sessions.acquire_many(all).await;
+        (a, b)
+    })
+    .await;
     match drained {
         Ok(_) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!(

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod assets;
 pub mod reply;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -57,6 +58,8 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         (&Method::POST, "/api/login") => api::login(app, req, ip).await,
         (&Method::POST, "/api/logout") => api::logout(app, req).await,
         (&Method::GET, "/api/me") => api::me(app, req).await,
+        (&Method::GET, "/ws") => ws::upgrade(app, req).await,
+        (_, "/ws") => method_not_allowed("GET"),
         (_, "/api/register" | "/api/login" | "/api/logout") => method_not_allowed("POST"),
         (_, "/api/me") => method_not_allowed("GET"),
         (_, p) if p.starts_with("/api/") => {

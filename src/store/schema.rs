@@ -39,17 +39,22 @@ pub const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("se
 pub const USER_SESSIONS: TableDefinition<(u64, &[u8; 32]), ()> =
     TableDefinition::new("user_sessions");
 
-/// conversation id → conversation record v1: kind (1 = direct, 2 = group), title, creator id,
-/// created_ms, last_seq (highest message seq, 0 = none yet), last_ms (time of last activity).
+/// conversation id → conversation record v1: kind (1 = direct, 2 = group), title, owner id,
+/// created_ms, last_seq (highest message seq, 0 = none yet), last_ms (time of last activity),
+/// member_count.
 pub const CONVERSATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("conversations");
 
 /// (conversation id, user id) → role (1 = member, 2 = owner). The members of a conversation,
 /// in user-id order: used for membership checks and fan-out.
 pub const MEMBERS: TableDefinition<(u64, u64), u8> = TableDefinition::new("members");
 
-/// (user id, conversation id) → read_seq: the conversations of a user and how far the user has
-/// read each one. Unread = messages from others with seq > read_seq. Never moves backwards.
-pub const READ_POSITIONS: TableDefinition<(u64, u64), u64> = TableDefinition::new("read_positions");
+/// (user id, conversation id) → (read_seq, activity_ms): the conversations of a user, how far
+/// the user has read each one (never moves backwards; sending moves it to the sent message, so
+/// unread = last_seq - read_seq counts only others' messages), and the `last_ms` under which the
+/// conversation is currently filed in `ACTIVITY` for this user (so that entry can be found and
+/// moved exactly).
+pub const READ_POSITIONS: TableDefinition<(u64, u64), (u64, u64)> =
+    TableDefinition::new("read_positions");
 
 /// (user id, last_ms, conversation id) → (): a user's conversations by last activity; scanned
 /// in reverse for the "recent conversations" list. The old entry is removed whenever the
@@ -59,8 +64,8 @@ pub const ACTIVITY: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new(
 /// (lower user id, higher user id) → conversation id: the one direct conversation per pair.
 pub const DIRECT_PAIRS: TableDefinition<(u64, u64), u64> = TableDefinition::new("direct_pairs");
 
-/// (conversation id, seq) → message record v1: sender id, server time ms, kind (1 = text),
-/// client_id, text. Seqs start at 1 and have no gaps within a conversation.
+/// (conversation id, seq) → message record v1: sender id, sender name, server time ms,
+/// kind (1 = text), client_id, text. Seqs start at 1 and have no gaps within a conversation.
 pub const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messages");
 
 /// (sender id, client_id) → (conversation id, seq): makes sends idempotent. Kept as long as the

@@ -4,3 +4,4 @@ mod accounts;
 mod cli;
 mod http_edge;
 mod support;
+mod ws_basics;

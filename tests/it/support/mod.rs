@@ -1,6 +1,8 @@
 //! Test support: `Server` runs the real chatd binary on 127.0.0.1 with port 0 and reads the
 //! address it logged; `http` sends one request with hyper's client and collects the reply.
 
+pub mod ws;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,0 +1,258 @@
+//! The hub: who is online right now (user → their connected sessions) and fan-out of encoded
+//! frames to them. In memory only; the store is the source of truth, so nothing here needs to
+//! survive a restart.
+//!
+//! Fan-out never waits: each session has a bounded outbox and `try_send` either queues the frame
+//! or, when the outbox is full, flags the session as too slow and wakes it so it closes itself
+//! (its client resumes from the store with `sync`; nothing is lost). The shard locks are plain
+//! mutexes held only for a map lookup and the `try_send`s, never across an `.await`.
+//! A frame is encoded once per fan-out and shared by reference count with every recipient.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::model::UserId;
+use crate::proto::ServerFrame;
+
+/// A server frame encoded as JSON once; cloning shares the bytes.
+pub type Encoded = Utf8Bytes;
+
+/// Encodes a frame. Serializing our own types cannot fail; if it somehow did, the error is
+/// logged and an `internal` error frame goes out instead (never a silent drop).
+pub fn encode(frame: &ServerFrame) -> Encoded {
+    match serde_json::to_string(frame) {
+        Ok(s) => Utf8Bytes::from(s),
+        Err(e) => {
+            tracing::error!("cannot encode a frame: {e}");
+            Utf8Bytes::from_static(
+                r#"{"type":"error","code":"internal","message":"internal error"}"#,
+            )
+        }
+    }
+}
+
+/// What travels through a session's outbox.
+#[derive(Clone, Debug)]
+pub enum Outbound {
+    /// Forward as is.
+    Frame(Encoded),
+    /// A message of `conversation` with `seq`: the session forwards it only if it continues the
+    /// client's cursor (no gap, no duplicate).
+    Message {
+        conversation: u64,
+        seq: u64,
+        frame: Encoded,
+    },
+    /// The ack of this session's own send (advances its cursor like a message).
+    Ack {
+        conversation: u64,
+        seq: u64,
+        frame: Encoded,
+    },
+    /// The user became a member of `conversation`, whose newest message is `last_seq`.
+    Joined {
+        conversation: u64,
+        last_seq: u64,
+        frame: Encoded,
+    },
+    /// The user is no longer a member of `conversation`.
+    Left { conversation: u64, frame: Encoded },
+}
+
+/// State shared between a session task and the hub.
+#[derive(Default)]
+pub struct SessionFlags {
+    /// Set when the outbox overflowed: the session must close (1008).
+    pub overflowed: AtomicBool,
+    /// Wakes the session when `overflowed` is set.
+    pub wake: Notify,
+}
+
+/// How the hub and the writer reach one connected session.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub id: u64,
+    pub user: UserId,
+    pub tx: mpsc::Sender<Outbound>,
+    pub flags: Arc<SessionFlags>,
+}
+
+impl SessionHandle {
+    /// Queues a frame without waiting; on a full outbox flags the session as too slow.
+    pub fn deliver(&self, out: Outbound) {
+        match self.tx.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.flags.overflowed.swap(true, Ordering::AcqRel) {
+                    tracing::info!(
+                        user = self.user.0,
+                        session = self.id,
+                        "outbox full: closing slow client"
+                    );
+                    self.flags.wake.notify_one();
+                }
+            }
+            // The session is ending; it resumes from the store next time.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+const SHARDS: usize = 64;
+
+/// Who is online, sharded by user id to keep lock contention low.
+pub struct Hub {
+    shards: Vec<Mutex<HashMap<UserId, Vec<SessionHandle>>>>,
+    next_id: AtomicU64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Hub {
+    fn shard(
+        &self,
+        user: UserId,
+    ) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<SessionHandle>>> {
+        // A poisoned shard only means a panic elsewhere mid-update of a Vec; the data is usable.
+        self.shards[(user.0 as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a session; returns true if it is the user's first (the user just came online).
+    pub fn register(&self, handle: SessionHandle) -> bool {
+        let mut shard = self.shard(handle.user);
+        let list = shard.entry(handle.user).or_default();
+        list.push(handle);
+        list.len() == 1
+    }
+
+    /// Removes a session; returns true if it was the user's last (the user went offline).
+    pub fn unregister(&self, user: UserId, session: u64) -> bool {
+        let mut shard = self.shard(user);
+        let Some(list) = shard.get_mut(&user) else {
+            return false;
+        };
+        list.retain(|h| h.id != session);
+        if list.is_empty() {
+            shard.remove(&user);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn is_online(&self, user: UserId) -> bool {
+        self.shard(user).contains_key(&user)
+    }
+
+    /// Number of connected sessions of a user.
+    pub fn sessions_of(&self, user: UserId) -> usize {
+        self.shard(user).get(&user).map_or(0, Vec::len)
+    }
+
+    /// Number of users online.
+    pub fn users_online(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Delivers `out` to every session of `user` except `except` (a session id).
+    pub fn send_to_user(&self, user: UserId, out: &Outbound, except: Option<u64>) {
+        let shard = self.shard(user);
+        if let Some(list) = shard.get(&user) {
+            for h in list.iter().filter(|h| Some(h.id) != except) {
+                h.deliver(out.clone());
+            }
+        }
+    }
+
+    /// Delivers `out` to every session of every user in `users` except session `except`.
+    pub fn send_to_users(&self, users: &[UserId], out: &Outbound, except: Option<u64>) {
+        for u in users {
+            self.send_to_user(*u, out, except);
+        }
+    }
+
+    /// Number of connected sessions.
+    pub fn session_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(hub: &Hub, user: u64, cap: usize) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (
+            SessionHandle {
+                id: hub.next_session_id(),
+                user: UserId(user),
+                tx,
+                flags: Arc::new(SessionFlags::default()),
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn presence_transitions_and_fan_out() {
+        let hub = Hub::default();
+        let (a1, mut r1) = handle(&hub, 1, 4);
+        let (a2, mut r2) = handle(&hub, 1, 4);
+        assert!(hub.register(a1.clone()));
+        assert!(!hub.register(a2.clone()));
+        assert!(hub.is_online(UserId(1)));
+        assert_eq!(hub.sessions_of(UserId(1)), 2);
+        let f = Outbound::Frame(Utf8Bytes::from_static("{}"));
+        hub.send_to_users(&[UserId(1), UserId(2)], &f, Some(a1.id));
+        assert!(r1.try_recv().is_err(), "excluded session gets nothing");
+        assert!(r2.try_recv().is_ok());
+        assert!(!hub.unregister(UserId(1), a1.id));
+        assert!(hub.unregister(UserId(1), a2.id));
+        assert!(!hub.is_online(UserId(1)));
+        assert_eq!(hub.users_online(), 0);
+    }
+
+    #[test]
+    fn full_outbox_flags_the_session_instead_of_growing() {
+        let hub = Hub::default();
+        let (h, _rx) = handle(&hub, 7, 2);
+        hub.register(h.clone());
+        let f = Outbound::Frame(Utf8Bytes::from_static("{}"));
+        for _ in 0..10 {
+            hub.send_to_user(UserId(7), &f, None);
+        }
+        assert!(h.flags.overflowed.load(Ordering::Acquire));
+        assert_eq!(h.tx.capacity(), 0);
+    }
+}

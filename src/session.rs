@@ -1,0 +1,911 @@
+//! One task per WebSocket connection: it owns the socket and one `select!` loop over the
+//! client's frames, the session's outbox (frames from the writer and the hub), the heartbeat, the
+//! shutdown signal, and catch-up from the store.
+//!
+//! Delivery keeps, per conversation, the highest seq this connection has been given (its
+//! cursor). A message is written only if it is exactly the next one; a gap (say the message was
+//! committed while the client was replaying) makes the session read the missing ones from the
+//! store; a duplicate is skipped. So a client sees each conversation in order, with no gap and no
+//! duplicate, whether messages come live or from catch-up.
+//!
+//! It decodes `proto` frames, answers reads through `App::db`, submits mutations to the writer,
+//! sends typing to the hub. Bad input gets an error frame; protocol violations get a close frame
+//! with the matching code. It never touches redb directly.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::app::App;
+use crate::hub::{encode, Outbound, SessionFlags, SessionHandle};
+use crate::model::{self, ConversationId, User, UserId};
+use crate::proto::{self, ClientEnvelope, ClientFrame, ErrorCode, ServerFrame};
+use crate::ratelimit::TokenBucket;
+use crate::store::chat::Target;
+use crate::writer::{Change, WriteOp};
+
+/// Why the loop ended.
+enum End {
+    /// Close with this code and reason, then wait briefly for the client's close.
+    Close(u16, &'static str),
+    /// The connection is gone (client closed, or the network failed): nothing to send.
+    Gone,
+}
+
+type Step = Result<(), End>;
+
+/// Most outbox items written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Runs a session until the connection ends. `_permit` is held for the session's lifetime.
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    app: Arc<App>,
+    user: User,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (tx, rx) = mpsc::channel(app.config.limits.outbox_frames);
+    let handle = SessionHandle {
+        id: app.hub.next_session_id(),
+        user: user.id,
+        tx,
+        flags: Arc::new(SessionFlags::default()),
+    };
+    if app.hub.register(handle.clone()) {
+        announce_presence(app.clone(), user.id);
+    }
+    tracing::debug!(user = %user.name, session = handle.id, "session started");
+    let limits = &app.config.limits;
+    let mut s = Session {
+        bucket: TokenBucket::full(limits.frame_burst, Instant::now()),
+        app: app.clone(),
+        user,
+        handle,
+        ws,
+        rx,
+        synced: false,
+        cursors: HashMap::new(),
+        pending: BTreeSet::new(),
+        sync_ref: None,
+        limited_streak: 0,
+        typing_last: HashMap::new(),
+        last_seen: Instant::now(),
+    };
+    let end = s.run().await;
+    let (id, uid) = (s.handle.id, s.user.id);
+    s.finish(end).await;
+    if app.hub.unregister(uid, id) {
+        announce_presence(app.clone(), uid);
+    }
+    tracing::debug!(user = uid.0, session = id, "session ended");
+}
+
+/// Tells the user's contacts whether the user is online now. Reads the current state when it
+/// runs, so quick connect/disconnect flaps cannot leave a stale answer last.
+fn announce_presence(app: Arc<App>, user: UserId) {
+    tokio::spawn(async move {
+        let max = app.config.limits.broadcast_group_max;
+        match app.db(move |s| s.contacts(user, max)).await {
+            Ok(contacts) => {
+                let online = app.hub.is_online(user);
+                let frame = Outbound::Frame(encode(&ServerFrame::Presence {
+                    user: user.0,
+                    online,
+                }));
+                app.hub.send_to_users(&contacts, &frame, None);
+            }
+            Err(e) => tracing::error!("presence of {user}: {e}"),
+        }
+    });
+}
+
+struct Session<S> {
+    app: Arc<App>,
+    user: User,
+    handle: SessionHandle,
+    ws: WebSocketStream<S>,
+    rx: mpsc::Receiver<Outbound>,
+    /// The client has sent `sync`: messages flow.
+    synced: bool,
+    /// conversation → highest seq delivered to this connection.
+    cursors: HashMap<u64, u64>,
+    /// Conversations with messages still to read from the store.
+    pending: BTreeSet<u64>,
+    /// `Some(ref)` while the first catch-up after a `sync` is running.
+    sync_ref: Option<Option<u64>>,
+    bucket: TokenBucket,
+    limited_streak: u32,
+    /// conversation → when this connection last forwarded typing for it.
+    typing_last: HashMap<u64, Instant>,
+    /// Last time anything arrived from the client.
+    last_seen: Instant,
+}
+
+fn not_found() -> (ErrorCode, &'static str) {
+    (ErrorCode::NotFound, "no such conversation")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    async fn run(&mut self) -> End {
+        let limits = self.app.config.limits.clone();
+        if let Err(end) = self.welcome().await {
+            return end;
+        }
+        let mut ping = tokio::time::interval(limits.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        let mut shutdown = self.app.shutdown.clone();
+        let flags = self.handle.flags.clone();
+        loop {
+            if *shutdown.borrow() {
+                return End::Close(1001, "server shutting down");
+            }
+            let step = tokio::select! {
+                msg = self.ws.next() => match msg {
+                    None => Err(End::Gone),
+                    Some(Ok(m)) => self.on_ws(m).await,
+                    Some(Err(e)) => Err(ws_error(e)),
+                },
+                Some(out) = self.rx.recv() => self.on_outbound(out).await,
+                _ = flags.wake.notified() => {
+                    if flags.overflowed.load(Ordering::Acquire) {
+                        Err(End::Close(1008, "slow consumer: reconnect and sync"))
+                    } else {
+                        Ok(())
+                    }
+                }
+                _ = ping.tick() => {
+                    if self.last_seen.elapsed() > limits.idle_timeout {
+                        Err(End::Close(1000, "idle timeout"))
+                    } else {
+                        self.write(Message::Ping(Default::default())).await
+                    }
+                }
+                _ = shutdown.changed() => Err(End::Close(1001, "server shutting down")),
+                _ = std::future::ready(()), if !self.pending.is_empty() => self.catch_up_page().await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Sends the close frame (if any) and waits briefly for the client's.
+    async fn finish(&mut self, end: End) {
+        let End::Close(code, reason) = end else {
+            return;
+        };
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let limit = self
+            .app
+            .config
+            .limits
+            .write_timeout
+            .min(std::time::Duration::from_secs(2));
+        let _ = tokio::time::timeout(limit, async {
+            if self.ws.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            while let Some(Ok(m)) = self.ws.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn write(&mut self, msg: Message) -> Step {
+        match tokio::time::timeout(self.app.config.limits.write_timeout, self.ws.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ws_error(e)),
+            Err(_) => Err(End::Gone),
+        }
+    }
+
+    async fn send_frame(&mut self, frame: &ServerFrame) -> Step {
+        self.write(Message::Text(encode(frame))).await
+    }
+
+    async fn send_error(
+        &mut self,
+        reference: Option<u64>,
+        client_id: Option<String>,
+        code: ErrorCode,
+        message: &str,
+    ) -> Step {
+        self.send_frame(&ServerFrame::error(reference, client_id, code, message))
+            .await
+    }
+
+    async fn welcome(&mut self) -> Step {
+        let user = self.user.id;
+        let max = self.app.config.limits.conversations_max;
+        let conversations = match self.app.db(move |s| s.conversations_of(user, max)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("welcome for {user}: {e}");
+                return Err(End::Close(1011, "internal error"));
+            }
+        };
+        let l = &self.app.config.limits;
+        let frame = ServerFrame::Welcome {
+            protocol: proto::PROTOCOL_VERSION,
+            server: crate::VERSION,
+            user: proto::UserRef {
+                id: self.user.id.0,
+                name: self.user.name.clone(),
+            },
+            epoch: format!("{:016x}", self.app.store.epoch()),
+            limits: proto::ClientLimits {
+                max_message_bytes: l.max_message_bytes,
+                max_frame_bytes: l.max_frame_bytes,
+                history_limit: l.history_max,
+                ping_interval_ms: l.ping_interval.as_millis() as u64,
+                idle_timeout_ms: l.idle_timeout.as_millis() as u64,
+            },
+            conversations: self.wire_conversations(&conversations),
+        };
+        self.send_frame(&frame).await
+    }
+
+    fn wire_conversations(&self, list: &[model::ConversationSummary]) -> Vec<proto::Conversation> {
+        let hub = &self.app.hub;
+        list.iter()
+            .map(|c| proto::Conversation::from_summary(c, |id| hub.is_online(UserId(id))))
+            .collect()
+    }
+
+    // ---- outbox ---------------------------------------------------------------------------
+
+    /// Handles one outbox item and whatever else is already queued, with one flush.
+    async fn on_outbound(&mut self, first: Outbound) -> Step {
+        let mut item = Some(first);
+        let mut n = 0;
+        while let Some(out) = item.take() {
+            if let Some(text) = self.admit(out) {
+                let fed = tokio::time::timeout(
+                    self.app.config.limits.write_timeout,
+                    self.ws.feed(Message::Text(text)),
+                )
+                .await;
+                match fed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(ws_error(e)),
+                    Err(_) => return Err(End::Gone),
+                }
+            }
+            n += 1;
+            if n < WRITE_BATCH {
+                item = self.rx.try_recv().ok();
+            }
+        }
+        match tokio::time::timeout(self.app.config.limits.write_timeout, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ws_error(e)),
+            Err(_) => Err(End::Gone),
+        }
+    }
+
+    /// Decides whether an outbox item is written, updating cursors. Returns the text to write.
+    fn admit(&mut self, out: Outbound) -> Option<Utf8Bytes> {
+        match out {
+            Outbound::Frame(f) => Some(f),
+            Outbound::Message {
+                conversation,
+                seq,
+                frame,
+            } => {
+                if !self.synced {
+                    return None;
+                }
+                let cursor = self.cursors.entry(conversation).or_insert(0);
+                if seq == *cursor + 1 {
+                    *cursor = seq;
+                    Some(frame)
+                } else {
+                    if seq > *cursor + 1 {
+                        self.pending.insert(conversation);
+                    }
+                    None
+                }
+            }
+            Outbound::Ack {
+                conversation,
+                seq,
+                frame,
+            } => {
+                if self.synced {
+                    let cursor = self.cursors.entry(conversation).or_insert(0);
+                    if seq == *cursor + 1 {
+                        *cursor = seq;
+                    } else if seq > *cursor + 1 {
+                        self.pending.insert(conversation);
+                    }
+                }
+                Some(frame)
+            }
+            Outbound::Joined {
+                conversation,
+                last_seq,
+                frame,
+            } => {
+                if self.synced {
+                    self.cursors.entry(conversation).or_insert(last_seq);
+                }
+                Some(frame)
+            }
+            Outbound::Left {
+                conversation,
+                frame,
+            } => {
+                self.cursors.remove(&conversation);
+                self.pending.remove(&conversation);
+                Some(frame)
+            }
+        }
+    }
+
+    /// Reads and writes one page of missed messages for one pending conversation.
+    async fn catch_up_page(&mut self) -> Step {
+        let Some(&conv) = self.pending.iter().next() else {
+            return Ok(());
+        };
+        let after = self.cursors.get(&conv).copied().unwrap_or(0);
+        let page = self.app.config.limits.catchup_page;
+        let user = self.user.id;
+        let read = self
+            .app
+            .db(move |s| s.messages_after(user, ConversationId(conv), after, page))
+            .await;
+        let msgs = match read {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                // No longer a member.
+                self.pending.remove(&conv);
+                self.cursors.remove(&conv);
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!("catch-up of {conv} for {user}: {e}");
+                return Err(End::Close(1011, "internal error"));
+            }
+        };
+        let full = msgs.len() >= page;
+        for m in &msgs {
+            let cursor = self.cursors.entry(conv).or_insert(0);
+            if m.seq != *cursor + 1 {
+                continue;
+            }
+            *cursor = m.seq;
+            let text = encode(&ServerFrame::Message {
+                message: proto::Message::from_stored(m),
+            });
+            match tokio::time::timeout(
+                self.app.config.limits.write_timeout,
+                self.ws.feed(Message::Text(text)),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(ws_error(e)),
+                Err(_) => return Err(End::Gone),
+            }
+        }
+        if !full {
+            self.pending.remove(&conv);
+        }
+        if self.pending.is_empty() {
+            if let Some(reference) = self.sync_ref.take() {
+                let text = encode(&ServerFrame::Synced { reference });
+                if let Err(e) = self.ws.feed(Message::Text(text)).await {
+                    return Err(ws_error(e));
+                }
+            }
+        }
+        match tokio::time::timeout(self.app.config.limits.write_timeout, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ws_error(e)),
+            Err(_) => Err(End::Gone),
+        }
+    }
+
+    // ---- client frames --------------------------------------------------------------------
+
+    async fn on_ws(&mut self, msg: Message) -> Step {
+        self.last_seen = Instant::now();
+        match msg {
+            Message::Text(text) => self.on_text(text).await,
+            Message::Binary(_) => Err(End::Close(1003, "binary frames are not supported")),
+            // tungstenite queues the pong; flushing sends it now.
+            Message::Ping(_) => match self.ws.flush().await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(ws_error(e)),
+            },
+            Message::Pong(_) | Message::Frame(_) => Ok(()),
+            Message::Close(_) => {
+                // tungstenite answers the close; flush it out and end.
+                let _ = self.ws.flush().await;
+                Err(End::Gone)
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: Utf8Bytes) -> Step {
+        if text.as_str() == "ping" {
+            return self
+                .write(Message::Text(Utf8Bytes::from_static("pong")))
+                .await;
+        }
+        let l = &self.app.config.limits;
+        if self
+            .bucket
+            .take(l.frame_burst, l.frame_refill, Instant::now())
+            .is_err()
+        {
+            self.limited_streak += 1;
+            if self.limited_streak >= l.flood_close_after {
+                return Err(End::Close(1008, "too many frames"));
+            }
+            return self
+                .send_error(
+                    None,
+                    None,
+                    ErrorCode::RateLimited,
+                    "too many frames; this one was not processed",
+                )
+                .await;
+        }
+        self.limited_streak = 0;
+        let envelope: ClientEnvelope = match serde_json::from_str(text.as_str()) {
+            Ok(e) => e,
+            Err(e) => {
+                let (reference, client_id, code) = classify_parse_error(text.as_str(), &e);
+                return self
+                    .send_error(reference, client_id, code, &format!("invalid frame: {e}"))
+                    .await;
+            }
+        };
+        self.on_frame(envelope.reference, envelope.frame).await
+    }
+
+    async fn submit(&mut self, reference: Option<u64>, change: Change) -> Step {
+        let op = WriteOp {
+            actor: self.user.id,
+            actor_name: self.user.name.clone(),
+            reference,
+            origin: self.handle.clone(),
+            change,
+        };
+        if let Err(op) = self.app.writer.submit(op).await {
+            let client_id = match op.change {
+                Change::Send { client_id, .. } => Some(client_id),
+                _ => None,
+            };
+            return self
+                .send_error(
+                    reference,
+                    client_id,
+                    ErrorCode::Internal,
+                    "the server is shutting down",
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, r: Option<u64>, frame: ClientFrame) -> Step {
+        let limits = self.app.config.limits.clone();
+        let user = self.user.id;
+        match frame {
+            ClientFrame::Sync { cursors } => self.start_sync(r, cursors).await,
+            ClientFrame::Send {
+                client_id,
+                conversation,
+                to,
+                text,
+            } => {
+                let cid = Some(client_id.clone());
+                let n = client_id.chars().count();
+                if n == 0 || n > model::MAX_CLIENT_ID_CHARS {
+                    return self
+                        .send_error(
+                            r,
+                            cid,
+                            ErrorCode::BadFrame,
+                            "client_id must be 1-64 characters",
+                        )
+                        .await;
+                }
+                let target = match (conversation, to) {
+                    (Some(c), None) => Target::Conversation(ConversationId(c)),
+                    (None, Some(u)) => Target::User(UserId(u)),
+                    _ => {
+                        return self
+                            .send_error(
+                                r,
+                                cid,
+                                ErrorCode::BadFrame,
+                                "give exactly one of conversation and to",
+                            )
+                            .await
+                    }
+                };
+                if text.trim().is_empty() {
+                    return self
+                        .send_error(r, cid, ErrorCode::EmptyText, "the message text is empty")
+                        .await;
+                }
+                if text.len() > limits.max_message_bytes {
+                    let msg = format!(
+                        "the message text is {} bytes; at most {} are allowed",
+                        text.len(),
+                        limits.max_message_bytes
+                    );
+                    return self.send_error(r, cid, ErrorCode::TextTooLong, &msg).await;
+                }
+                self.submit(
+                    r,
+                    Change::Send {
+                        target,
+                        client_id,
+                        text,
+                    },
+                )
+                .await
+            }
+            ClientFrame::History {
+                conversation,
+                before,
+                limit,
+            } => {
+                let limit = limit.unwrap_or(50);
+                if limit == 0 || limit > limits.history_max {
+                    return self
+                        .send_error(r, None, ErrorCode::BadFrame, "limit must be 1-100")
+                        .await;
+                }
+                let before = before.unwrap_or(u64::MAX);
+                let conv = ConversationId(conversation);
+                let res = self
+                    .app
+                    .db(move |s| s.history(user, conv, before, limit as usize))
+                    .await;
+                match res {
+                    Ok(Some(msgs)) => {
+                        let complete = msgs.first().is_none_or(|m| m.seq == 1);
+                        let messages = msgs.iter().map(proto::Message::from_stored).collect();
+                        self.send_frame(&ServerFrame::History {
+                            reference: r,
+                            conversation,
+                            messages,
+                            complete,
+                        })
+                        .await
+                    }
+                    Ok(None) => self.fail(r, not_found()).await,
+                    Err(e) => self.internal(r, &e).await,
+                }
+            }
+            ClientFrame::Read { conversation, seq } => {
+                self.submit(
+                    r,
+                    Change::Read {
+                        conversation: ConversationId(conversation),
+                        seq,
+                    },
+                )
+                .await
+            }
+            ClientFrame::Typing { conversation } => self.typing(r, conversation).await,
+            ClientFrame::Conversations => {
+                let max = limits.conversations_max;
+                match self.app.db(move |s| s.conversations_of(user, max)).await {
+                    Ok(list) => {
+                        let conversations = self.wire_conversations(&list);
+                        self.send_frame(&ServerFrame::Conversations {
+                            reference: r,
+                            conversations,
+                        })
+                        .await
+                    }
+                    Err(e) => self.internal(r, &e).await,
+                }
+            }
+            ClientFrame::Members { conversation } => {
+                let conv = ConversationId(conversation);
+                match self.app.db(move |s| s.members_of(user, conv)).await {
+                    Ok(Some(list)) => {
+                        let hub = &self.app.hub;
+                        let members = list
+                            .iter()
+                            .map(|m| proto::Member::from_info(m, hub.is_online(m.id)))
+                            .collect();
+                        self.send_frame(&ServerFrame::Members {
+                            reference: r,
+                            conversation,
+                            members,
+                        })
+                        .await
+                    }
+                    Ok(None) => self.fail(r, not_found()).await,
+                    Err(e) => self.internal(r, &e).await,
+                }
+            }
+            ClientFrame::CreateGroup { title, members } => {
+                let title = title.trim().to_string();
+                let n = title.chars().count();
+                if n == 0 || n > model::MAX_TITLE_CHARS {
+                    return self
+                        .send_error(
+                            r,
+                            None,
+                            ErrorCode::BadFrame,
+                            "title must be 1-64 characters",
+                        )
+                        .await;
+                }
+                if members.len() > model::MAX_GROUP_MEMBERS {
+                    return self
+                        .send_error(r, None, ErrorCode::BadFrame, "at most 1000 members")
+                        .await;
+                }
+                let members = members.into_iter().map(UserId).collect();
+                self.submit(r, Change::CreateGroup { title, members }).await
+            }
+            ClientFrame::AddMembers {
+                conversation,
+                members,
+            } => {
+                if members.is_empty() || members.len() > model::MAX_GROUP_MEMBERS {
+                    return self
+                        .send_error(
+                            r,
+                            None,
+                            ErrorCode::BadFrame,
+                            "members must list 1-1000 users",
+                        )
+                        .await;
+                }
+                let members = members.into_iter().map(UserId).collect();
+                self.submit(
+                    r,
+                    Change::AddMembers {
+                        conversation: ConversationId(conversation),
+                        members,
+                    },
+                )
+                .await
+            }
+            ClientFrame::RemoveMember {
+                conversation,
+                user: target,
+            } => {
+                if target == user.0 {
+                    return self
+                        .send_error(
+                            r,
+                            None,
+                            ErrorCode::BadFrame,
+                            "to remove yourself, use leave",
+                        )
+                        .await;
+                }
+                self.submit(
+                    r,
+                    Change::RemoveMember {
+                        conversation: ConversationId(conversation),
+                        user: UserId(target),
+                    },
+                )
+                .await
+            }
+            ClientFrame::Leave { conversation } => {
+                self.submit(
+                    r,
+                    Change::RemoveMember {
+                        conversation: ConversationId(conversation),
+                        user,
+                    },
+                )
+                .await
+            }
+            ClientFrame::Users { query, limit } => {
+                let limit = limit.unwrap_or(50);
+                if limit == 0 || limit > 100 || query.chars().count() > model::MAX_NAME_CHARS {
+                    return self
+                        .send_error(
+                            r,
+                            None,
+                            ErrorCode::BadFrame,
+                            "limit must be 1-100 and query at most 32 characters",
+                        )
+                        .await;
+                }
+                match self
+                    .app
+                    .db(move |s| s.search_users(&query, limit as usize))
+                    .await
+                {
+                    Ok(list) => {
+                        let hub = &self.app.hub;
+                        let users = list
+                            .into_iter()
+                            .map(|(id, name)| proto::DirectoryUser {
+                                id: id.0,
+                                name,
+                                online: hub.is_online(id),
+                            })
+                            .collect();
+                        self.send_frame(&ServerFrame::Users {
+                            reference: r,
+                            users,
+                        })
+                        .await
+                    }
+                    Err(e) => self.internal(r, &e).await,
+                }
+            }
+        }
+    }
+
+    async fn fail(&mut self, r: Option<u64>, (code, msg): (ErrorCode, &'static str)) -> Step {
+        self.send_error(r, None, code, msg).await
+    }
+
+    async fn internal(&mut self, r: Option<u64>, e: &(dyn std::fmt::Display + Sync)) -> Step {
+        tracing::error!(user = self.user.id.0, "request failed: {e}");
+        self.send_error(r, None, ErrorCode::Internal, "internal error; retry later")
+            .await
+    }
+
+    async fn start_sync(&mut self, r: Option<u64>, cursors: Vec<proto::Cursor>) -> Step {
+        let given: HashMap<u64, u64> = cursors.iter().map(|c| (c.conversation, c.seq)).collect();
+        let user = self.user.id;
+        let last = match self.app.db(move |s| s.last_seqs(user)).await {
+            Ok(l) => l,
+            Err(e) => return self.internal(r, &e).await,
+        };
+        self.cursors.clear();
+        self.pending.clear();
+        for (conv, last_seq) in last {
+            let c = given.get(&conv.0).copied().unwrap_or(0);
+            self.cursors.insert(conv.0, c);
+            if last_seq > c {
+                self.pending.insert(conv.0);
+            }
+        }
+        self.synced = true;
+        if self.pending.is_empty() {
+            self.send_frame(&ServerFrame::Synced { reference: r }).await
+        } else {
+            self.sync_ref = Some(r);
+            Ok(())
+        }
+    }
+
+    async fn typing(&mut self, r: Option<u64>, conversation: u64) -> Step {
+        let interval = self.app.config.limits.typing_interval;
+        let now = Instant::now();
+        if self
+            .typing_last
+            .get(&conversation)
+            .is_some_and(|t| now.duration_since(*t) < interval)
+        {
+            return Ok(());
+        }
+        if self.typing_last.len() > 256 {
+            self.typing_last.clear();
+        }
+        self.typing_last.insert(conversation, now);
+        let user = self.user.id;
+        let conv = ConversationId(conversation);
+        match self.app.db(move |s| s.member_ids_for(user, conv)).await {
+            Ok(Some(members)) => {
+                let others: Vec<UserId> = members.into_iter().filter(|m| *m != user).collect();
+                let frame = Outbound::Frame(encode(&ServerFrame::Typing {
+                    conversation,
+                    user: user.0,
+                    name: self.user.name.clone(),
+                }));
+                self.app.hub.send_to_users(&others, &frame, None);
+                Ok(())
+            }
+            Ok(None) => self.fail(r, not_found()).await,
+            Err(e) => self.internal(r, &e).await,
+        }
+    }
+}
+
+/// Maps a read/write error to how the connection ends.
+fn ws_error(e: WsError) -> End {
+    match e {
+        WsError::Capacity(_) => End::Close(1009, "frame too large"),
+        WsError::Utf8(_) => End::Close(1007, "invalid UTF-8"),
+        WsError::Protocol(_) => End::Close(1002, "protocol error"),
+        WsError::WriteBufferFull(_) => End::Gone,
+        _ => End::Gone,
+    }
+}
+
+/// Works out the error code of an unparsable frame, and recovers `ref` and `client_id` when
+/// the frame is at least a JSON object, so the error names the request it answers.
+fn classify_parse_error(
+    text: &str,
+    e: &serde_json::Error,
+) -> (Option<u64>, Option<String>, ErrorCode) {
+    let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
+    let Some(obj) = value.as_ref().and_then(|v| v.as_object()) else {
+        return (None, None, ErrorCode::BadJson);
+    };
+    let reference = obj.get("ref").and_then(|v| v.as_u64());
+    let client_id = obj
+        .get("client_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let msg = e.to_string();
+    let code = match obj.get("type") {
+        None => ErrorCode::UnknownType,
+        Some(_) if msg.contains("unknown variant") => ErrorCode::UnknownType,
+        Some(t) if !t.is_string() => ErrorCode::UnknownType,
+        _ => ErrorCode::BadFrame,
+    };
+    (reference, client_id, code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> (Option<u64>, Option<String>, ErrorCode) {
+        let e = serde_json::from_str::<ClientEnvelope>(text).unwrap_err();
+        classify_parse_error(text, &e)
+    }
+
+    #[test]
+    fn parse_errors_are_classified() {
+        assert_eq!(parse_err("{oops").2, ErrorCode::BadJson);
+        assert_eq!(parse_err("[1,2]").2, ErrorCode::BadJson);
+        assert_eq!(parse_err(r#"{"text":"hi"}"#).2, ErrorCode::UnknownType);
+        assert_eq!(
+            parse_err(r#"{"type":"dance","ref":3}"#),
+            (Some(3), None, ErrorCode::UnknownType)
+        );
+        let (r, cid, code) = parse_err(r#"{"type":"send","ref":9,"client_id":"c1"}"#);
+        assert_eq!(
+            (r, cid.as_deref(), code),
+            (Some(9), Some("c1"), ErrorCode::BadFrame)
+        );
+        assert_eq!(
+            parse_err(r#"{"type":"read","conversation":"x","seq":1}"#).2,
+            ErrorCode::BadFrame
+        );
+    }
+
+    #[test]
+    fn frames_parse() {
+        let e: ClientEnvelope =
+            serde_json::from_str(r#"{"type":"send","ref":1,"client_id":"a","to":2,"text":"hi"}"#)
+                .unwrap();
+        assert_eq!(e.reference, Some(1));
+        assert!(matches!(e.frame, ClientFrame::Send { to: Some(2), .. }));
+        let e: ClientEnvelope = serde_json::from_str(r#"{"type":"sync"}"#).unwrap();
+        assert!(matches!(e.frame, ClientFrame::Sync { ref cursors } if cursors.is_empty()));
+        let e: ClientEnvelope = serde_json::from_str(r#"{"type":"conversations"}"#).unwrap();
+        assert!(matches!(e.frame, ClientFrame::Conversations));
+    }
+}

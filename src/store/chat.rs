@@ -1,0 +1,896 @@
+//! Conversations, members, messages and read positions: the batch API the message writer uses
+//! to apply many operations in one durable transaction (group commit), and the read queries
+//! (conversation list, history, members, directory) that sessions run on the blocking pool.
+//!
+//! Batch operations return `Result<Result<T, ChatError>, StoreError>`: the outer error is fatal to
+//! the whole batch (nothing is committed), the inner one refuses just that operation (nothing of
+//! it was written) while the rest of the batch goes on.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
+
+use super::codec::{Dec, Enc};
+use super::schema::*;
+use super::{decode_user, Result, Store, StoreError};
+use crate::model::{
+    ConversationId, ConversationKind, ConversationSummary, MemberInfo, StoredMessage, UserId,
+};
+
+/// Why one operation of a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatError {
+    /// No such conversation, or the user is not a member (deliberately indistinguishable).
+    NotFound,
+    /// A user id that does not exist (or is disabled).
+    UserNotFound,
+    /// Not allowed: only the owner may, or not for this kind of conversation.
+    Forbidden(&'static str),
+    /// A value is out of range.
+    Invalid(&'static str),
+}
+
+pub type Op<T> = Result<std::result::Result<T, ChatError>>;
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    Conversation(ConversationId),
+    /// The direct conversation with this user, created if needed.
+    User(UserId),
+}
+
+/// What `send` did.
+#[derive(Clone, Debug)]
+pub struct SendOutcome {
+    pub message: StoredMessage,
+    /// The client_id was seen before: this is the original message, nothing was written.
+    pub duplicate: bool,
+    /// A direct conversation was created for this message.
+    pub created: bool,
+    /// Every member, for fan-out.
+    pub members: Arc<[UserId]>,
+}
+
+/// What a membership change did.
+#[derive(Clone, Debug)]
+pub struct MembershipOutcome {
+    pub conversation: ConversationId,
+    /// Members after the change.
+    pub members: Arc<[UserId]>,
+    /// Users who became members.
+    pub added: Vec<UserId>,
+    /// Users who stopped being members.
+    pub removed: Vec<UserId>,
+    /// The conversation's newest seq when the change was made.
+    pub last_seq: u64,
+}
+
+/// Member lists the writer keeps between batches. Only the writer changes membership, so it can
+/// keep this exact: entries are replaced when a batch changes a conversation's members, and the
+/// whole cache is dropped when a batch fails.
+#[derive(Default)]
+pub struct MemberCache {
+    map: HashMap<u64, Arc<[UserId]>>,
+}
+
+impl MemberCache {
+    /// Most conversations cached; beyond this the cache is cleared (simple and bounded).
+    const MAX: usize = 50_000;
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ConvRecord {
+    kind: ConversationKind,
+    title: String,
+    owner: u64,
+    created_ms: u64,
+    last_seq: u64,
+    last_ms: u64,
+    member_count: u64,
+}
+
+const ROLE_MEMBER: u8 = 1;
+const ROLE_OWNER: u8 = 2;
+
+fn encode_conv(c: &ConvRecord) -> Vec<u8> {
+    Enc::new(1)
+        .u8(match c.kind {
+            ConversationKind::Direct => 1,
+            ConversationKind::Group => 2,
+        })
+        .str(&c.title)
+        .u64(c.owner)
+        .u64(c.created_ms)
+        .u64(c.last_seq)
+        .u64(c.last_ms)
+        .u64(c.member_count)
+        .0
+}
+
+fn decode_conv(raw: &[u8]) -> Result<ConvRecord> {
+    let mut d = Dec::new(raw, 1, "conversation record version")?;
+    let kind = match d.u8()? {
+        1 => ConversationKind::Direct,
+        2 => ConversationKind::Group,
+        _ => return Err(StoreError::Corrupt("unknown conversation kind".into())),
+    };
+    Ok(ConvRecord {
+        kind,
+        title: d.str()?.to_string(),
+        owner: d.u64()?,
+        created_ms: d.u64()?,
+        last_seq: d.u64()?,
+        last_ms: d.u64()?,
+        member_count: d.u64()?,
+    })
+}
+
+fn encode_message(m: &StoredMessage) -> Vec<u8> {
+    Enc::new(1)
+        .u64(m.sender.0)
+        .str(&m.sender_name)
+        .u64(m.time_ms)
+        .u8(1)
+        .str(&m.client_id)
+        .str(&m.text)
+        .0
+}
+
+fn decode_message(conv: u64, seq: u64, raw: &[u8]) -> Result<StoredMessage> {
+    let mut d = Dec::new(raw, 1, "message record version")?;
+    let sender = UserId(d.u64()?);
+    let sender_name = d.str()?.to_string();
+    let time_ms = d.u64()?;
+    let _kind = d.u8()?;
+    Ok(StoredMessage {
+        conversation: ConversationId(conv),
+        seq,
+        sender,
+        sender_name,
+        time_ms,
+        client_id: d.str()?.to_string(),
+        text: d.str()?.to_string(),
+    })
+}
+
+/// Reads the members of a conversation from any readable members table.
+fn read_members(
+    members: &impl ReadableTable<(u64, u64), u8>,
+    conv: u64,
+) -> Result<Vec<(UserId, u8)>> {
+    let mut out = Vec::new();
+    for row in members.range((conv, 0)..=(conv, u64::MAX))? {
+        let (k, v) = row?;
+        out.push((UserId(k.value().1), v.value()));
+    }
+    Ok(out)
+}
+
+/// The tables of one write transaction, opened once for a whole batch.
+pub struct ChatBatch<'t> {
+    users: Table<'t, u64, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
+    conversations: Table<'t, u64, &'static [u8]>,
+    members: Table<'t, (u64, u64), u8>,
+    read_positions: Table<'t, (u64, u64), (u64, u64)>,
+    activity: Table<'t, (u64, u64, u64), ()>,
+    direct_pairs: Table<'t, (u64, u64), u64>,
+    messages: Table<'t, (u64, u64), &'static [u8]>,
+    client_ids: Table<'t, (u64, &'static str), (u64, u64)>,
+    cache: &'t mut MemberCache,
+    /// Conversations whose last_ms moved in this batch: their members' ACTIVITY entries are
+    /// refiled once, in `finish`, instead of once per message.
+    touched: HashSet<u64>,
+}
+
+impl<'t> ChatBatch<'t> {
+    fn open(tx: &'t WriteTransaction, cache: &'t mut MemberCache) -> Result<Self> {
+        Ok(ChatBatch {
+            users: tx.open_table(USERS)?,
+            meta: tx.open_table(META)?,
+            conversations: tx.open_table(CONVERSATIONS)?,
+            members: tx.open_table(MEMBERS)?,
+            read_positions: tx.open_table(READ_POSITIONS)?,
+            activity: tx.open_table(ACTIVITY)?,
+            direct_pairs: tx.open_table(DIRECT_PAIRS)?,
+            messages: tx.open_table(MESSAGES)?,
+            client_ids: tx.open_table(CLIENT_IDS)?,
+            cache,
+            touched: HashSet::new(),
+        })
+    }
+
+    fn conv(&self, id: u64) -> Result<Option<ConvRecord>> {
+        match self.conversations.get(id)? {
+            Some(v) => Ok(Some(decode_conv(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_conv(&mut self, id: u64, c: &ConvRecord) -> Result<()> {
+        self.conversations.insert(id, encode_conv(c).as_slice())?;
+        Ok(())
+    }
+
+    /// Members of a conversation, from the cache or the table.
+    pub fn member_ids(&mut self, conv: u64) -> Result<Arc<[UserId]>> {
+        if let Some(m) = self.cache.map.get(&conv) {
+            return Ok(m.clone());
+        }
+        let list: Arc<[UserId]> = read_members(&self.members, conv)?
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        if self.cache.map.len() >= MemberCache::MAX {
+            self.cache.map.clear();
+        }
+        self.cache.map.insert(conv, list.clone());
+        Ok(list)
+    }
+
+    fn is_member(&mut self, conv: u64, user: UserId) -> Result<bool> {
+        Ok(self.member_ids(conv)?.binary_search(&user).is_ok())
+    }
+
+    fn user_exists(&self, id: UserId) -> Result<bool> {
+        match self.users.get(id.0)? {
+            Some(v) => Ok(!decode_user(id.0, v.value())?.disabled),
+            None => Ok(false),
+        }
+    }
+
+    fn next_conversation_id(&mut self) -> Result<u64> {
+        let id = self
+            .meta
+            .get(META_NEXT_CONVERSATION)?
+            .map(|v| v.value())
+            .unwrap_or(1);
+        self.meta.insert(META_NEXT_CONVERSATION, id + 1)?;
+        Ok(id)
+    }
+
+    /// Makes `user` a member with the given role and read position, filed in ACTIVITY under
+    /// `last_ms`.
+    fn join(
+        &mut self,
+        conv: u64,
+        user: UserId,
+        role: u8,
+        read_seq: u64,
+        last_ms: u64,
+    ) -> Result<()> {
+        self.members.insert((conv, user.0), role)?;
+        self.read_positions
+            .insert((user.0, conv), (read_seq, last_ms))?;
+        self.activity.insert((user.0, last_ms, conv), ())?;
+        Ok(())
+    }
+
+    fn part(&mut self, conv: u64, user: UserId) -> Result<()> {
+        self.members.remove((conv, user.0))?;
+        let filed = self
+            .read_positions
+            .remove((user.0, conv))?
+            .map(|v| v.value().1);
+        if let Some(ms) = filed {
+            self.activity.remove((user.0, ms, conv))?;
+        }
+        Ok(())
+    }
+
+    fn refresh_cache(&mut self, conv: u64) -> Result<Arc<[UserId]>> {
+        self.cache.map.remove(&conv);
+        self.member_ids(conv)
+    }
+
+    /// Appends a message (or returns the original for a repeated client_id).
+    pub fn send(
+        &mut self,
+        sender: UserId,
+        sender_name: &str,
+        target: Target,
+        client_id: &str,
+        text: &str,
+        now_ms: u64,
+    ) -> Op<SendOutcome> {
+        // Idempotency first: a retry must get the original ack even if, say, the sender has
+        // since left the conversation.
+        let seen = self
+            .client_ids
+            .get((sender.0, client_id))?
+            .map(|v| v.value());
+        if let Some((conv, seq)) = seen {
+            let raw = self.messages.get((conv, seq))?.map(|v| v.value().to_vec());
+            if let Some(raw) = raw {
+                let message = decode_message(conv, seq, &raw)?;
+                let members = self.member_ids(conv)?;
+                return Ok(Ok(SendOutcome {
+                    message,
+                    duplicate: true,
+                    created: false,
+                    members,
+                }));
+            }
+        }
+        let mut created = false;
+        let conv_id = match target {
+            Target::Conversation(c) => {
+                if !self.is_member(c.0, sender)? {
+                    return Ok(Err(ChatError::NotFound));
+                }
+                c.0
+            }
+            Target::User(peer) => {
+                if peer == sender {
+                    return Ok(Err(ChatError::Invalid(
+                        "you cannot start a direct conversation with yourself",
+                    )));
+                }
+                if !self.user_exists(peer)? {
+                    return Ok(Err(ChatError::UserNotFound));
+                }
+                let pair = (sender.0.min(peer.0), sender.0.max(peer.0));
+                let existing = self.direct_pairs.get(pair)?.map(|v| v.value());
+                match existing {
+                    Some(c) => c,
+                    None => {
+                        let id = self.next_conversation_id()?;
+                        let rec = ConvRecord {
+                            kind: ConversationKind::Direct,
+                            title: String::new(),
+                            owner: sender.0,
+                            created_ms: now_ms,
+                            last_seq: 0,
+                            last_ms: now_ms,
+                            member_count: 2,
+                        };
+                        self.put_conv(id, &rec)?;
+                        self.join(id, sender, ROLE_MEMBER, 0, now_ms)?;
+                        self.join(id, peer, ROLE_MEMBER, 0, now_ms)?;
+                        self.direct_pairs.insert(pair, id)?;
+                        self.refresh_cache(id)?;
+                        created = true;
+                        id
+                    }
+                }
+            }
+        };
+        let Some(mut conv) = self.conv(conv_id)? else {
+            return Ok(Err(ChatError::NotFound));
+        };
+        conv.last_seq += 1;
+        // Time never goes backwards within a conversation, even if the clock does.
+        conv.last_ms = now_ms.max(conv.last_ms);
+        let message = StoredMessage {
+            conversation: ConversationId(conv_id),
+            seq: conv.last_seq,
+            sender,
+            sender_name: sender_name.to_string(),
+            time_ms: conv.last_ms,
+            client_id: client_id.to_string(),
+            text: text.to_string(),
+        };
+        self.messages
+            .insert((conv_id, message.seq), encode_message(&message).as_slice())?;
+        self.client_ids
+            .insert((sender.0, client_id), (conv_id, message.seq))?;
+        self.put_conv(conv_id, &conv)?;
+        // The sender has read everything up to their own message.
+        let filed = self
+            .read_positions
+            .get((sender.0, conv_id))?
+            .map(|v| v.value().1)
+            .unwrap_or(conv.last_ms);
+        self.read_positions
+            .insert((sender.0, conv_id), (message.seq, filed))?;
+        self.touched.insert(conv_id);
+        let members = self.member_ids(conv_id)?;
+        Ok(Ok(SendOutcome {
+            message,
+            duplicate: false,
+            created,
+            members,
+        }))
+    }
+
+    /// Moves `user`'s read position forward to `seq` (clamped to the last message). Returns the
+    /// new position if it moved, and the members for receipts.
+    pub fn mark_read(
+        &mut self,
+        user: UserId,
+        conv: ConversationId,
+        seq: u64,
+    ) -> Op<Option<(u64, Arc<[UserId]>)>> {
+        let Some(pos) = self
+            .read_positions
+            .get((user.0, conv.0))?
+            .map(|v| v.value())
+        else {
+            return Ok(Err(ChatError::NotFound));
+        };
+        let Some(rec) = self.conv(conv.0)? else {
+            return Ok(Err(ChatError::NotFound));
+        };
+        let target = seq.min(rec.last_seq);
+        if target <= pos.0 {
+            return Ok(Ok(None));
+        }
+        self.read_positions
+            .insert((user.0, conv.0), (target, pos.1))?;
+        let members = self.member_ids(conv.0)?;
+        Ok(Ok(Some((target, members))))
+    }
+
+    /// Creates a group owned by `owner` with the given other members.
+    pub fn create_group(
+        &mut self,
+        owner: UserId,
+        title: &str,
+        members: &[UserId],
+        now_ms: u64,
+    ) -> Op<MembershipOutcome> {
+        let mut all: Vec<UserId> = members.to_vec();
+        all.push(owner);
+        all.sort();
+        all.dedup();
+        if all.len() > crate::model::MAX_GROUP_MEMBERS {
+            return Ok(Err(ChatError::Invalid("too many members")));
+        }
+        for u in &all {
+            if !self.user_exists(*u)? {
+                return Ok(Err(ChatError::UserNotFound));
+            }
+        }
+        let id = self.next_conversation_id()?;
+        let rec = ConvRecord {
+            kind: ConversationKind::Group,
+            title: title.to_string(),
+            owner: owner.0,
+            created_ms: now_ms,
+            last_seq: 0,
+            last_ms: now_ms,
+            member_count: all.len() as u64,
+        };
+        self.put_conv(id, &rec)?;
+        for u in &all {
+            let role = if *u == owner { ROLE_OWNER } else { ROLE_MEMBER };
+            self.join(id, *u, role, 0, now_ms)?;
+        }
+        let members = self.refresh_cache(id)?;
+        Ok(Ok(MembershipOutcome {
+            conversation: ConversationId(id),
+            members,
+            added: all,
+            removed: Vec::new(),
+            last_seq: 0,
+        }))
+    }
+
+    fn group_for(&mut self, actor: UserId, conv: ConversationId) -> Op<ConvRecord> {
+        if !self.is_member(conv.0, actor)? {
+            return Ok(Err(ChatError::NotFound));
+        }
+        let Some(rec) = self.conv(conv.0)? else {
+            return Ok(Err(ChatError::NotFound));
+        };
+        if rec.kind != ConversationKind::Group {
+            return Ok(Err(ChatError::Forbidden(
+                "direct conversations have fixed members",
+            )));
+        }
+        Ok(Ok(rec))
+    }
+
+    /// Owner only: adds users to a group (existing members are skipped).
+    pub fn add_members(
+        &mut self,
+        actor: UserId,
+        conv: ConversationId,
+        users: &[UserId],
+    ) -> Op<MembershipOutcome> {
+        let mut rec = match self.group_for(actor, conv)? {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        if rec.owner != actor.0 {
+            return Ok(Err(ChatError::Forbidden(
+                "only the group owner may add members",
+            )));
+        }
+        let current = self.member_ids(conv.0)?;
+        let mut added: Vec<UserId> = users
+            .iter()
+            .copied()
+            .filter(|u| current.binary_search(u).is_err())
+            .collect();
+        added.sort();
+        added.dedup();
+        if current.len() + added.len() > crate::model::MAX_GROUP_MEMBERS {
+            return Ok(Err(ChatError::Invalid("too many members")));
+        }
+        for u in &added {
+            if !self.user_exists(*u)? {
+                return Ok(Err(ChatError::UserNotFound));
+            }
+        }
+        for u in &added {
+            // Joining members start with the history marked read.
+            self.join(conv.0, *u, ROLE_MEMBER, rec.last_seq, rec.last_ms)?;
+        }
+        rec.member_count += added.len() as u64;
+        self.put_conv(conv.0, &rec)?;
+        let members = self.refresh_cache(conv.0)?;
+        Ok(Ok(MembershipOutcome {
+            conversation: conv,
+            members,
+            added,
+            removed: Vec::new(),
+            last_seq: rec.last_seq,
+        }))
+    }
+
+    /// Owner removes a member, or (`user == actor`) a member leaves. When the owner leaves,
+    /// the remaining member with the lowest id becomes owner.
+    pub fn remove_member(
+        &mut self,
+        actor: UserId,
+        conv: ConversationId,
+        user: UserId,
+    ) -> Op<MembershipOutcome> {
+        let mut rec = match self.group_for(actor, conv)? {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        if user != actor {
+            if rec.owner != actor.0 {
+                return Ok(Err(ChatError::Forbidden(
+                    "only the group owner may remove members",
+                )));
+            }
+            if !self.is_member(conv.0, user)? {
+                return Ok(Err(ChatError::UserNotFound));
+            }
+        }
+        self.part(conv.0, user)?;
+        rec.member_count = rec.member_count.saturating_sub(1);
+        let members = self.refresh_cache(conv.0)?;
+        if rec.owner == user.0 {
+            if let Some(next) = members.first() {
+                rec.owner = next.0;
+                self.members.insert((conv.0, next.0), ROLE_OWNER)?;
+            }
+        }
+        self.put_conv(conv.0, &rec)?;
+        Ok(Ok(MembershipOutcome {
+            conversation: conv,
+            members,
+            added: Vec::new(),
+            removed: vec![user],
+            last_seq: rec.last_seq,
+        }))
+    }
+
+    /// Refiles the ACTIVITY entries of every member of every conversation touched in this batch.
+    fn finish(&mut self) -> Result<()> {
+        let touched: Vec<u64> = self.touched.drain().collect();
+        for conv in touched {
+            let Some(rec) = self.conv(conv)? else {
+                continue;
+            };
+            let members = self.member_ids(conv)?;
+            for u in members.iter() {
+                let Some((read, filed)) = self.read_positions.get((u.0, conv))?.map(|v| v.value())
+                else {
+                    continue;
+                };
+                if filed == rec.last_ms {
+                    continue;
+                }
+                self.activity.remove((u.0, filed, conv))?;
+                self.activity.insert((u.0, rec.last_ms, conv), ())?;
+                self.read_positions
+                    .insert((u.0, conv), (read, rec.last_ms))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Runs `f` on one write transaction and commits it durably (fsync) if `f` returns `Ok`.
+    /// The group-commit writer calls this once per batch of operations.
+    pub fn chat_batch<R>(
+        &self,
+        cache: &mut MemberCache,
+        f: impl FnOnce(&mut ChatBatch<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let tx = self.write()?;
+        let result = {
+            let mut batch = ChatBatch::open(&tx, cache)?;
+            let r = f(&mut batch);
+            match r {
+                Ok(r) => {
+                    batch.finish()?;
+                    Ok(r)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(r) => {
+                tx.commit()?;
+                Ok(r)
+            }
+            Err(e) => {
+                // Dropping the transaction aborts it; cached member lists may describe writes
+                // that never happened.
+                cache.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// The user's conversations, newest activity first, at most `limit`.
+    pub fn conversations_of(&self, user: UserId, limit: usize) -> Result<Vec<ConversationSummary>> {
+        let tx = self.db.begin_read()?;
+        let activity = tx.open_table(ACTIVITY)?;
+        let mut ids = Vec::new();
+        for row in activity
+            .range((user.0, 0, 0)..=(user.0, u64::MAX, u64::MAX))?
+            .rev()
+            .take(limit)
+        {
+            let (k, _) = row?;
+            ids.push(ConversationId(k.value().2));
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(s) = summary_in(&tx, user, id)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One conversation as `user` sees it; `None` if it does not exist or `user` is not a member.
+    pub fn conversation_for(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+    ) -> Result<Option<ConversationSummary>> {
+        let tx = self.db.begin_read()?;
+        summary_in(&tx, user, conv)
+    }
+
+    /// Messages with seq > `after`, oldest first, at most `limit`. Membership is checked.
+    pub fn messages_after(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<StoredMessage>>> {
+        let tx = self.db.begin_read()?;
+        if tx.open_table(MEMBERS)?.get((conv.0, user.0))?.is_none() {
+            return Ok(None);
+        }
+        let messages = tx.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        for row in messages
+            .range((conv.0, after.saturating_add(1))..=(conv.0, u64::MAX))?
+            .take(limit)
+        {
+            let (k, v) = row?;
+            out.push(decode_message(conv.0, k.value().1, v.value())?);
+        }
+        Ok(Some(out))
+    }
+
+    /// The newest `limit` messages with seq < `before`, oldest first. Membership is checked.
+    pub fn history(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<StoredMessage>>> {
+        let tx = self.db.begin_read()?;
+        if tx.open_table(MEMBERS)?.get((conv.0, user.0))?.is_none() {
+            return Ok(None);
+        }
+        let messages = tx.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        if before > 1 {
+            for row in messages
+                .range((conv.0, 1)..(conv.0, before))?
+                .rev()
+                .take(limit)
+            {
+                let (k, v) = row?;
+                out.push(decode_message(conv.0, k.value().1, v.value())?);
+            }
+        }
+        out.reverse();
+        Ok(Some(out))
+    }
+
+    /// `(conversation, last_seq)` for every conversation of the user.
+    pub fn last_seqs(&self, user: UserId) -> Result<Vec<(ConversationId, u64)>> {
+        let tx = self.db.begin_read()?;
+        let positions = tx.open_table(READ_POSITIONS)?;
+        let convs = tx.open_table(CONVERSATIONS)?;
+        let mut out = Vec::new();
+        for row in positions.range((user.0, 0)..=(user.0, u64::MAX))? {
+            let (k, _) = row?;
+            let conv = k.value().1;
+            if let Some(raw) = convs.get(conv)? {
+                out.push((ConversationId(conv), decode_conv(raw.value())?.last_seq));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Members of a conversation with names and read positions; `None` if `user` is not one.
+    pub fn members_of(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+    ) -> Result<Option<Vec<MemberInfo>>> {
+        let tx = self.db.begin_read()?;
+        let members = tx.open_table(MEMBERS)?;
+        if members.get((conv.0, user.0))?.is_none() {
+            return Ok(None);
+        }
+        let users = tx.open_table(USERS)?;
+        let positions = tx.open_table(READ_POSITIONS)?;
+        let mut out = Vec::new();
+        for (id, role) in read_members(&members, conv.0)? {
+            let name = match users.get(id.0)? {
+                Some(v) => decode_user(id.0, v.value())?.name,
+                None => continue,
+            };
+            let read_seq = positions
+                .get((id.0, conv.0))?
+                .map(|v| v.value().0)
+                .unwrap_or(0);
+            out.push(MemberInfo {
+                id,
+                name,
+                owner: role == ROLE_OWNER,
+                read_seq,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// Member ids of a conversation if `user` is a member (for typing indicators).
+    pub fn member_ids_for(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+    ) -> Result<Option<Vec<UserId>>> {
+        let tx = self.db.begin_read()?;
+        let members = tx.open_table(MEMBERS)?;
+        if members.get((conv.0, user.0))?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            read_members(&members, conv.0)?
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect(),
+        ))
+    }
+
+    /// Everyone who shares a direct conversation, or a group of at most `max_group` members,
+    /// with `user` (for presence).
+    pub fn contacts(&self, user: UserId, max_group: u64) -> Result<Vec<UserId>> {
+        let tx = self.db.begin_read()?;
+        let positions = tx.open_table(READ_POSITIONS)?;
+        let convs = tx.open_table(CONVERSATIONS)?;
+        let members = tx.open_table(MEMBERS)?;
+        let mut out = HashSet::new();
+        for row in positions.range((user.0, 0)..=(user.0, u64::MAX))? {
+            let (k, _) = row?;
+            let conv = k.value().1;
+            let Some(raw) = convs.get(conv)? else {
+                continue;
+            };
+            if decode_conv(raw.value())?.member_count > max_group {
+                continue;
+            }
+            for (m, _) in read_members(&members, conv)? {
+                if m != user {
+                    out.insert(m);
+                }
+            }
+        }
+        let mut v: Vec<UserId> = out.into_iter().collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Enabled accounts whose name contains `query` (case-insensitive), by name, at most `limit`.
+    pub fn search_users(&self, query: &str, limit: usize) -> Result<Vec<(UserId, String)>> {
+        let q = query.to_lowercase();
+        let tx = self.db.begin_read()?;
+        let names = tx.open_table(USER_NAMES)?;
+        let users = tx.open_table(USERS)?;
+        let mut out = Vec::new();
+        for row in names.iter()? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row?;
+            if !k.value().contains(q.as_str()) {
+                continue;
+            }
+            let id = v.value();
+            if let Some(raw) = users.get(id)? {
+                let u = decode_user(id, raw.value())?;
+                if !u.disabled {
+                    out.push((u.id, u.name));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn summary_in(
+    tx: &redb::ReadTransaction,
+    user: UserId,
+    conv: ConversationId,
+) -> Result<Option<ConversationSummary>> {
+    let positions = tx.open_table(READ_POSITIONS)?;
+    let Some((read_seq, _)) = positions.get((user.0, conv.0))?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    let convs = tx.open_table(CONVERSATIONS)?;
+    let Some(raw) = convs.get(conv.0)? else {
+        return Ok(None);
+    };
+    let rec = decode_conv(raw.value())?;
+    let peer = if rec.kind == ConversationKind::Direct {
+        let members = tx.open_table(MEMBERS)?;
+        let users = tx.open_table(USERS)?;
+        let mut peer = None;
+        for (m, _) in read_members(&members, conv.0)? {
+            if m != user {
+                if let Some(u) = users.get(m.0)? {
+                    peer = Some((m, decode_user(m.0, u.value())?.name));
+                }
+            }
+        }
+        peer
+    } else {
+        None
+    };
+    let last_message = if rec.last_seq > 0 {
+        let messages = tx.open_table(MESSAGES)?;
+        match messages.get((conv.0, rec.last_seq))? {
+            Some(v) => Some(decode_message(conv.0, rec.last_seq, v.value())?),
+            None => None,
+        }
+    } else {
+        None
+    };
+    Ok(Some(ConversationSummary {
+        id: conv,
+        kind: rec.kind,
+        title: rec.title,
+        owner: UserId(rec.owner),
+        member_count: rec.member_count,
+        last_seq: rec.last_seq,
+        last_ms: rec.last_ms,
+        read_seq,
+        peer,
+        last_message,
+    }))
+}

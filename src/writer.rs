@@ -1,0 +1,359 @@
+//! The message writer: one dedicated thread that applies every chat mutation (send, read,
+//! group membership) with group commit, then acknowledges and fans out.
+//!
+//! Sessions submit `WriteOp`s into a bounded queue. The thread takes the first waiting op, drains
+//! whatever else is queued (up to `Limits::writer_batch_max`), applies them all in one redb write
+//! transaction, commits once with fsync, and only then sends each origin its ack or error and
+//! hands the results to the hub for fan-out. So throughput is not one fsync per message, and
+//! nothing is acknowledged or delivered before it is durable. Ops that arrive during a commit
+//! form the next batch.
+//!
+//! It calls the store (`chat_batch`, plus reads for per-user conversation summaries) and the
+//! hub; it never touches sockets.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+
+use crate::hub::{encode, Hub, Outbound, SessionHandle};
+use crate::model::{now_ms, ConversationId, UserId};
+use crate::proto::{self, ErrorCode, ServerFrame};
+use crate::store::chat::{ChatError, MemberCache, MembershipOutcome, SendOutcome, Target};
+use crate::store::Store;
+
+/// One mutation requested by a session.
+#[derive(Debug)]
+pub enum Change {
+    Send {
+        target: Target,
+        client_id: String,
+        text: String,
+    },
+    Read {
+        conversation: ConversationId,
+        seq: u64,
+    },
+    CreateGroup {
+        title: String,
+        members: Vec<UserId>,
+    },
+    AddMembers {
+        conversation: ConversationId,
+        members: Vec<UserId>,
+    },
+    /// Removes `user`; `user == actor` means leaving.
+    RemoveMember {
+        conversation: ConversationId,
+        user: UserId,
+    },
+}
+
+/// A change plus who asked for it.
+pub struct WriteOp {
+    pub actor: UserId,
+    pub actor_name: String,
+    pub reference: Option<u64>,
+    pub origin: SessionHandle,
+    pub change: Change,
+}
+
+enum Done {
+    Sent(SendOutcome),
+    Read(Option<(u64, Arc<[UserId]>)>),
+    Membership(MembershipOutcome),
+}
+
+/// Handle to submit ops to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<WriteOp>,
+}
+
+/// Counters the writer keeps (read by metrics and benchmarks).
+#[derive(Default)]
+pub struct WriterStats {
+    pub commits: std::sync::atomic::AtomicU64,
+    pub ops: std::sync::atomic::AtomicU64,
+    pub messages: std::sync::atomic::AtomicU64,
+}
+
+impl Writer {
+    /// Starts the writer thread.
+    pub fn start(
+        store: Store,
+        hub: Arc<Hub>,
+        queue: usize,
+        batch_max: usize,
+        broadcast_group_max: u64,
+        stats: Arc<WriterStats>,
+    ) -> std::io::Result<(Writer, JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(queue);
+        let thread = std::thread::Builder::new()
+            .name("chatd-writer".into())
+            .spawn(move || {
+                let mut w = WriterThread {
+                    store,
+                    hub,
+                    rx,
+                    batch_max,
+                    broadcast_group_max,
+                    cache: MemberCache::default(),
+                    stats,
+                };
+                w.run();
+            })?;
+        Ok((Writer { tx }, thread))
+    }
+
+    /// Queues an op, waiting if the queue is full (backpressure on the submitting session only).
+    /// Fails only when the writer has stopped.
+    pub async fn submit(&self, op: WriteOp) -> Result<(), WriteOp> {
+        self.tx.send(op).await.map_err(|e| e.0)
+    }
+}
+
+struct WriterThread {
+    store: Store,
+    hub: Arc<Hub>,
+    rx: mpsc::Receiver<WriteOp>,
+    batch_max: usize,
+    broadcast_group_max: u64,
+    cache: MemberCache,
+    stats: Arc<WriterStats>,
+}
+
+fn chat_error(e: &ChatError) -> (ErrorCode, String) {
+    match e {
+        ChatError::NotFound => (ErrorCode::NotFound, "no such conversation".into()),
+        ChatError::UserNotFound => (ErrorCode::UserNotFound, "no such user".into()),
+        ChatError::Forbidden(m) => (ErrorCode::Forbidden, (*m).into()),
+        ChatError::Invalid(m) => (ErrorCode::BadFrame, (*m).into()),
+    }
+}
+
+impl WriterThread {
+    fn run(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut batch: Vec<WriteOp> = Vec::with_capacity(self.batch_max);
+        // Ends when every Writer handle is dropped and the queue is empty.
+        while let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.batch_max {
+                match self.rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let now = now_ms();
+            let ops = &batch;
+            let result = self.store.chat_batch(&mut self.cache, |b| {
+                let mut out = Vec::with_capacity(ops.len());
+                for op in ops {
+                    let r = match &op.change {
+                        Change::Send {
+                            target,
+                            client_id,
+                            text,
+                        } => b
+                            .send(op.actor, &op.actor_name, *target, client_id, text, now)?
+                            .map(Done::Sent),
+                        Change::Read { conversation, seq } => {
+                            b.mark_read(op.actor, *conversation, *seq)?.map(Done::Read)
+                        }
+                        Change::CreateGroup { title, members } => b
+                            .create_group(op.actor, title, members, now)?
+                            .map(Done::Membership),
+                        Change::AddMembers {
+                            conversation,
+                            members,
+                        } => b
+                            .add_members(op.actor, *conversation, members)?
+                            .map(Done::Membership),
+                        Change::RemoveMember { conversation, user } => b
+                            .remove_member(op.actor, *conversation, *user)?
+                            .map(Done::Membership),
+                    };
+                    out.push(r);
+                }
+                Ok(out)
+            });
+            self.stats.commits.fetch_add(1, Relaxed);
+            self.stats.ops.fetch_add(batch.len() as u64, Relaxed);
+            match result {
+                Ok(results) => {
+                    for (op, r) in batch.drain(..).zip(results) {
+                        match r {
+                            Ok(done) => self.deliver(op, done),
+                            Err(e) => {
+                                let (code, msg) = chat_error(&e);
+                                reply_error(&op, code, msg);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("commit of {} operations failed: {e}", batch.len());
+                    for op in batch.drain(..) {
+                        reply_error(
+                            &op,
+                            ErrorCode::Internal,
+                            "the server could not store this; retry later".into(),
+                        );
+                    }
+                }
+            }
+        }
+        tracing::debug!("writer stopped");
+    }
+
+    fn deliver(&self, op: WriteOp, done: Done) {
+        match done {
+            Done::Sent(s) => self.deliver_send(&op, s),
+            Done::Read(None) => {}
+            Done::Read(Some((seq, members))) => {
+                let Change::Read { conversation, .. } = op.change else {
+                    return;
+                };
+                let frame = Outbound::Frame(encode(&ServerFrame::Read {
+                    conversation: conversation.0,
+                    user: op.actor.0,
+                    seq,
+                }));
+                if members.len() as u64 <= self.broadcast_group_max {
+                    self.hub.send_to_users(&members, &frame, Some(op.origin.id));
+                } else {
+                    self.hub.send_to_user(op.actor, &frame, Some(op.origin.id));
+                }
+            }
+            Done::Membership(m) => self.deliver_membership(&op, m),
+        }
+    }
+
+    fn deliver_send(&self, op: &WriteOp, s: SendOutcome) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &s.message;
+        let Change::Send { client_id, .. } = &op.change else {
+            return;
+        };
+        if s.created {
+            // Both users learn about the new direct conversation before its first message.
+            for u in s.members.iter() {
+                self.send_summary(*u, m.conversation, Some(m.seq - 1), None);
+            }
+        }
+        let ack = Outbound::Ack {
+            conversation: m.conversation.0,
+            seq: m.seq,
+            frame: encode(&ServerFrame::Ack {
+                reference: op.reference,
+                client_id: client_id.clone(),
+                conversation: m.conversation.0,
+                seq: m.seq,
+                time: m.time_ms,
+            }),
+        };
+        op.origin.deliver(ack);
+        if s.duplicate {
+            return;
+        }
+        self.stats.messages.fetch_add(1, Relaxed);
+        let frame = encode(&ServerFrame::Message {
+            message: proto::Message::from_stored(m),
+        });
+        let out = Outbound::Message {
+            conversation: m.conversation.0,
+            seq: m.seq,
+            frame,
+        };
+        self.hub.send_to_users(&s.members, &out, Some(op.origin.id));
+    }
+
+    /// Sends `user`'s sessions the conversation as `user` sees it. With `joined = Some(seq)` the
+    /// user has just become a member and sessions start their cursor for it at `seq` (the
+    /// conversation's newest message when the op ran); otherwise it is an update.
+    fn send_summary(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+        joined: Option<u64>,
+        origin: Option<(&SessionHandle, Option<u64>)>,
+    ) {
+        if !self.hub.is_online(user) {
+            return;
+        }
+        let summary = match self.store.conversation_for(user, conv) {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("cannot read conversation {conv} for {user}: {e}");
+                return;
+            }
+        };
+        let wire = proto::Conversation::from_summary(&summary, |id| self.hub.is_online(UserId(id)));
+        let make = |reference| {
+            let frame = encode(&ServerFrame::Conversation {
+                reference,
+                conversation: wire.clone(),
+            });
+            match joined {
+                Some(last_seq) => Outbound::Joined {
+                    conversation: conv.0,
+                    last_seq,
+                    frame,
+                },
+                None => Outbound::Frame(frame),
+            }
+        };
+        match origin {
+            Some((o, reference)) if o.user == user => {
+                o.deliver(make(reference));
+                self.hub.send_to_user(user, &make(None), Some(o.id));
+            }
+            _ => self.hub.send_to_user(user, &make(None), None),
+        }
+    }
+
+    fn deliver_membership(&self, op: &WriteOp, m: MembershipOutcome) {
+        let conv = m.conversation;
+        let origin = Some((&op.origin, op.reference));
+        // Removed users: every device hears `removed`.
+        for u in &m.removed {
+            let make = |reference| Outbound::Left {
+                conversation: conv.0,
+                frame: encode(&ServerFrame::Removed {
+                    reference,
+                    conversation: conv.0,
+                }),
+            };
+            if *u == op.actor {
+                op.origin.deliver(make(op.reference));
+                self.hub.send_to_user(*u, &make(None), Some(op.origin.id));
+            } else {
+                self.hub.send_to_user(*u, &make(None), None);
+            }
+        }
+        // Everyone still a member gets the conversation as they now see it (new members: it is
+        // new to them; others: member count or owner changed).
+        for u in m.members.iter() {
+            let joined = m.added.binary_search(u).is_ok().then_some(m.last_seq);
+            self.send_summary(*u, conv, joined, origin);
+        }
+        // An owner who removed someone got the answer (with ref) in the loop above; a leaving
+        // actor got `removed` above.
+    }
+}
+
+fn reply_error(op: &WriteOp, code: ErrorCode, message: String) {
+    let client_id = match &op.change {
+        Change::Send { client_id, .. } => Some(client_id.clone()),
+        _ => None,
+    };
+    op.origin
+        .deliver(Outbound::Frame(encode(&ServerFrame::error(
+            op.reference,
+            client_id,
+            code,
+            message,
+        ))));
+}
