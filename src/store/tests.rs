@@ -179,3 +179,173 @@ fn second_open_is_locked_and_garbage_is_corrupt() {
         Ok(_) => panic!("garbage must not open"),
     }
 }
+
+mod chat {
+    use super::*;
+    use crate::model::{ConversationId, ConversationKind};
+    use crate::store::chat::{ChatError, MemberCache, Target};
+
+    fn users(s: &Store, names: &[&str]) -> Vec<UserId> {
+        names
+            .iter()
+            .map(|n| s.create_user(n, "h", AdminGrant::No, false, 1).unwrap().id)
+            .collect()
+    }
+
+    #[test]
+    fn direct_conversation_is_one_per_pair_and_sends_are_idempotent() {
+        let dir = tmp();
+        let s = Store::open(dir.path()).unwrap();
+        let u = users(&s, &["a", "b", "c"]);
+        let mut cache = MemberCache::default();
+        let (first, second, dup, to_c) = s
+            .chat_batch(&mut cache, |b| {
+                let first = b.send(u[0], "a", Target::User(u[1]), "c1", "hi", 100)?.unwrap();
+                let second = b.send(u[1], "b", Target::User(u[0]), "c1", "yo", 101)?.unwrap();
+                let dup = b.send(u[0], "a", Target::User(u[1]), "c1", "hi", 102)?.unwrap();
+                let to_c = b.send(u[0], "a", Target::User(u[2]), "c2", "hey", 103)?.unwrap();
+                Ok((first, second, dup, to_c))
+            })
+            .unwrap();
+        assert!(first.created && !second.created);
+        assert_eq!(first.message.conversation, second.message.conversation);
+        assert_eq!((first.message.seq, second.message.seq), (1, 2));
+        assert!(dup.duplicate);
+        assert_eq!(dup.message.seq, 1);
+        assert_eq!(dup.message.time_ms, 100);
+        assert_ne!(to_c.message.conversation, first.message.conversation);
+        // Nothing to yourself, nothing to nobody.
+        let errs = s
+            .chat_batch(&mut cache, |b| {
+                Ok((
+                    b.send(u[0], "a", Target::User(u[0]), "x", "me", 1)?.unwrap_err(),
+                    b.send(u[0], "a", Target::User(UserId(99)), "y", "?", 1)?.unwrap_err(),
+                    b.send(u[2], "c", Target::Conversation(first.message.conversation), "z", "!", 1)?
+                        .unwrap_err(),
+                ))
+            })
+            .unwrap();
+        assert!(matches!(errs.0, ChatError::Invalid(_)));
+        assert_eq!(errs.1, ChatError::UserNotFound);
+        assert_eq!(errs.2, ChatError::NotFound, "non-members cannot post");
+        drop(s);
+
+        // Everything survives a reopen, and ids keep counting.
+        let s = Store::open(dir.path()).unwrap();
+        let conv = first.message.conversation;
+        let h = s.history(u[0], conv, u64::MAX, 10).unwrap().unwrap();
+        assert_eq!(h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["hi", "yo"]);
+        assert!(s.history(u[2], conv, u64::MAX, 10).unwrap().is_none());
+        let after = s.messages_after(u[1], conv, 1, 10).unwrap().unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].sender_name, "b");
+        let mut cache = MemberCache::default();
+        let third = s
+            .chat_batch(&mut cache, |b| {
+                Ok(b.send(u[0], "a", Target::Conversation(conv), "c3", "again", 200)?.unwrap())
+            })
+            .unwrap();
+        assert_eq!(third.message.seq, 3);
+    }
+
+    #[test]
+    fn read_positions_unread_and_recent_order() {
+        let dir = tmp();
+        let s = Store::open(dir.path()).unwrap();
+        let u = users(&s, &["a", "b", "c"]);
+        let mut cache = MemberCache::default();
+        let (ab, ac) = s
+            .chat_batch(&mut cache, |b| {
+                let ab = b.send(u[0], "a", Target::User(u[1]), "1", "x", 10)?.unwrap();
+                let ac = b.send(u[0], "a", Target::User(u[2]), "2", "y", 20)?.unwrap();
+                b.send(u[0], "a", Target::User(u[1]), "3", "z", 30)?.unwrap();
+                b.send(u[0], "a", Target::User(u[1]), "4", "w", 40)?.unwrap();
+                Ok((ab.message.conversation, ac.message.conversation))
+            })
+            .unwrap();
+        // a: ab was active last. b sees 3 unread in ab.
+        let list = s.conversations_of(u[0], 10).unwrap();
+        assert_eq!(list.iter().map(|c| c.id).collect::<Vec<_>>(), [ab, ac]);
+        let bl = s.conversations_of(u[1], 10).unwrap();
+        assert_eq!(bl.len(), 1);
+        assert_eq!(bl[0].last_seq - bl[0].read_seq, 3);
+        assert_eq!(bl[0].kind, ConversationKind::Direct);
+        assert_eq!(bl[0].peer.as_ref().unwrap().1, "a");
+        assert_eq!(bl[0].last_message.as_ref().unwrap().text, "w");
+        assert_eq!(list[0].read_seq, 3, "sending marks read");
+
+        s.chat_batch(&mut cache, |b| {
+            assert_eq!(b.mark_read(u[1], ab, 2)?.unwrap().unwrap().0, 2);
+            assert!(b.mark_read(u[1], ab, 1)?.unwrap().is_none(), "never backwards");
+            assert_eq!(b.mark_read(u[1], ab, 99)?.unwrap().unwrap().0, 3, "clamped");
+            assert_eq!(b.mark_read(u[2], ab, 1)?.unwrap_err(), ChatError::NotFound);
+            // Activity moves ac to the top for a.
+            b.send(u[2], "c", Target::Conversation(ac), "5", "late", 50)?.unwrap();
+            Ok(())
+        })
+        .unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        let list = s.conversations_of(u[0], 10).unwrap();
+        assert_eq!(list.iter().map(|c| c.id).collect::<Vec<_>>(), [ac, ab]);
+        assert_eq!(s.conversations_of(u[1], 10).unwrap()[0].read_seq, 3);
+        let seqs = s.last_seqs(u[0]).unwrap();
+        assert_eq!(seqs.len(), 2);
+    }
+
+    #[test]
+    fn groups_members_owner_and_leaving() {
+        let dir = tmp();
+        let s = Store::open(dir.path()).unwrap();
+        let u = users(&s, &["a", "b", "c", "d"]);
+        let mut cache = MemberCache::default();
+        let g = s
+            .chat_batch(&mut cache, |b| {
+                Ok(b.create_group(u[0], "team", &[u[1], u[1]], 5)?.unwrap())
+            })
+            .unwrap();
+        let conv = g.conversation;
+        assert_eq!(&*g.members, &[u[0], u[1]]);
+        s.chat_batch(&mut cache, |b| {
+            b.send(u[1], "b", Target::Conversation(conv), "m1", "hello", 6)?.unwrap();
+            assert!(matches!(
+                b.add_members(u[1], conv, &[u[2]])?.unwrap_err(),
+                ChatError::Forbidden(_)
+            ));
+            let added = b.add_members(u[0], conv, &[u[2], u[3], u[1]])?.unwrap();
+            assert_eq!(added.added, vec![u[2], u[3]]);
+            assert_eq!(added.last_seq, 1);
+            Ok(())
+        })
+        .unwrap();
+        let c = s.conversation_for(u[2], conv).unwrap().unwrap();
+        assert_eq!(c.member_count, 4);
+        assert_eq!(c.read_seq, 1, "history before joining is not unread");
+        assert_eq!(c.title, "team");
+        s.chat_batch(&mut cache, |b| {
+            let left = b.remove_member(u[0], conv, u[0])?.unwrap();
+            assert_eq!(left.removed, vec![u[0]]);
+            assert!(matches!(
+                b.remove_member(u[3], conv, u[2])?.unwrap_err(),
+                ChatError::Forbidden(_)
+            ));
+            Ok(())
+        })
+        .unwrap();
+        let c = s.conversation_for(u[3], conv).unwrap().unwrap();
+        assert_eq!(c.owner, u[1], "lowest remaining id owns it");
+        assert_eq!(c.member_count, 3);
+        assert!(s.conversation_for(u[0], conv).unwrap().is_none());
+        assert!(s.conversations_of(u[0], 10).unwrap().is_empty());
+        let members = s.members_of(u[1], conv).unwrap().unwrap();
+        assert_eq!(members.iter().map(|m| m.id).collect::<Vec<_>>(), [u[1], u[2], u[3]]);
+        assert!(members[0].owner);
+        assert_eq!(s.contacts(u[2], 256).unwrap(), vec![u[1], u[3]]);
+        assert!(s.contacts(u[2], 2).unwrap().is_empty(), "big groups are skipped");
+        assert_eq!(
+            s.search_users("B", 10).unwrap().iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        let _ = ConversationId(0);
+    }
+}
