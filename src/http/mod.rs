@@ -54,6 +54,8 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
     let ip = peer.ip();
     match (req.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, "/healthz") => healthz(&app).await,
+        // SECURITY: operational counters are for the machine's own monitoring only.
+        (&Method::GET, "/metrics") if ip.is_loopback() => metrics(&app),
         (&Method::POST, "/api/register") => api::register(app, req, ip).await,
         (&Method::POST, "/api/login") => api::login(app, req, ip).await,
         (&Method::POST, "/api/logout") => api::logout(app, req).await,
@@ -108,6 +110,28 @@ async fn healthz(app: &Arc<App>) -> Resp {
             )
         }
     }
+}
+
+/// `GET /metrics` (loopback only): Prometheus text format.
+fn metrics(app: &Arc<App>) -> Resp {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let w = &app.writer_stats;
+    let mut out = String::with_capacity(1024);
+    let mut put = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    put("chatd_writer_commits_total", "counter", "Write transactions committed (fsync'd) by the message writer.", w.commits.load(Relaxed));
+    put("chatd_writer_ops_total", "counter", "Operations applied by the message writer (sends, reads, membership changes).", w.ops.load(Relaxed));
+    put("chatd_messages_stored_total", "counter", "New messages stored.", w.messages.load(Relaxed));
+    put("chatd_websocket_sessions", "gauge", "Open WebSocket sessions.", app.hub.session_count() as u64);
+    put("chatd_users_online", "gauge", "Users with at least one open session.", app.hub.users_online() as u64);
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(out)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
 }
 
 /// True when the request has no Origin header (not a browser cross-site request) or its Origin

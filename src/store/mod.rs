@@ -366,6 +366,51 @@ impl Store {
         Ok(out)
     }
 
+    /// Creates many accounts and one session each in a single transaction (benchmark and import
+    /// setup; `chatd user add` is the way for people). Names must be valid and unused.
+    pub fn seed_users(
+        &self,
+        names: &[String],
+        password_hash: &str,
+        tokens: &[[u8; 32]],
+        now_ms: u64,
+    ) -> Result<Vec<User>> {
+        let tx = self.write()?;
+        let mut out = Vec::with_capacity(names.len());
+        {
+            let mut meta = tx.open_table(META)?;
+            let mut users = tx.open_table(USERS)?;
+            let mut index = tx.open_table(USER_NAMES)?;
+            let mut sessions = tx.open_table(SESSIONS)?;
+            let mut user_sessions = tx.open_table(USER_SESSIONS)?;
+            let mut next = meta.get(META_NEXT_USER)?.map(|v| v.value()).unwrap_or(1);
+            for (name, token) in names.iter().zip(tokens) {
+                let key = name_key(name);
+                if index.get(key.as_str())?.is_some() {
+                    return Err(StoreError::NameTaken);
+                }
+                let user = User {
+                    id: UserId(next),
+                    name: name.clone(),
+                    password_hash: password_hash.to_string(),
+                    admin: false,
+                    disabled: false,
+                    created_ms: now_ms,
+                };
+                index.insert(key.as_str(), next)?;
+                users.insert(next, encode_user(&user).as_slice())?;
+                let rec = Enc::new(1).u64(next).u8(2).u64(now_ms).u64(0).str("seed").0;
+                sessions.insert(token, rec.as_slice())?;
+                user_sessions.insert((next, token), ())?;
+                next += 1;
+                out.push(user);
+            }
+            meta.insert(META_NEXT_USER, next)?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Reads a meta counter (for tests and diagnostics).
     pub fn meta(&self, key: &str) -> Result<Option<u64>> {
         let tx = self.db.begin_read()?;

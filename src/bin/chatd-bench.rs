@@ -1,0 +1,967 @@
+//! chatd-bench: chatd's own load generator (not shipped in the packages).
+//!
+//! It seeds a fresh data directory (users, bearer tokens, conversations) through the store,
+//! starts the real `chatd` binary on it, drives it over loopback with real WebSocket clients
+//! speaking docs/PROTOCOL.md, and reports the server's own CPU-seconds (utime+stime from
+//! /proc) and RSS, latencies, errors, and messages per redb commit (from /metrics).
+//!
+//! Sends follow an open-loop schedule: each message has a planned send time and latency is
+//! measured from that plan, so a stalled server cannot hide its latency by slowing the senders.
+//! Every message carries its sender, sequence number and planned time; receivers check that each
+//! expected delivery arrives exactly once.
+//!
+//! Clients bind to 127.0.0.2, 127.0.0.3, ... (20,000 connections per address) to stay clear of
+//! the per-address ephemeral port limit. Raise `ulimit -n` first for large runs.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use chatd::model::{now_ms, ConversationId, UserId};
+use chatd::store::chat::{MemberCache, Target};
+use chatd::store::Store;
+
+type Ws = WebSocketStream<TcpStream>;
+type Res<T> = Result<T, String>;
+
+#[derive(Parser)]
+#[command(name = "chatd-bench", about = "Load generator and benchmarks for chatd")]
+struct Cli {
+    /// The chatd binary to start (use the release build for figures)
+    #[arg(long, default_value = "target/release/chatd")]
+    chatd: PathBuf,
+    /// Write the results as JSON to this file as well
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Directory for the server's data (a fresh subdirectory is made; default: the system temp dir)
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone)]
+enum Scenario {
+    /// Hold N authenticated idle connections; report server RSS per connection
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// Seconds to hold them (heartbeats keep running)
+        #[arg(long, default_value_t = 5)]
+        hold: u64,
+    },
+    /// N users send 1:1 messages to random peers (4 each) at a total offered rate
+    Direct {
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Messages per second, all senders together
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
+    /// Many groups of `size` members with a total ingest rate
+    Rooms {
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+        #[arg(long, default_value_t = 10)]
+        size: usize,
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
+    /// One group of M members; `senders` members each keep one message in flight
+    Broadcast {
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
+    /// One sender, one message at a time; compared with the disk's own write+fsync latency
+    Ack {
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+    },
+    /// Open N connections as fast as possible (upgrade + session check + welcome)
+    Storm {
+        #[arg(long, default_value_t = 10000)]
+        conns: usize,
+        /// Handshakes in flight at once
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
+    },
+    /// N clients reconnect at once, each missing `missed` messages
+    Catchup {
+        #[arg(long, default_value_t = 10000)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        missed: usize,
+    },
+}
+
+// ---- the server under test ---------------------------------------------------------------
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    pid: u32,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Res<Server> {
+        let mut child = Command::new(bin)
+            .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--log-level", "warn,chatd=info"])
+            .args(["--max-connections", "1000000", "--max-connections-per-user", "100000"])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e} (build it with cargo build --release)", bin.display()))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let a = line[i + 20..].split_whitespace().next().unwrap_or("").to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(a);
+                    }
+                } else if line.contains("ERROR") || line.contains("WARN") {
+                    eprintln!("chatd: {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "chatd did not start")?
+            .parse()
+            .map_err(|e| format!("bad address: {e}"))?;
+        let pid = child.id();
+        Ok(Server { child, addr, pid, dir: dir.to_path_buf() })
+    }
+
+    /// (CPU seconds utime+stime, RSS bytes) of the server process.
+    fn usage(&self) -> (f64, u64) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0)
+            + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let rss_kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        // CLK_TCK is 100 on Linux.
+        (ticks as f64 / 100.0, rss_kb * 1024)
+    }
+
+    /// (commits, messages stored) from /metrics.
+    async fn metrics(&self) -> (u64, u64) {
+        let text = http_get(self.addr, "/metrics").await.unwrap_or_default();
+        let get = |name: &str| -> u64 {
+            text.lines()
+                .find(|l| l.starts_with(name) && !l.starts_with('#'))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (get("chatd_writer_commits_total"), get("chatd_messages_stored_total"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> Res<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    Ok(text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+}
+
+// ---- seeding -----------------------------------------------------------------------------
+
+struct Seed {
+    users: Vec<UserId>,
+    tokens: Vec<String>,
+}
+
+/// Creates `n` users with bearer tokens in a fresh store at `dir`.
+fn seed_users(dir: &Path, n: usize) -> Res<(Store, Seed)> {
+    let store = Store::open(dir).map_err(|e| e.to_string())?;
+    let hash = chatd::auth::hash_password("bench-password").map_err(|e| e.to_string())?;
+    let mut tokens = Vec::with_capacity(n);
+    let mut hashes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (t, h) = chatd::auth::new_token().map_err(|e| e.to_string())?;
+        tokens.push(t);
+        hashes.push(h);
+    }
+    let names: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+    let mut users = Vec::with_capacity(n);
+    for chunk in 0..n.div_ceil(10_000) {
+        let r = chunk * 10_000..((chunk + 1) * 10_000).min(n);
+        let made = store
+            .seed_users(&names[r.clone()], &hash, &hashes[r], now_ms())
+            .map_err(|e| e.to_string())?;
+        users.extend(made.into_iter().map(|u| u.id));
+    }
+    Ok((store, Seed { users, tokens }))
+}
+
+/// Creates direct conversations between the given index pairs (one seed message each).
+fn seed_pairs(store: &Store, seed: &Seed, pairs: &[(usize, usize)]) -> Res<Vec<u64>> {
+    let mut cache = MemberCache::default();
+    let mut convs = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(5000) {
+        let made = store
+            .chat_batch(&mut cache, |b| {
+                let mut out = Vec::new();
+                for (i, (a, c)) in chunk.iter().enumerate() {
+                    let r = b.send(seed.users[*a], "seed", Target::User(seed.users[*c]), &format!("seed-{a}-{c}-{i}"), "hello", now_ms())?;
+                    out.push(r.map(|o| o.message.conversation.0).unwrap_or(0));
+                }
+                Ok(out)
+            })
+            .map_err(|e| e.to_string())?;
+        convs.extend(made);
+    }
+    Ok(convs)
+}
+
+/// Creates groups; each is a list of user indexes, the first is the owner.
+fn seed_groups(store: &Store, seed: &Seed, groups: &[Vec<usize>]) -> Res<Vec<u64>> {
+    let mut cache = MemberCache::default();
+    let mut out = Vec::with_capacity(groups.len());
+    for chunk in groups.chunks(1000) {
+        let made = store
+            .chat_batch(&mut cache, |b| {
+                let mut ids = Vec::new();
+                for g in chunk {
+                    let members: Vec<UserId> = g[1..].iter().map(|i| seed.users[*i]).collect();
+                    let r = b.create_group(seed.users[g[0]], "bench", &members, now_ms())?;
+                    ids.push(r.map(|o| o.conversation.0).unwrap_or(0));
+                }
+                Ok(ids)
+            })
+            .map_err(|e| e.to_string())?;
+        out.extend(made);
+    }
+    Ok(out)
+}
+
+// ---- clients -----------------------------------------------------------------------------
+
+fn source_ip(i: usize) -> IpAddr {
+    let k = 2 + i / 20_000;
+    IpAddr::V4(Ipv4Addr::new(127, 0, (k / 250) as u8, (k % 250) as u8 + 1))
+}
+
+/// Connects as the holder of `token` from a loopback source address chosen by `i`, reads
+/// `welcome`, and syncs "from now" (cursor = last_seq for every conversation).
+async fn connect(addr: SocketAddr, token: &str, i: usize) -> Res<(Ws, Value)> {
+    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    sock.bind(SocketAddr::new(source_ip(i), 0)).map_err(|e| format!("bind: {e}"))?;
+    let stream = sock.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let mut req = format!("ws://{addr}/ws").into_client_request().map_err(|e| e.to_string())?;
+    let auth = format!("Bearer {token}").parse().map_err(|_| "bad token")?;
+    req.headers_mut().insert("authorization", auth);
+    let cfg = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(cfg))
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
+    let welcome = next_json(&mut ws).await?;
+    let cursors: Vec<Value> = welcome["conversations"]
+        .as_array()
+        .map(|a| a.iter().map(|c| json!({"conversation": c["id"], "seq": c["last_seq"]})).collect())
+        .unwrap_or_default();
+    send(&mut ws, &json!({"type": "sync", "cursors": cursors})).await?;
+    loop {
+        let v = next_json(&mut ws).await?;
+        if v["type"] == "synced" {
+            return Ok((ws, welcome));
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: &Value) -> Res<()> {
+    ws.send(Message::Text(v.to_string().into())).await.map_err(|e| e.to_string())
+}
+
+async fn next_json(ws: &mut Ws) -> Res<Value> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).map_err(|e| e.to_string()),
+            Some(Ok(Message::Close(f))) => return Err(format!("closed: {f:?}")),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("connection ended".into()),
+        }
+    }
+}
+
+/// Opens connections with bounded concurrency; `token_of(i)` picks the account.
+async fn connect_many(addr: SocketAddr, n: usize, concurrency: usize, token_of: impl Fn(usize) -> String) -> Res<Vec<Ws>> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(n);
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress("connected", done.clone(), n as u64);
+    for i in 0..n {
+        let permit = sem.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let token = token_of(i);
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = connect(addr, &token, i).await.map(|x| x.0);
+            done.fetch_add(1, Relaxed);
+            drop(permit);
+            r
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.map_err(|e| e.to_string())??);
+    }
+    progress.abort();
+    eprintln!();
+    Ok(out)
+}
+
+fn spawn_progress(what: &'static str, counter: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            eprint!("\r{what}: {}/{} ({:.0} s)   ", counter.load(Relaxed), total, t0.elapsed().as_secs_f64());
+        }
+    })
+}
+
+// ---- measurements ------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Latencies(Mutex<Vec<u64>>);
+
+impl Latencies {
+    fn add(&self, v: Vec<u64>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(v);
+    }
+    /// (p50, p99, max) in milliseconds.
+    fn summary(&self) -> (f64, f64, f64) {
+        let mut v = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        if v.is_empty() {
+            return (0.0, 0.0, 0.0);
+        }
+        v.sort_unstable();
+        let p = |q: f64| v[((v.len() as f64 - 1.0) * q) as usize] as f64 / 1000.0;
+        (p(0.5), p(0.99), *v.last().unwrap_or(&0) as f64 / 1000.0)
+    }
+}
+
+/// The row each scenario reports.
+#[derive(Default, serde::Serialize)]
+struct Report {
+    scenario: String,
+    params: String,
+    wall_s: f64,
+    sent: u64,
+    acked: u64,
+    delivered: u64,
+    expected_deliveries: u64,
+    duplicates: u64,
+    errors: u64,
+    rate_per_s: f64,
+    deliveries_per_s: f64,
+    server_cpu_s: f64,
+    deliveries_per_cpu_s: f64,
+    server_rss_mb: f64,
+    rss_per_conn_kb: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    latency_max_ms: f64,
+    ack_p50_ms: f64,
+    ack_p99_ms: f64,
+    fsync_p50_ms: f64,
+    messages_per_commit: f64,
+    upgrades_per_s: f64,
+}
+
+fn print_report(r: &Report) {
+    println!("\n== {} ({}) ==", r.scenario, r.params);
+    let v = serde_json::to_value(r).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            if k == "scenario" || k == "params" || val == &json!(0) || val == &json!(0.0) {
+                continue;
+            }
+            let shown = match val.as_f64() {
+                Some(f) if f.fract() != 0.0 => format!("{f:.3}"),
+                _ => val.to_string(),
+            };
+            println!("  {k:<22} {shown}");
+        }
+    }
+}
+
+fn micros_since(t0: Instant) -> u64 {
+    t0.elapsed().as_micros() as u64
+}
+
+/// Text carrying sender index, message number and planned send time (µs since t0).
+fn payload(sender: usize, k: u64, planned_us: u64) -> String {
+    format!("{sender} {k} {planned_us} bench message padding to a typical chat line length")
+}
+
+fn parse_payload(text: &str) -> Option<(usize, u64, u64)> {
+    let mut it = text.split(' ');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// Shared counters of a messaging run.
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    delivered: AtomicU64,
+    duplicates: AtomicU64,
+    errors: AtomicU64,
+    delivery_lat: Latencies,
+    ack_lat: Latencies,
+}
+
+/// Runs one connection: sends `plan` (planned µs offset, target JSON) open-loop and records
+/// everything it receives. Returns when the plan is done and `quiet` has passed with no frame.
+async fn run_client(
+    ws: Ws,
+    me: usize,
+    plan: Vec<(u64, Value)>,
+    t0: Instant,
+    c: Arc<Counters>,
+    stop_at: Instant,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let c2 = c.clone();
+    let reader = tokio::spawn(async move {
+        let mut seen: HashSet<(usize, u64)> = HashSet::new();
+        let mut lat = Vec::new();
+        let mut acks = Vec::new();
+        loop {
+            let m = match tokio::time::timeout_at(stop_at.into(), stream.next()).await {
+                Ok(Some(Ok(m))) => m,
+                _ => break,
+            };
+            let Message::Text(t) = m else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+            match v["type"].as_str() {
+                Some("message") => {
+                    if let Some((s, k, planned)) = v["text"].as_str().and_then(parse_payload) {
+                        if !seen.insert((s, k)) {
+                            c2.duplicates.fetch_add(1, Relaxed);
+                        }
+                        c2.delivered.fetch_add(1, Relaxed);
+                        lat.push(micros_since(t0).saturating_sub(planned));
+                    }
+                }
+                Some("ack") => {
+                    c2.acked.fetch_add(1, Relaxed);
+                    if let Some(planned) = v["client_id"].as_str().and_then(|s| s.rsplit('-').next()).and_then(|x| x.parse::<u64>().ok()) {
+                        acks.push(micros_since(t0).saturating_sub(planned));
+                    }
+                }
+                Some("error") => {
+                    c2.errors.fetch_add(1, Relaxed);
+                }
+                _ => {}
+            }
+        }
+        c2.delivery_lat.add(lat);
+        c2.ack_lat.add(acks);
+    });
+    for (k, (at, target)) in plan.into_iter().enumerate() {
+        tokio::time::sleep_until((t0 + Duration::from_micros(at)).into()).await;
+        let mut f = json!({
+            "type": "send",
+            "client_id": format!("{me}-{k}-{at}"),
+            "text": payload(me, k as u64, at),
+        });
+        if let (Some(obj), Some(t)) = (f.as_object_mut(), target.as_object()) {
+            for (key, val) in t {
+                obj.insert(key.clone(), val.clone());
+            }
+        }
+        if sink.send(Message::Text(f.to_string().into())).await.is_err() {
+            c.errors.fetch_add(1, Relaxed);
+            break;
+        }
+        c.sent.fetch_add(1, Relaxed);
+    }
+    let _ = reader.await;
+}
+
+/// Open-loop plans: `senders` connections share a total `rate` for `secs`; `target(i, k)` gives
+/// each message's destination.
+fn plans(senders: usize, rate: u64, secs: u64, target: impl Fn(usize, u64) -> Value) -> Vec<Vec<(u64, Value)>> {
+    let total = rate * secs;
+    let mut out = vec![Vec::new(); senders];
+    let step = 1_000_000.0 / rate as f64;
+    for n in 0..total {
+        let s = (n as usize) % senders;
+        let at = 500_000 + (n as f64 * step) as u64;
+        let k = out[s].len() as u64;
+        out[s].push((at, target(s, k)));
+    }
+    out
+}
+
+/// Runs a messaging scenario over `clients` (index = user index) and fills a report.
+async fn run_messaging(
+    srv: &Server,
+    clients: Vec<Ws>,
+    plan: Vec<Vec<(u64, Value)>>,
+    fanout: u64,
+    secs: u64,
+    r: &mut Report,
+) {
+    let c = Arc::new(Counters::default());
+    let (cpu0, _) = srv.usage();
+    let (commits0, msgs0) = srv.metrics().await;
+    let t0 = Instant::now();
+    let stop_at = t0 + Duration::from_secs(secs) + Duration::from_millis(3500);
+    let c3 = c.clone();
+    let prog = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            eprint!(
+                "\r{:.0} s: sent {} acked {} delivered {} errors {}   ",
+                t0.elapsed().as_secs_f64(),
+                c3.sent.load(Relaxed),
+                c3.acked.load(Relaxed),
+                c3.delivered.load(Relaxed),
+                c3.errors.load(Relaxed)
+            );
+        }
+    });
+    let mut tasks = Vec::new();
+    let mut plan = plan.into_iter();
+    for (i, ws) in clients.into_iter().enumerate() {
+        let p = plan.next().unwrap_or_default();
+        tasks.push(tokio::spawn(run_client(ws, i, p, t0, c.clone(), stop_at)));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    prog.abort();
+    eprintln!();
+    let (cpu1, rss) = srv.usage();
+    let (commits1, msgs1) = srv.metrics().await;
+    let wall = secs as f64;
+    r.wall_s = wall;
+    r.sent = c.sent.load(Relaxed);
+    r.acked = c.acked.load(Relaxed);
+    r.delivered = c.delivered.load(Relaxed);
+    r.expected_deliveries = r.acked * fanout;
+    r.duplicates = c.duplicates.load(Relaxed);
+    r.errors = c.errors.load(Relaxed) + r.sent.saturating_sub(r.acked);
+    r.rate_per_s = r.acked as f64 / wall;
+    r.deliveries_per_s = r.delivered as f64 / wall;
+    r.server_cpu_s = cpu1 - cpu0;
+    r.deliveries_per_cpu_s = if r.server_cpu_s > 0.0 { r.delivered as f64 / r.server_cpu_s } else { 0.0 };
+    r.server_rss_mb = rss as f64 / 1048576.0;
+    let (p50, p99, max) = c.delivery_lat.summary();
+    (r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms) = (p50, p99, max);
+    let (a50, a99, _) = c.ack_lat.summary();
+    (r.ack_p50_ms, r.ack_p99_ms) = (a50, a99);
+    let commits = commits1.saturating_sub(commits0).max(1);
+    r.messages_per_commit = msgs1.saturating_sub(msgs0) as f64 / commits as f64;
+}
+
+/// Measures write(4 KiB)+fsync latency p50 in `dir`, the floor for any durable ack.
+fn fsync_p50(dir: &Path, n: usize) -> f64 {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let Ok(mut f) = std::fs::File::create(&path) else { return 0.0 };
+    let buf = vec![7u8; 4096];
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        if f.write_all(&buf).is_err() || f.sync_all().is_err() {
+            return 0.0;
+        }
+        v.push(t.elapsed().as_micros() as u64);
+    }
+    let _ = std::fs::remove_file(&path);
+    v.sort_unstable();
+    v[v.len() / 2] as f64 / 1000.0
+}
+
+// ---- scenarios ---------------------------------------------------------------------------
+
+async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
+    let mut r = Report::default();
+    let bin = cli.chatd.as_path();
+    match cli.scenario.clone() {
+        Scenario::Idle { conns, hold } => {
+            r.scenario = "idle".into();
+            r.params = format!("conns={conns} hold={hold}s");
+            let users = conns.clamp(1, 1000);
+            let (store, seed) = seed_users(dir, users)?;
+            drop(store);
+            let srv = Server::start(bin, dir, &[])?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (_, rss0) = srv.usage();
+            let t0 = Instant::now();
+            let clients = connect_many(srv.addr, conns, 256, |i| seed.tokens[i % users].clone()).await?;
+            tokio::time::sleep(Duration::from_secs(hold)).await;
+            let (cpu, rss1) = srv.usage();
+            r.wall_s = t0.elapsed().as_secs_f64();
+            r.server_cpu_s = cpu;
+            r.server_rss_mb = rss1 as f64 / 1048576.0;
+            r.rss_per_conn_kb = rss1.saturating_sub(rss0) as f64 / 1024.0 / conns as f64;
+            drop(clients);
+        }
+        Scenario::Direct { users, rate, secs } => {
+            r.scenario = "direct".into();
+            r.params = format!("users={users} rate={rate}/s secs={secs}");
+            let (store, seed) = seed_users(dir, users)?;
+            let mut pairs = Vec::new();
+            for a in 0..users {
+                for d in [1, 2] {
+                    pairs.push((a, (a + d * 7 + 1) % users));
+                }
+            }
+            pairs.retain(|(a, b)| a != b);
+            let convs = seed_pairs(&store, &seed, &pairs)?;
+            let mut peers: Vec<Vec<u64>> = vec![Vec::new(); users];
+            for ((a, b), conv) in pairs.iter().zip(&convs) {
+                peers[*a].push(*conv);
+                peers[*b].push(*conv);
+            }
+            drop(store);
+            let srv = Server::start(bin, dir, &[])?;
+            let clients = connect_many(srv.addr, users, 256, |i| seed.tokens[i].clone()).await?;
+            let plan = plans(users, rate, secs, |s, k| {
+                let p = &peers[s];
+                json!({"conversation": p[(k as usize * 31 + s) % p.len()]})
+            });
+            run_messaging(&srv, clients, plan, 1, secs, &mut r).await;
+        }
+        Scenario::Rooms { groups, size, rate, secs } => {
+            r.scenario = "rooms".into();
+            r.params = format!("groups={groups} size={size} rate={rate}/s secs={secs}");
+            let users = groups * size;
+            let (store, seed) = seed_users(dir, users)?;
+            let gs: Vec<Vec<usize>> = (0..groups).map(|g| (g * size..(g + 1) * size).collect()).collect();
+            let ids = seed_groups(&store, &seed, &gs)?;
+            drop(store);
+            let srv = Server::start(bin, dir, &[])?;
+            let clients = connect_many(srv.addr, users, 256, |i| seed.tokens[i].clone()).await?;
+            let plan = plans(users, rate, secs, |s, _| json!({"conversation": ids[s / size]}));
+            run_messaging(&srv, clients, plan, (size - 1) as u64, secs, &mut r).await;
+        }
+        Scenario::Broadcast { members, senders, secs } => {
+            r.scenario = "broadcast".into();
+            r.params = format!("members={members} senders={senders} secs={secs}");
+            let (store, seed) = seed_users(dir, members)?;
+            let ids = seed_groups(&store, &seed, &[(0..members).collect()])?;
+            drop(store);
+            let srv = Server::start(bin, dir, &[])?;
+            let clients = connect_many(srv.addr, members, 256, |i| seed.tokens[i].clone()).await?;
+            // Closed loop for senders: one in flight each, so the offered rate follows the
+            // server; planned time = actual send time.
+            let c = Arc::new(Counters::default());
+            let (cpu0, _) = srv.usage();
+            let (commits0, msgs0) = srv.metrics().await;
+            let t0 = Instant::now();
+            let stop_at = t0 + Duration::from_secs(secs) + Duration::from_secs(3);
+            let conv = ids[0];
+            let mut tasks = Vec::new();
+            for (i, ws) in clients.into_iter().enumerate() {
+                let c = c.clone();
+                let sender = i < senders;
+                tasks.push(tokio::spawn(async move {
+                    let (mut sink, mut stream) = ws.split();
+                    let mut seen = HashSet::new();
+                    let mut lat = Vec::new();
+                    let mut k = 0u64;
+                    let end = t0 + Duration::from_secs(secs);
+                    let mut in_flight = false;
+                    loop {
+                        if sender && !in_flight && Instant::now() < end {
+                            let at = micros_since(t0);
+                            let f = json!({"type":"send","client_id":format!("{i}-{k}-{at}"),"conversation":conv,"text":payload(i, k, at)});
+                            if sink.send(Message::Text(f.to_string().into())).await.is_err() {
+                                break;
+                            }
+                            c.sent.fetch_add(1, Relaxed);
+                            k += 1;
+                            in_flight = true;
+                        }
+                        let m = match tokio::time::timeout_at(stop_at.into(), stream.next()).await {
+                            Ok(Some(Ok(m))) => m,
+                            _ => break,
+                        };
+                        let Message::Text(t) = m else { continue };
+                        let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                        match v["type"].as_str() {
+                            Some("message") => {
+                                if let Some((s, kk, planned)) = v["text"].as_str().and_then(parse_payload) {
+                                    if !seen.insert((s, kk)) {
+                                        c.duplicates.fetch_add(1, Relaxed);
+                                    }
+                                    c.delivered.fetch_add(1, Relaxed);
+                                    lat.push(micros_since(t0).saturating_sub(planned));
+                                }
+                            }
+                            Some("ack") => {
+                                c.acked.fetch_add(1, Relaxed);
+                                in_flight = false;
+                            }
+                            Some("error") => {
+                                c.errors.fetch_add(1, Relaxed);
+                                in_flight = false;
+                            }
+                            _ => {}
+                        }
+                    }
+                    c.delivery_lat.add(lat);
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            let (cpu1, rss) = srv.usage();
+            let (commits1, msgs1) = srv.metrics().await;
+            r.wall_s = secs as f64;
+            r.sent = c.sent.load(Relaxed);
+            r.acked = c.acked.load(Relaxed);
+            r.delivered = c.delivered.load(Relaxed);
+            r.expected_deliveries = r.acked * (members as u64 - 1);
+            r.duplicates = c.duplicates.load(Relaxed);
+            r.errors = c.errors.load(Relaxed);
+            r.rate_per_s = r.acked as f64 / r.wall_s;
+            r.deliveries_per_s = r.delivered as f64 / r.wall_s;
+            r.server_cpu_s = cpu1 - cpu0;
+            r.deliveries_per_cpu_s = r.delivered as f64 / r.server_cpu_s.max(0.01);
+            r.server_rss_mb = rss as f64 / 1048576.0;
+            (r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms) = c.delivery_lat.summary();
+            r.messages_per_commit = msgs1.saturating_sub(msgs0) as f64 / commits1.saturating_sub(commits0).max(1) as f64;
+        }
+        Scenario::Ack { count } => {
+            r.scenario = "ack".into();
+            r.params = format!("count={count}");
+            let (store, seed) = seed_users(dir, 2)?;
+            let convs = seed_pairs(&store, &seed, &[(0, 1)])?;
+            drop(store);
+            r.fsync_p50_ms = fsync_p50(dir, 500);
+            let srv = Server::start(bin, dir, &[])?;
+            let (mut ws, _) = connect(srv.addr, &seed.tokens[0], 0).await?;
+            let mut lat = Vec::with_capacity(count);
+            let t0 = Instant::now();
+            for k in 0..count {
+                let t = Instant::now();
+                send(&mut ws, &json!({"type":"send","client_id":format!("a-{k}"),"conversation":convs[0],"text":"ping"})).await?;
+                loop {
+                    let v = next_json(&mut ws).await?;
+                    if v["type"] == "ack" {
+                        break;
+                    }
+                    if v["type"] == "error" {
+                        r.errors += 1;
+                        break;
+                    }
+                }
+                lat.push(t.elapsed().as_micros() as u64);
+                r.acked += 1;
+            }
+            r.wall_s = t0.elapsed().as_secs_f64();
+            r.rate_per_s = r.acked as f64 / r.wall_s;
+            let l = Latencies::default();
+            l.add(lat);
+            let (p50, p99, _) = l.summary();
+            (r.ack_p50_ms, r.ack_p99_ms) = (p50, p99);
+            r.server_cpu_s = srv.usage().0;
+        }
+        Scenario::Storm { conns, concurrency } => {
+            r.scenario = "storm".into();
+            r.params = format!("conns={conns} concurrency={concurrency}");
+            let users = conns.clamp(1, 10_000);
+            let (store, seed) = seed_users(dir, users)?;
+            drop(store);
+            let srv = Server::start(bin, dir, &[])?;
+            let (cpu0, _) = srv.usage();
+            let t0 = Instant::now();
+            let clients = connect_many(srv.addr, conns, concurrency, |i| seed.tokens[i % users].clone()).await?;
+            r.wall_s = t0.elapsed().as_secs_f64();
+            r.upgrades_per_s = clients.len() as f64 / r.wall_s;
+            let (cpu1, rss) = srv.usage();
+            r.server_cpu_s = cpu1 - cpu0;
+            r.server_rss_mb = rss as f64 / 1048576.0;
+        }
+        Scenario::Catchup { clients: n, missed } => {
+            r.scenario = "catchup".into();
+            r.params = format!("clients={n} missed={missed}");
+            // Pairs (2i, 2i+1): each client of an odd user misses `missed` messages from its peer.
+            let users = n * 2;
+            let (store, seed) = seed_users(dir, users)?;
+            let pairs: Vec<(usize, usize)> = (0..n).map(|i| (2 * i + 1, 2 * i)).collect();
+            let convs = seed_pairs(&store, &seed, &pairs)?;
+            // The seed message is seq 1 (from the receiver); the missed ones follow.
+            let mut cache = MemberCache::default();
+            for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
+                store
+                    .chat_batch(&mut cache, |b| {
+                        for i in chunk {
+                            for k in 0..missed {
+                                let _ = b.send(seed.users[2 * i], "p", Target::Conversation(ConversationId(convs[*i])), &format!("m-{i}-{k}"), &payload(2 * i, k as u64, 0), now_ms())?;
+                            }
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| e.to_string())?;
+            }
+            drop(store);
+            let srv = Server::start(bin, dir, &[])?;
+            let (cpu0, _) = srv.usage();
+            let t0 = Instant::now();
+            let sem = Arc::new(tokio::sync::Semaphore::new(1024));
+            let got = Arc::new(AtomicU64::new(0));
+            let progress = spawn_progress("messages", got.clone(), (n * missed) as u64);
+            let mut tasks = Vec::new();
+            for i in 0..n {
+                let token = seed.tokens[2 * i + 1].clone();
+                let conv = convs[i];
+                let sem = sem.clone();
+                let got = got.clone();
+                let addr = srv.addr;
+                tasks.push(tokio::spawn(async move {
+                    let _p = sem.acquire_owned().await;
+                    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+                    sock.bind(SocketAddr::new(source_ip(i), 0)).map_err(|e| e.to_string())?;
+                    let stream = sock.connect(addr).await.map_err(|e| e.to_string())?;
+                    let mut req = format!("ws://{addr}/ws").into_client_request().map_err(|e| e.to_string())?;
+                    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().map_err(|_| "token")?);
+                    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.map_err(|e| e.to_string())?;
+                    next_json(&mut ws).await?;
+                    send(&mut ws, &json!({"type":"sync","cursors":[{"conversation":conv,"seq":1}]})).await?;
+                    let mut n = 0u64;
+                    let mut last = 1u64;
+                    loop {
+                        let v = next_json(&mut ws).await?;
+                        match v["type"].as_str() {
+                            Some("message") => {
+                                let seq = v["seq"].as_u64().unwrap_or(0);
+                                if seq != last + 1 {
+                                    return Err(format!("gap or duplicate: {last} then {seq}"));
+                                }
+                                last = seq;
+                                n += 1;
+                                got.fetch_add(1, Relaxed);
+                            }
+                            Some("synced") => return Ok::<(u64, Duration), String>((n, t0.elapsed())),
+                            _ => {}
+                        }
+                    }
+                }));
+            }
+            let mut slowest = Duration::ZERO;
+            for t in tasks {
+                match t.await.map_err(|e| e.to_string())? {
+                    Ok((k, d)) => {
+                        r.delivered += k;
+                        slowest = slowest.max(d);
+                    }
+                    Err(e) => {
+                        r.errors += 1;
+                        if r.errors < 5 {
+                            eprintln!("client error: {e}");
+                        }
+                    }
+                }
+            }
+            progress.abort();
+            eprintln!();
+            r.expected_deliveries = (n * missed) as u64;
+            r.wall_s = slowest.as_secs_f64();
+            r.deliveries_per_s = r.delivered as f64 / r.wall_s.max(0.001);
+            let (cpu1, rss) = srv.usage();
+            r.server_cpu_s = cpu1 - cpu0;
+            r.server_rss_mb = rss as f64 / 1048576.0;
+        }
+    }
+    Ok(r)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let base = cli.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("chatd-bench-{}-{}", std::process::id(), now_ms()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("chatd-bench: cannot create {}: {e}", dir.display());
+        return std::process::ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chatd-bench: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(scenario(&cli, &dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(r) => {
+            print_report(&r);
+            if let Some(path) = &cli.json {
+                let text = serde_json::to_string_pretty(&r).unwrap_or_default();
+                if let Err(e) = std::fs::write(path, text) {
+                    eprintln!("chatd-bench: cannot write {}: {e}", path.display());
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+            let lost = r.expected_deliveries.saturating_sub(r.delivered);
+            if r.duplicates > 0 || lost > 0 || r.errors > 0 {
+                eprintln!("chatd-bench: FAILED: {lost} lost, {} duplicated, {} errors", r.duplicates, r.errors);
+                return std::process::ExitCode::FAILURE;
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chatd-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
