@@ -103,6 +103,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CHATD_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Frames per second one WebSocket connection may send on average (bursts of twice that are
+    /// fine); beyond it frames get a rate_limited error, and persistent floods are disconnected
+    #[arg(long, env = "CHATD_MAX_FRAMES_PER_SECOND", default_value_t = 100)]
+    pub max_frames_per_second: u32,
+
     /// Most simultaneous WebSocket connections (devices, tabs) per user
     #[arg(long, env = "CHATD_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
     pub max_connections_per_user: usize,

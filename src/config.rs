@@ -57,7 +57,9 @@ pub struct Limits {
     /// Largest WebSocket message/frame accepted; larger closes with 1009. Leaves room for JSON
     /// escaping of a maximal text (up to 6 bytes per byte for `\uXXXX`).
     pub max_frame_bytes: usize,
-    /// tungstenite's read buffer, allocated per connection (its default is 128 KiB).
+    /// tungstenite's read buffer, allocated per connection and zero-filled on every read, so all
+    /// of it is resident (its default is 128 KiB). Chat frames are small; larger ones just take
+    /// more reads.
     pub ws_read_buffer: usize,
     /// Bytes of unsent frames a socket may hold before the client counts as stuck (closed).
     pub ws_max_write_buffer: usize,
@@ -109,7 +111,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_message_bytes: 16 * 1024,
             max_frame_bytes: 6 * 16 * 1024 + 4096,
-            ws_read_buffer: 4 * 1024,
+            ws_read_buffer: 1024,
             ws_max_write_buffer: 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             outbox_frames: 1024,
@@ -143,6 +145,9 @@ impl Config {
         if !(1..=1024 * 1024).contains(&args.max_message_bytes) {
             return Err("--max-message-bytes must be between 1 and 1048576".into());
         }
+        if args.max_frames_per_second == 0 {
+            return Err("--max-frames-per-second must be at least 1".into());
+        }
         if args.max_connections_per_user == 0 {
             return Err("--max-connections-per-user must be at least 1".into());
         }
@@ -161,6 +166,8 @@ impl Config {
             max_message_bytes: args.max_message_bytes,
             max_frame_bytes: 6 * args.max_message_bytes + 4096,
             max_connections_per_user: args.max_connections_per_user,
+            frame_burst: args.max_frames_per_second.saturating_mul(2),
+            frame_refill: Duration::from_secs(1) / args.max_frames_per_second,
             ..Limits::default()
         };
         Ok(Config {

@@ -84,7 +84,7 @@ pub async fn run<S>(
     };
     let end = s.run().await;
     let (id, uid) = (s.handle.id, s.user.id);
-    s.finish(end).await;
+    Box::pin(s.finish(end)).await;
     if app.hub.unregister(uid, id) {
         announce_presence(app.clone(), uid);
     }
@@ -139,7 +139,7 @@ fn not_found() -> (ErrorCode, &'static str) {
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn run(&mut self) -> End {
         let limits = self.app.config.limits.clone();
-        if let Err(end) = self.welcome().await {
+        if let Err(end) = Box::pin(self.welcome()).await {
             return end;
         }
         let mut ping = tokio::time::interval(limits.ping_interval);
@@ -154,10 +154,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let step = tokio::select! {
                 msg = self.ws.next() => match msg {
                     None => Err(End::Gone),
-                    Some(Ok(m)) => self.on_ws(m).await,
+                    Some(Ok(m)) => Box::pin(self.on_ws(m)).await,
                     Some(Err(e)) => Err(ws_error(e)),
                 },
-                Some(out) = self.rx.recv() => self.on_outbound(out).await,
+                Some(out) = self.rx.recv() => Box::pin(self.on_outbound(out)).await,
                 _ = flags.wake.notified() => {
                     if flags.overflowed.load(Ordering::Acquire) {
                         Err(End::Close(1008, "slow consumer: reconnect and sync"))
@@ -169,11 +169,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     if self.last_seen.elapsed() > limits.idle_timeout {
                         Err(End::Close(1000, "idle timeout"))
                     } else {
-                        self.write(Message::Ping(Default::default())).await
+                        Box::pin(self.write(Message::Ping(Default::default()))).await
                     }
                 }
                 _ = shutdown.changed() => Err(End::Close(1001, "server shutting down")),
-                _ = std::future::ready(()), if !self.pending.is_empty() => self.catch_up_page().await,
+                _ = std::future::ready(()), if !self.pending.is_empty() => Box::pin(self.catch_up_page()).await,
             };
             if let Err(end) = step {
                 return end;
@@ -480,7 +480,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .await;
             }
         };
-        self.on_frame(envelope.reference, envelope.frame).await
+        // Boxed: request handling needs a large future, and keeping it inline would make every
+        // idle connection's task carry that size (measured 4 KB per connection).
+        Box::pin(self.on_frame(envelope.reference, envelope.frame)).await
     }
 
     async fn submit(&mut self, reference: Option<u64>, change: Change) -> Step {

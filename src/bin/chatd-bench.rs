@@ -38,7 +38,10 @@ type Ws = WebSocketStream<TcpStream>;
 type Res<T> = Result<T, String>;
 
 #[derive(Parser)]
-#[command(name = "chatd-bench", about = "Load generator and benchmarks for chatd")]
+#[command(
+    name = "chatd-bench",
+    about = "Load generator and benchmarks for chatd"
+)]
 struct Cli {
     /// The chatd binary to start (use the release build for figures)
     #[arg(long, default_value = "target/release/chatd")]
@@ -127,8 +130,21 @@ struct Server {
 impl Server {
     fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Res<Server> {
         let mut child = Command::new(bin)
-            .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--log-level", "warn,chatd=info"])
-            .args(["--max-connections", "1000000", "--max-connections-per-user", "100000"])
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--log-level",
+                "warn,chatd=info",
+            ])
+            .args([
+                "--max-connections",
+                "1000000",
+                "--max-connections-per-user",
+                "100000",
+            ])
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
@@ -136,15 +152,27 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e} (build it with cargo build --release)", bin.display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot start {}: {e} (build it with cargo build --release)",
+                    bin.display()
+                )
+            })?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
             let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(i) = line.find("listening on http://") {
-                    let a = line[i + 20..].split_whitespace().next().unwrap_or("").to_string();
+                    let a = line[i + 20..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(a);
                     }
@@ -159,7 +187,12 @@ impl Server {
             .parse()
             .map_err(|e| format!("bad address: {e}"))?;
         let pid = child.id();
-        Ok(Server { child, addr, pid, dir: dir.to_path_buf() })
+        Ok(Server {
+            child,
+            addr,
+            pid,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// (CPU seconds utime+stime, RSS bytes) of the server process.
@@ -169,7 +202,8 @@ impl Server {
         let f: Vec<&str> = after.split_whitespace().collect();
         let ticks: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0)
             + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         let rss_kb: u64 = status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -190,7 +224,10 @@ impl Server {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        (get("chatd_writer_commits_total"), get("chatd_messages_stored_total"))
+        (
+            get("chatd_writer_commits_total"),
+            get("chatd_messages_stored_total"),
+        )
     }
 }
 
@@ -206,11 +243,16 @@ async fn http_get(addr: SocketAddr, path: &str) -> Res<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out).into_owned();
-    Ok(text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default())
 }
 
 // ---- seeding -----------------------------------------------------------------------------
@@ -252,7 +294,14 @@ fn seed_pairs(store: &Store, seed: &Seed, pairs: &[(usize, usize)]) -> Res<Vec<u
             .chat_batch(&mut cache, |b| {
                 let mut out = Vec::new();
                 for (i, (a, c)) in chunk.iter().enumerate() {
-                    let r = b.send(seed.users[*a], "seed", Target::User(seed.users[*c]), &format!("seed-{a}-{c}-{i}"), "hello", now_ms())?;
+                    let r = b.send(
+                        seed.users[*a],
+                        "seed",
+                        Target::User(seed.users[*c]),
+                        &format!("seed-{a}-{c}-{i}"),
+                        "hello",
+                        now_ms(),
+                    )?;
                     out.push(r.map(|o| o.message.conversation.0).unwrap_or(0));
                 }
                 Ok(out)
@@ -295,20 +344,32 @@ fn source_ip(i: usize) -> IpAddr {
 /// `welcome`, and syncs "from now" (cursor = last_seq for every conversation).
 async fn connect(addr: SocketAddr, token: &str, i: usize) -> Res<(Ws, Value)> {
     let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    sock.bind(SocketAddr::new(source_ip(i), 0)).map_err(|e| format!("bind: {e}"))?;
-    let stream = sock.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    sock.bind(SocketAddr::new(source_ip(i), 0))
+        .map_err(|e| format!("bind: {e}"))?;
+    let stream = sock
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let mut req = format!("ws://{addr}/ws").into_client_request().map_err(|e| e.to_string())?;
+    let mut req = format!("ws://{addr}/ws")
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
     let auth = format!("Bearer {token}").parse().map_err(|_| "bad token")?;
     req.headers_mut().insert("authorization", auth);
-    let cfg = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let cfg = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(cfg))
         .await
         .map_err(|e| format!("upgrade: {e}"))?;
     let welcome = next_json(&mut ws).await?;
     let cursors: Vec<Value> = welcome["conversations"]
         .as_array()
-        .map(|a| a.iter().map(|c| json!({"conversation": c["id"], "seq": c["last_seq"]})).collect())
+        .map(|a| {
+            a.iter()
+                .map(|c| json!({"conversation": c["id"], "seq": c["last_seq"]}))
+                .collect()
+        })
         .unwrap_or_default();
     send(&mut ws, &json!({"type": "sync", "cursors": cursors})).await?;
     loop {
@@ -320,13 +381,17 @@ async fn connect(addr: SocketAddr, token: &str, i: usize) -> Res<(Ws, Value)> {
 }
 
 async fn send(ws: &mut Ws, v: &Value) -> Res<()> {
-    ws.send(Message::Text(v.to_string().into())).await.map_err(|e| e.to_string())
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn next_json(ws: &mut Ws) -> Res<Value> {
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).map_err(|e| e.to_string()),
+            Some(Ok(Message::Text(t))) => {
+                return serde_json::from_str(t.as_str()).map_err(|e| e.to_string())
+            }
             Some(Ok(Message::Close(f))) => return Err(format!("closed: {f:?}")),
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e.to_string()),
@@ -336,13 +401,22 @@ async fn next_json(ws: &mut Ws) -> Res<Value> {
 }
 
 /// Opens connections with bounded concurrency; `token_of(i)` picks the account.
-async fn connect_many(addr: SocketAddr, n: usize, concurrency: usize, token_of: impl Fn(usize) -> String) -> Res<Vec<Ws>> {
+async fn connect_many(
+    addr: SocketAddr,
+    n: usize,
+    concurrency: usize,
+    token_of: impl Fn(usize) -> String,
+) -> Res<Vec<Ws>> {
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = Vec::with_capacity(n);
     let done = Arc::new(AtomicU64::new(0));
     let progress = spawn_progress("connected", done.clone(), n as u64);
     for i in 0..n {
-        let permit = sem.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
         let token = token_of(i);
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
@@ -361,12 +435,21 @@ async fn connect_many(addr: SocketAddr, n: usize, concurrency: usize, token_of: 
     Ok(out)
 }
 
-fn spawn_progress(what: &'static str, counter: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
+fn spawn_progress(
+    what: &'static str,
+    counter: Arc<AtomicU64>,
+    total: u64,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let t0 = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            eprint!("\r{what}: {}/{} ({:.0} s)   ", counter.load(Relaxed), total, t0.elapsed().as_secs_f64());
+            eprint!(
+                "\r{what}: {}/{} ({:.0} s)   ",
+                counter.load(Relaxed),
+                total,
+                t0.elapsed().as_secs_f64()
+            );
         }
     })
 }
@@ -448,7 +531,11 @@ fn payload(sender: usize, k: u64, planned_us: u64) -> String {
 
 fn parse_payload(text: &str) -> Option<(usize, u64, u64)> {
     let mut it = text.split(' ');
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    Some((
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    ))
 }
 
 /// Shared counters of a messaging run.
@@ -485,7 +572,9 @@ async fn run_client(
                 _ => break,
             };
             let Message::Text(t) = m else { continue };
-            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                continue;
+            };
             match v["type"].as_str() {
                 Some("message") => {
                     if let Some((s, k, planned)) = v["text"].as_str().and_then(parse_payload) {
@@ -498,7 +587,11 @@ async fn run_client(
                 }
                 Some("ack") => {
                     c2.acked.fetch_add(1, Relaxed);
-                    if let Some(planned) = v["client_id"].as_str().and_then(|s| s.rsplit('-').next()).and_then(|x| x.parse::<u64>().ok()) {
+                    if let Some(planned) = v["client_id"]
+                        .as_str()
+                        .and_then(|s| s.rsplit('-').next())
+                        .and_then(|x| x.parse::<u64>().ok())
+                    {
                         acks.push(micros_since(t0).saturating_sub(planned));
                     }
                 }
@@ -523,7 +616,11 @@ async fn run_client(
                 obj.insert(key.clone(), val.clone());
             }
         }
-        if sink.send(Message::Text(f.to_string().into())).await.is_err() {
+        if sink
+            .send(Message::Text(f.to_string().into()))
+            .await
+            .is_err()
+        {
             c.errors.fetch_add(1, Relaxed);
             break;
         }
@@ -534,7 +631,12 @@ async fn run_client(
 
 /// Open-loop plans: `senders` connections share a total `rate` for `secs`; `target(i, k)` gives
 /// each message's destination.
-fn plans(senders: usize, rate: u64, secs: u64, target: impl Fn(usize, u64) -> Value) -> Vec<Vec<(u64, Value)>> {
+fn plans(
+    senders: usize,
+    rate: u64,
+    secs: u64,
+    target: impl Fn(usize, u64) -> Value,
+) -> Vec<Vec<(u64, Value)>> {
     let total = rate * secs;
     let mut out = vec![Vec::new(); senders];
     let step = 1_000_000.0 / rate as f64;
@@ -599,7 +701,11 @@ async fn run_messaging(
     r.rate_per_s = r.acked as f64 / wall;
     r.deliveries_per_s = r.delivered as f64 / wall;
     r.server_cpu_s = cpu1 - cpu0;
-    r.deliveries_per_cpu_s = if r.server_cpu_s > 0.0 { r.delivered as f64 / r.server_cpu_s } else { 0.0 };
+    r.deliveries_per_cpu_s = if r.server_cpu_s > 0.0 {
+        r.delivered as f64 / r.server_cpu_s
+    } else {
+        0.0
+    };
     r.server_rss_mb = rss as f64 / 1048576.0;
     let (p50, p99, max) = c.delivery_lat.summary();
     (r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms) = (p50, p99, max);
@@ -613,7 +719,9 @@ async fn run_messaging(
 fn fsync_p50(dir: &Path, n: usize) -> f64 {
     use std::io::Write;
     let path = dir.join("fsync-probe");
-    let Ok(mut f) = std::fs::File::create(&path) else { return 0.0 };
+    let Ok(mut f) = std::fs::File::create(&path) else {
+        return 0.0;
+    };
     let buf = vec![7u8; 4096];
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
@@ -644,7 +752,8 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let (_, rss0) = srv.usage();
             let t0 = Instant::now();
-            let clients = connect_many(srv.addr, conns, 256, |i| seed.tokens[i % users].clone()).await?;
+            let clients =
+                connect_many(srv.addr, conns, 256, |i| seed.tokens[i % users].clone()).await?;
             tokio::time::sleep(Duration::from_secs(hold)).await;
             let (cpu, rss1) = srv.usage();
             r.wall_s = t0.elapsed().as_secs_f64();
@@ -679,20 +788,36 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             });
             run_messaging(&srv, clients, plan, 1, secs, &mut r).await;
         }
-        Scenario::Rooms { groups, size, rate, secs } => {
+        Scenario::Rooms {
+            groups,
+            size,
+            rate,
+            secs,
+        } => {
             r.scenario = "rooms".into();
             r.params = format!("groups={groups} size={size} rate={rate}/s secs={secs}");
             let users = groups * size;
             let (store, seed) = seed_users(dir, users)?;
-            let gs: Vec<Vec<usize>> = (0..groups).map(|g| (g * size..(g + 1) * size).collect()).collect();
+            let gs: Vec<Vec<usize>> = (0..groups)
+                .map(|g| (g * size..(g + 1) * size).collect())
+                .collect();
             let ids = seed_groups(&store, &seed, &gs)?;
             drop(store);
             let srv = Server::start(bin, dir, &[])?;
             let clients = connect_many(srv.addr, users, 256, |i| seed.tokens[i].clone()).await?;
-            let plan = plans(users, rate, secs, |s, _| json!({"conversation": ids[s / size]}));
+            let plan = plans(
+                users,
+                rate,
+                secs,
+                |s, _| json!({"conversation": ids[s / size]}),
+            );
             run_messaging(&srv, clients, plan, (size - 1) as u64, secs, &mut r).await;
         }
-        Scenario::Broadcast { members, senders, secs } => {
+        Scenario::Broadcast {
+            members,
+            senders,
+            secs,
+        } => {
             r.scenario = "broadcast".into();
             r.params = format!("members={members} senders={senders} secs={secs}");
             let (store, seed) = seed_users(dir, members)?;
@@ -778,7 +903,8 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             r.deliveries_per_cpu_s = r.delivered as f64 / r.server_cpu_s.max(0.01);
             r.server_rss_mb = rss as f64 / 1048576.0;
             (r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms) = c.delivery_lat.summary();
-            r.messages_per_commit = msgs1.saturating_sub(msgs0) as f64 / commits1.saturating_sub(commits0).max(1) as f64;
+            r.messages_per_commit = msgs1.saturating_sub(msgs0) as f64
+                / commits1.saturating_sub(commits0).max(1) as f64;
         }
         Scenario::Ack { count } => {
             r.scenario = "ack".into();
@@ -824,7 +950,10 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             let srv = Server::start(bin, dir, &[])?;
             let (cpu0, _) = srv.usage();
             let t0 = Instant::now();
-            let clients = connect_many(srv.addr, conns, concurrency, |i| seed.tokens[i % users].clone()).await?;
+            let clients = connect_many(srv.addr, conns, concurrency, |i| {
+                seed.tokens[i % users].clone()
+            })
+            .await?;
             r.wall_s = t0.elapsed().as_secs_f64();
             r.upgrades_per_s = clients.len() as f64 / r.wall_s;
             let (cpu1, rss) = srv.usage();
@@ -846,7 +975,14 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                     .chat_batch(&mut cache, |b| {
                         for i in chunk {
                             for k in 0..missed {
-                                let _ = b.send(seed.users[2 * i], "p", Target::Conversation(ConversationId(convs[*i])), &format!("m-{i}-{k}"), &payload(2 * i, k as u64, 0), now_ms())?;
+                                let _ = b.send(
+                                    seed.users[2 * i],
+                                    "p",
+                                    Target::Conversation(ConversationId(convs[*i])),
+                                    &format!("m-{i}-{k}"),
+                                    &payload(2 * i, k as u64, 0),
+                                    now_ms(),
+                                )?;
                             }
                         }
                         Ok(())
@@ -870,13 +1006,25 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                 tasks.push(tokio::spawn(async move {
                     let _p = sem.acquire_owned().await;
                     let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-                    sock.bind(SocketAddr::new(source_ip(i), 0)).map_err(|e| e.to_string())?;
+                    sock.bind(SocketAddr::new(source_ip(i), 0))
+                        .map_err(|e| e.to_string())?;
                     let stream = sock.connect(addr).await.map_err(|e| e.to_string())?;
-                    let mut req = format!("ws://{addr}/ws").into_client_request().map_err(|e| e.to_string())?;
-                    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().map_err(|_| "token")?);
-                    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.map_err(|e| e.to_string())?;
+                    let mut req = format!("ws://{addr}/ws")
+                        .into_client_request()
+                        .map_err(|e| e.to_string())?;
+                    req.headers_mut().insert(
+                        "authorization",
+                        format!("Bearer {token}").parse().map_err(|_| "token")?,
+                    );
+                    let (mut ws, _) = tokio_tungstenite::client_async(req, stream)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     next_json(&mut ws).await?;
-                    send(&mut ws, &json!({"type":"sync","cursors":[{"conversation":conv,"seq":1}]})).await?;
+                    send(
+                        &mut ws,
+                        &json!({"type":"sync","cursors":[{"conversation":conv,"seq":1}]}),
+                    )
+                    .await?;
                     let mut n = 0u64;
                     let mut last = 1u64;
                     loop {
@@ -891,7 +1039,9 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                                 n += 1;
                                 got.fetch_add(1, Relaxed);
                             }
-                            Some("synced") => return Ok::<(u64, Duration), String>((n, t0.elapsed())),
+                            Some("synced") => {
+                                return Ok::<(u64, Duration), String>((n, t0.elapsed()))
+                            }
                             _ => {}
                         }
                     }
@@ -933,7 +1083,10 @@ fn main() -> std::process::ExitCode {
         eprintln!("chatd-bench: cannot create {}: {e}", dir.display());
         return std::process::ExitCode::FAILURE;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chatd-bench: {e}");
@@ -954,7 +1107,10 @@ fn main() -> std::process::ExitCode {
             }
             let lost = r.expected_deliveries.saturating_sub(r.delivered);
             if r.duplicates > 0 || lost > 0 || r.errors > 0 {
-                eprintln!("chatd-bench: FAILED: {lost} lost, {} duplicated, {} errors", r.duplicates, r.errors);
+                eprintln!(
+                    "chatd-bench: FAILED: {lost} lost, {} duplicated, {} errors",
+                    r.duplicates, r.errors
+                );
                 return std::process::ExitCode::FAILURE;
             }
             std::process::ExitCode::SUCCESS

@@ -119,13 +119,41 @@ fn metrics(app: &Arc<App>) -> Resp {
     let w = &app.writer_stats;
     let mut out = String::with_capacity(1024);
     let mut put = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     };
-    put("chatd_writer_commits_total", "counter", "Write transactions committed (fsync'd) by the message writer.", w.commits.load(Relaxed));
-    put("chatd_writer_ops_total", "counter", "Operations applied by the message writer (sends, reads, membership changes).", w.ops.load(Relaxed));
-    put("chatd_messages_stored_total", "counter", "New messages stored.", w.messages.load(Relaxed));
-    put("chatd_websocket_sessions", "gauge", "Open WebSocket sessions.", app.hub.session_count() as u64);
-    put("chatd_users_online", "gauge", "Users with at least one open session.", app.hub.users_online() as u64);
+    put(
+        "chatd_writer_commits_total",
+        "counter",
+        "Write transactions committed (fsync'd) by the message writer.",
+        w.commits.load(Relaxed),
+    );
+    put(
+        "chatd_writer_ops_total",
+        "counter",
+        "Operations applied by the message writer (sends, reads, membership changes).",
+        w.ops.load(Relaxed),
+    );
+    put(
+        "chatd_messages_stored_total",
+        "counter",
+        "New messages stored.",
+        w.messages.load(Relaxed),
+    );
+    put(
+        "chatd_websocket_sessions",
+        "gauge",
+        "Open WebSocket sessions.",
+        app.hub.session_count() as u64,
+    );
+    put(
+        "chatd_users_online",
+        "gauge",
+        "Users with at least one open session.",
+        app.hub.users_online() as u64,
+    );
     let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(out)));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

@@ -200,10 +200,18 @@ mod chat {
         let mut cache = MemberCache::default();
         let (first, second, dup, to_c) = s
             .chat_batch(&mut cache, |b| {
-                let first = b.send(u[0], "a", Target::User(u[1]), "c1", "hi", 100)?.unwrap();
-                let second = b.send(u[1], "b", Target::User(u[0]), "c1", "yo", 101)?.unwrap();
-                let dup = b.send(u[0], "a", Target::User(u[1]), "c1", "hi", 102)?.unwrap();
-                let to_c = b.send(u[0], "a", Target::User(u[2]), "c2", "hey", 103)?.unwrap();
+                let first = b
+                    .send(u[0], "a", Target::User(u[1]), "c1", "hi", 100)?
+                    .unwrap();
+                let second = b
+                    .send(u[1], "b", Target::User(u[0]), "c1", "yo", 101)?
+                    .unwrap();
+                let dup = b
+                    .send(u[0], "a", Target::User(u[1]), "c1", "hi", 102)?
+                    .unwrap();
+                let to_c = b
+                    .send(u[0], "a", Target::User(u[2]), "c2", "hey", 103)?
+                    .unwrap();
                 Ok((first, second, dup, to_c))
             })
             .unwrap();
@@ -218,10 +226,19 @@ mod chat {
         let errs = s
             .chat_batch(&mut cache, |b| {
                 Ok((
-                    b.send(u[0], "a", Target::User(u[0]), "x", "me", 1)?.unwrap_err(),
-                    b.send(u[0], "a", Target::User(UserId(99)), "y", "?", 1)?.unwrap_err(),
-                    b.send(u[2], "c", Target::Conversation(first.message.conversation), "z", "!", 1)?
+                    b.send(u[0], "a", Target::User(u[0]), "x", "me", 1)?
                         .unwrap_err(),
+                    b.send(u[0], "a", Target::User(UserId(99)), "y", "?", 1)?
+                        .unwrap_err(),
+                    b.send(
+                        u[2],
+                        "c",
+                        Target::Conversation(first.message.conversation),
+                        "z",
+                        "!",
+                        1,
+                    )?
+                    .unwrap_err(),
                 ))
             })
             .unwrap();
@@ -234,7 +251,10 @@ mod chat {
         let s = Store::open(dir.path()).unwrap();
         let conv = first.message.conversation;
         let h = s.history(u[0], conv, u64::MAX, 10).unwrap().unwrap();
-        assert_eq!(h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["hi", "yo"]);
+        assert_eq!(
+            h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            ["hi", "yo"]
+        );
         assert!(s.history(u[2], conv, u64::MAX, 10).unwrap().is_none());
         let after = s.messages_after(u[1], conv, 1, 10).unwrap().unwrap();
         assert_eq!(after.len(), 1);
@@ -242,7 +262,10 @@ mod chat {
         let mut cache = MemberCache::default();
         let third = s
             .chat_batch(&mut cache, |b| {
-                Ok(b.send(u[0], "a", Target::Conversation(conv), "c3", "again", 200)?.unwrap())
+                Ok(
+                    b.send(u[0], "a", Target::Conversation(conv), "c3", "again", 200)?
+                        .unwrap(),
+                )
             })
             .unwrap();
         assert_eq!(third.message.seq, 3);
@@ -256,10 +279,16 @@ mod chat {
         let mut cache = MemberCache::default();
         let (ab, ac) = s
             .chat_batch(&mut cache, |b| {
-                let ab = b.send(u[0], "a", Target::User(u[1]), "1", "x", 10)?.unwrap();
-                let ac = b.send(u[0], "a", Target::User(u[2]), "2", "y", 20)?.unwrap();
-                b.send(u[0], "a", Target::User(u[1]), "3", "z", 30)?.unwrap();
-                b.send(u[0], "a", Target::User(u[1]), "4", "w", 40)?.unwrap();
+                let ab = b
+                    .send(u[0], "a", Target::User(u[1]), "1", "x", 10)?
+                    .unwrap();
+                let ac = b
+                    .send(u[0], "a", Target::User(u[2]), "2", "y", 20)?
+                    .unwrap();
+                b.send(u[0], "a", Target::User(u[1]), "3", "z", 30)?
+                    .unwrap();
+                b.send(u[0], "a", Target::User(u[1]), "4", "w", 40)?
+                    .unwrap();
                 Ok((ab.message.conversation, ac.message.conversation))
             })
             .unwrap();
@@ -276,11 +305,15 @@ mod chat {
 
         s.chat_batch(&mut cache, |b| {
             assert_eq!(b.mark_read(u[1], ab, 2)?.unwrap().unwrap().0, 2);
-            assert!(b.mark_read(u[1], ab, 1)?.unwrap().is_none(), "never backwards");
+            assert!(
+                b.mark_read(u[1], ab, 1)?.unwrap().is_none(),
+                "never backwards"
+            );
             assert_eq!(b.mark_read(u[1], ab, 99)?.unwrap().unwrap().0, 3, "clamped");
             assert_eq!(b.mark_read(u[2], ab, 1)?.unwrap_err(), ChatError::NotFound);
             // Activity moves ac to the top for a.
-            b.send(u[2], "c", Target::Conversation(ac), "5", "late", 50)?.unwrap();
+            b.send(u[2], "c", Target::Conversation(ac), "5", "late", 50)?
+                .unwrap();
             Ok(())
         })
         .unwrap();
@@ -307,7 +340,8 @@ mod chat {
         let conv = g.conversation;
         assert_eq!(&*g.members, &[u[0], u[1]]);
         s.chat_batch(&mut cache, |b| {
-            b.send(u[1], "b", Target::Conversation(conv), "m1", "hello", 6)?.unwrap();
+            b.send(u[1], "b", Target::Conversation(conv), "m1", "hello", 6)?
+                .unwrap();
             assert!(matches!(
                 b.add_members(u[1], conv, &[u[2]])?.unwrap_err(),
                 ChatError::Forbidden(_)
@@ -338,12 +372,22 @@ mod chat {
         assert!(s.conversation_for(u[0], conv).unwrap().is_none());
         assert!(s.conversations_of(u[0], 10).unwrap().is_empty());
         let members = s.members_of(u[1], conv).unwrap().unwrap();
-        assert_eq!(members.iter().map(|m| m.id).collect::<Vec<_>>(), [u[1], u[2], u[3]]);
+        assert_eq!(
+            members.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [u[1], u[2], u[3]]
+        );
         assert!(members[0].owner);
         assert_eq!(s.contacts(u[2], 256).unwrap(), vec![u[1], u[3]]);
-        assert!(s.contacts(u[2], 2).unwrap().is_empty(), "big groups are skipped");
+        assert!(
+            s.contacts(u[2], 2).unwrap().is_empty(),
+            "big groups are skipped"
+        );
         assert_eq!(
-            s.search_users("B", 10).unwrap().iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
+            s.search_users("B", 10)
+                .unwrap()
+                .iter()
+                .map(|x| x.1.as_str())
+                .collect::<Vec<_>>(),
             ["b"]
         );
         let _ = ConversationId(0);
