@@ -104,30 +104,69 @@ impl SessionHandle {
 
 const SHARDS: usize = 64;
 
+#[derive(Default)]
+struct Shard {
+    /// Connected sessions per user.
+    online: HashMap<UserId, Vec<SessionHandle>>,
+    /// Connection slots taken per user, from the upgrade until the session ends.
+    reserved: HashMap<UserId, usize>,
+}
+
 /// Who is online, sharded by user id to keep lock contention low.
 pub struct Hub {
-    shards: Vec<Mutex<HashMap<UserId, Vec<SessionHandle>>>>,
+    shards: Vec<Mutex<Shard>>,
     next_id: AtomicU64,
 }
 
 impl Default for Hub {
     fn default() -> Self {
         Hub {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             next_id: AtomicU64::new(1),
         }
     }
 }
 
+/// One of a user's connection slots, taken before the WebSocket upgrade is answered and given
+/// back when dropped (session ended, or the upgrade never completed).
+pub struct Reservation {
+    hub: Arc<Hub>,
+    user: UserId,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut shard = self.hub.shard_of(self.user);
+        if let Some(n) = shard.reserved.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                shard.reserved.remove(&self.user);
+            }
+        }
+    }
+}
+
 impl Hub {
-    fn shard(
-        &self,
-        user: UserId,
-    ) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<SessionHandle>>> {
-        // A poisoned shard only means a panic elsewhere mid-update of a Vec; the data is usable.
+    fn shard_of(&self, user: UserId) -> std::sync::MutexGuard<'_, Shard> {
+        // A poisoned shard only means a panic elsewhere mid-update of a map; the data is usable.
         self.shards[(user.0 as usize) % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes one of `user`'s connection slots if fewer than `max` are taken. Checked and taken
+    /// under one lock, so simultaneous upgrades cannot overshoot the limit.
+    pub fn reserve(self: &Arc<Self>, user: UserId, max: usize) -> Option<Reservation> {
+        let mut shard = self.shard_of(user);
+        let taken = shard.reserved.get(&user).copied().unwrap_or(0);
+        if taken >= max {
+            return None;
+        }
+        shard.reserved.insert(user, taken + 1);
+        Some(Reservation {
+            hub: self.clone(),
+            user,
+        })
     }
 
     /// A fresh session id.
@@ -137,21 +176,21 @@ impl Hub {
 
     /// Adds a session; returns true if it is the user's first (the user just came online).
     pub fn register(&self, handle: SessionHandle) -> bool {
-        let mut shard = self.shard(handle.user);
-        let list = shard.entry(handle.user).or_default();
+        let mut shard = self.shard_of(handle.user);
+        let list = shard.online.entry(handle.user).or_default();
         list.push(handle);
         list.len() == 1
     }
 
     /// Removes a session; returns true if it was the user's last (the user went offline).
     pub fn unregister(&self, user: UserId, session: u64) -> bool {
-        let mut shard = self.shard(user);
-        let Some(list) = shard.get_mut(&user) else {
+        let mut shard = self.shard_of(user);
+        let Some(list) = shard.online.get_mut(&user) else {
             return false;
         };
         list.retain(|h| h.id != session);
         if list.is_empty() {
-            shard.remove(&user);
+            shard.online.remove(&user);
             true
         } else {
             false
@@ -159,26 +198,26 @@ impl Hub {
     }
 
     pub fn is_online(&self, user: UserId) -> bool {
-        self.shard(user).contains_key(&user)
+        self.shard_of(user).online.contains_key(&user)
     }
 
     /// Number of connected sessions of a user.
     pub fn sessions_of(&self, user: UserId) -> usize {
-        self.shard(user).get(&user).map_or(0, Vec::len)
+        self.shard_of(user).online.get(&user).map_or(0, Vec::len)
     }
 
     /// Number of users online.
     pub fn users_online(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).online.len())
             .sum()
     }
 
     /// Delivers `out` to every session of `user` except `except` (a session id).
     pub fn send_to_user(&self, user: UserId, out: &Outbound, except: Option<u64>) {
-        let shard = self.shard(user);
-        if let Some(list) = shard.get(&user) {
+        let shard = self.shard_of(user);
+        if let Some(list) = shard.online.get(&user) {
             for h in list.iter().filter(|h| Some(h.id) != except) {
                 h.deliver(out.clone());
             }
@@ -199,6 +238,7 @@ impl Hub {
             .map(|s| {
                 s.lock()
                     .unwrap_or_else(|p| p.into_inner())
+                    .online
                     .values()
                     .map(Vec::len)
                     .sum::<usize>()
@@ -241,6 +281,18 @@ mod tests {
         assert!(hub.unregister(UserId(1), a2.id));
         assert!(!hub.is_online(UserId(1)));
         assert_eq!(hub.users_online(), 0);
+    }
+
+    #[test]
+    fn reservations_are_exact_and_released_on_drop() {
+        let hub = Arc::new(Hub::default());
+        let a = hub.reserve(UserId(3), 2).unwrap();
+        let b = hub.reserve(UserId(3), 2).unwrap();
+        assert!(hub.reserve(UserId(3), 2).is_none());
+        assert!(hub.reserve(UserId(4), 2).is_some(), "per user");
+        drop(a);
+        let _c = hub.reserve(UserId(3), 2).unwrap();
+        drop(b);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::app::App;
-use crate::hub::{encode, Outbound, SessionFlags, SessionHandle};
+use crate::hub::{encode, Outbound, Reservation, SessionFlags, SessionHandle};
 use crate::model::{self, ConversationId, User, UserId};
 use crate::proto::{self, ClientEnvelope, ClientFrame, ErrorCode, ServerFrame};
 use crate::ratelimit::TokenBucket;
@@ -51,7 +51,7 @@ pub async fn run<S>(
     ws: WebSocketStream<S>,
     app: Arc<App>,
     user: User,
-    _permit: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, Reservation),
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -446,11 +446,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Step {
-        if text.as_str() == "ping" {
-            return self
-                .write(Message::Text(Utf8Bytes::from_static("pong")))
-                .await;
-        }
+        // Every text frame counts against the rate limit, application pings included.
         let l = &self.app.config.limits;
         if self
             .bucket
@@ -461,16 +457,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if self.limited_streak >= l.flood_close_after {
                 return Err(End::Close(1008, "too many frames"));
             }
+            // Name the refused request so the client can retry exactly that one.
+            let (reference, client_id) = request_names(text.as_str());
             return self
                 .send_error(
-                    None,
-                    None,
+                    reference,
+                    client_id,
                     ErrorCode::RateLimited,
                     "too many frames; this one was not processed",
                 )
                 .await;
         }
         self.limited_streak = 0;
+        if text.as_str() == "ping" {
+            return self
+                .write(Message::Text(Utf8Bytes::from_static("pong")))
+                .await;
+        }
         let envelope: ClientEnvelope = match serde_json::from_str(text.as_str()) {
             Ok(e) => e,
             Err(e) => {
@@ -810,14 +813,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         {
             return Ok(());
         }
-        if self.typing_last.len() > 256 {
-            self.typing_last.clear();
-        }
-        self.typing_last.insert(conversation, now);
         let user = self.user.id;
         let conv = ConversationId(conversation);
         match self.app.db(move |s| s.member_ids_for(user, conv)).await {
             Ok(Some(members)) => {
+                // Throttle only what was forwarded, so a non-member is told every time.
+                if self.typing_last.len() > 256 {
+                    self.typing_last.clear();
+                }
+                self.typing_last.insert(conversation, now);
                 let others: Vec<UserId> = members.into_iter().filter(|m| *m != user).collect();
                 let frame = Outbound::Frame(encode(&ServerFrame::Typing {
                     conversation,
@@ -830,6 +834,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(None) => self.fail(r, not_found()).await,
             Err(e) => self.internal(r, &e).await,
         }
+    }
+}
+
+/// The `ref` and `client_id` of a frame, if it is a JSON object that has them.
+fn request_names(text: &str) -> (Option<u64>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Names {
+        #[serde(default, rename = "ref")]
+        reference: Option<u64>,
+        #[serde(default)]
+        client_id: Option<String>,
+    }
+    match serde_json::from_str::<Names>(text) {
+        Ok(n) => (n.reference, n.client_id),
+        Err(_) => (None, None),
     }
 }
 

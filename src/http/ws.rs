@@ -98,13 +98,13 @@ pub async fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
         Err(r) => return r,
     };
     let limits = &app.config.limits;
-    if app.hub.sessions_of(user.id) >= limits.max_connections_per_user {
+    let Some(slot) = app.hub.reserve(user.id, limits.max_connections_per_user) else {
         return reply::error(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_connections",
             "this account has too many open connections; close a tab or device",
         );
-    }
+    };
     let Ok(permit) = app.sessions.clone().try_acquire_owned() else {
         return reply::error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -123,7 +123,7 @@ pub async fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
                     Some(config),
                 )
                 .await;
-                crate::session::run(ws, app, user, permit).await;
+                crate::session::run(ws, app, user, (permit, slot)).await;
             }
             Err(e) => tracing::debug!("upgrade failed: {e}"),
         }

@@ -32,12 +32,22 @@ fn direct() {
 
 #[test]
 fn rooms() {
-    bench(&["rooms", "--groups", "5", "--size", "10", "--rate", "100", "--secs", "2"]);
+    bench(&[
+        "rooms", "--groups", "5", "--size", "10", "--rate", "100", "--secs", "2",
+    ]);
 }
 
 #[test]
 fn broadcast() {
-    bench(&["broadcast", "--members", "50", "--senders", "2", "--secs", "2"]);
+    bench(&[
+        "broadcast",
+        "--members",
+        "50",
+        "--senders",
+        "2",
+        "--secs",
+        "2",
+    ]);
 }
 
 #[test]

@@ -1,7 +1,13 @@
 //! One integration-test binary: every test starts the real `chatd` binary on an ephemeral port
 //! with a temporary data directory and talks to it over the network.
 mod accounts;
+mod bench_smoke;
 mod cli;
 mod http_edge;
 mod support;
 mod ws_basics;
+mod ws_groups;
+mod ws_lifecycle;
+mod ws_presence;
+mod ws_robustness;
+mod ws_unread;

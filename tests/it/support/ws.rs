@@ -175,3 +175,130 @@ impl Client {
         ack
     }
 }
+
+/// Connects like `Client::connect`, but on a socket whose kernel receive buffer is about
+/// `rcvbuf` bytes, so a client that stops reading backs the server up quickly.
+pub async fn connect_small_rcvbuf(srv: &Server, u: &TestUser, rcvbuf: u32) -> Client {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+    let stream = sock.connect(srv.addr).await.expect("connect");
+    let mut req = format!("ws://{}/ws", srv.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("cookie", u.cookie.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("upgrade");
+    Client::from_ws(ws).await
+}
+
+/// A conversation id no test ever creates (the store numbers conversations from 1).
+pub const NO_SUCH_CONVERSATION: u64 = 987_654_321;
+
+/// A fresh `ref` for a request (unique within the test binary).
+pub fn next_ref() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static REFS: AtomicU64 = AtomicU64::new(1_000);
+    REFS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Wall-clock milliseconds since the Unix epoch (the server's clock: same machine).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Returns once the wall clock is past `ms`, so the server's next timestamp is larger than a
+/// timestamp it already handed out (activity ordering is by millisecond).
+pub async fn wait_clock_past(ms: u64) {
+    while now_ms() <= ms {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+impl Client {
+    /// Wraps an upgraded socket and reads its `welcome`.
+    pub async fn from_ws(ws: Ws) -> Client {
+        let mut c = Client {
+            ws,
+            welcome: Value::Null,
+        };
+        let w = c.recv().await;
+        assert_eq!(w["type"], "welcome", "{w}");
+        c.welcome = w;
+        c
+    }
+
+    /// Sends `v` with a fresh `ref` and returns the frame that carries that ref (a reply or an
+    /// error), plus every frame that arrived before it.
+    pub async fn request_collect(&mut self, mut v: Value) -> (Value, Vec<Value>) {
+        let r = next_ref();
+        v["ref"] = json!(r);
+        self.send(v).await;
+        let mut before = Vec::new();
+        loop {
+            let f = self.recv().await;
+            if f["ref"] == r {
+                return (f, before);
+            }
+            before.push(f);
+        }
+    }
+
+    /// Sends `v` with a fresh `ref` and returns the reply (or error) carrying it.
+    pub async fn request(&mut self, v: Value) -> Value {
+        self.request_collect(v).await.0
+    }
+
+    /// Sends `v` with a fresh `ref`; the reply must be an error, which is returned.
+    pub async fn request_err(&mut self, v: Value) -> Value {
+        let desc = v.to_string();
+        let e = self.request(v).await;
+        assert_eq!(e["type"], "error", "expected an error for {desc}, got {e}");
+        e
+    }
+
+    /// A round trip through the message writer and this session's outbox: `leave` of a
+    /// conversation that does not exist is queued behind every write op this session submitted
+    /// before, and its error is queued in the outbox behind everything the writer delivered to
+    /// this session before. Returns the frames that arrived before the error.
+    pub async fn writer_barrier(&mut self) -> Vec<Value> {
+        let (e, before) = self
+            .request_collect(json!({"type": "leave", "conversation": NO_SUCH_CONVERSATION}))
+            .await;
+        assert_eq!(e["code"], "not_found", "{e}");
+        before
+    }
+
+    /// Reads frames until one of type `t`; returns it and the frames before it.
+    pub async fn recv_until(&mut self, t: &str) -> (Value, Vec<Value>) {
+        let mut before = Vec::new();
+        loop {
+            let f = self.recv().await;
+            if f["type"] == t {
+                return (f, before);
+            }
+            before.push(f);
+        }
+    }
+
+    /// Closes with a close handshake and waits until the server has answered (or gone).
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// The `type`s of some frames, for assertions and messages.
+pub fn types(frames: &[Value]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| f["type"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
