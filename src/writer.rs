@@ -3,10 +3,11 @@
 //!
 //! Sessions submit `WriteOp`s into a bounded queue. The thread takes the first waiting op, drains
 //! whatever else is queued (up to `Limits::writer_batch_max`), applies them all in one redb write
-//! transaction, commits once with fsync, and only then sends each origin its ack or error and
-//! hands the results to the hub for fan-out. So throughput is not one fsync per message, and
-//! nothing is acknowledged or delivered before it is durable. Ops that arrive during a commit
-//! form the next batch.
+//! transaction and commits once with fsync. Only then does it pass the batch to a second thread,
+//! the fan-out, which sends each origin its ack or error and hands the results to the hub. So
+//! throughput is not one fsync per message, nothing is acknowledged or delivered before it is
+//! durable, and the next commit's fsync overlaps the previous batch's delivery. Ops that arrive
+//! during a commit form the next batch; batches are delivered in commit order.
 //!
 //! It calls the store (`chat_batch`, plus reads for per-user conversation summaries) and the
 //! hub; it never touches sockets.
@@ -89,19 +90,33 @@ impl Writer {
         stats: Arc<WriterStats>,
     ) -> std::io::Result<(Writer, JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(queue);
+        // Two committed batches may wait for delivery; beyond that the writer waits too, so
+        // memory stays bounded when delivery is the bottleneck.
+        let (fan_tx, fan_rx) = std::sync::mpsc::sync_channel(2);
+        let fanout = Fanout {
+            store: store.clone(),
+            hub,
+            broadcast_group_max,
+            stats: stats.clone(),
+        };
+        let fan_thread = std::thread::Builder::new()
+            .name("chatd-fanout".into())
+            .spawn(move || fanout.run(fan_rx))?;
         let thread = std::thread::Builder::new()
             .name("chatd-writer".into())
             .spawn(move || {
                 let mut w = WriterThread {
                     store,
-                    hub,
                     rx,
                     batch_max,
-                    broadcast_group_max,
                     cache: MemberCache::default(),
                     stats,
+                    fanout: fan_tx,
                 };
                 w.run();
+                // Dropping the sender ends the fan-out thread once it has delivered everything.
+                drop(w);
+                let _ = fan_thread.join();
             })?;
         Ok((Writer { tx }, thread))
     }
@@ -115,11 +130,27 @@ impl Writer {
 
 struct WriterThread {
     store: Store,
-    hub: Arc<Hub>,
     rx: mpsc::Receiver<WriteOp>,
     batch_max: usize,
-    broadcast_group_max: u64,
     cache: MemberCache,
+    stats: Arc<WriterStats>,
+    /// Committed batches, in commit order, to the fan-out thread.
+    fanout: std::sync::mpsc::SyncSender<Committed>,
+}
+
+/// A committed batch: each op with its outcome, or every op with the commit error.
+enum Committed {
+    Done(Vec<(WriteOp, Result<Done, ChatError>)>),
+    Failed(Vec<WriteOp>),
+}
+
+/// Sends acks, errors and fan-out for committed batches, on its own thread, so the writer can
+/// start the next commit (and its fsync) while the previous batch is being delivered. Batches
+/// arrive in commit order over one channel, so deliveries keep that order.
+struct Fanout {
+    store: Store,
+    hub: Arc<Hub>,
+    broadcast_group_max: u64,
     stats: Arc<WriterStats>,
 }
 
@@ -180,9 +211,28 @@ impl WriterThread {
             });
             self.stats.commits.fetch_add(1, Relaxed);
             self.stats.ops.fetch_add(batch.len() as u64, Relaxed);
-            match result {
-                Ok(results) => {
-                    for (op, r) in batch.drain(..).zip(results) {
+            let committed = match result {
+                Ok(results) => Committed::Done(batch.drain(..).zip(results).collect()),
+                Err(e) => {
+                    tracing::error!("commit of {} operations failed: {e}", batch.len());
+                    Committed::Failed(batch.drain(..).collect())
+                }
+            };
+            if self.fanout.send(committed).is_err() {
+                tracing::error!("fan-out thread is gone; stopping the writer");
+                break;
+            }
+        }
+        tracing::debug!("writer stopped");
+    }
+}
+
+impl Fanout {
+    fn run(&self, rx: std::sync::mpsc::Receiver<Committed>) {
+        while let Ok(committed) = rx.recv() {
+            match committed {
+                Committed::Done(results) => {
+                    for (op, r) in results {
                         match r {
                             Ok(done) => self.deliver(op, done),
                             Err(e) => {
@@ -192,9 +242,8 @@ impl WriterThread {
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::error!("commit of {} operations failed: {e}", batch.len());
-                    for op in batch.drain(..) {
+                Committed::Failed(ops) => {
+                    for op in ops {
                         reply_error(
                             &op,
                             ErrorCode::Internal,
@@ -204,7 +253,6 @@ impl WriterThread {
                 }
             }
         }
-        tracing::debug!("writer stopped");
     }
 
     fn deliver(&self, op: WriteOp, done: Done) {
