@@ -215,7 +215,7 @@ impl WriterThread {
                 Ok(results) => Committed::Done(batch.drain(..).zip(results).collect()),
                 Err(e) => {
                     tracing::error!("commit of {} operations failed: {e}", batch.len());
-                    Committed::Failed(batch.drain(..).collect())
+                    Committed::Failed(std::mem::take(&mut batch))
                 }
             };
             if self.fanout.send(committed).is_err() {
