@@ -161,7 +161,7 @@ async fn assets_are_served_with_types_etags_and_security_headers() {
         Some(etag.as_str())
     );
 
-    let r = srv.get("/app.js", &[]).await;
+    let r = srv.get("/js/main.js", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("content-type"),

@@ -1,0 +1,233 @@
+// chat: the protocol engine between conn.js (the socket) and store.js (the state). Applies every
+// server frame to the store, runs the resume algorithm of docs/PROTOCOL.md on each (re)connect
+// (epoch check, sync with cursors, re-send the outbox with the original client_ids), and offers
+// the actions the UI needs: send, load history, mark read, typing, members, directory, groups.
+
+import { Conn } from "./conn.js";
+import * as store from "./store.js";
+import { S, emit } from "./store.js";
+import { randomId } from "./dom.js";
+
+let conn = null;
+/** client_ids sent on the current connection (so one connection sends each only once). */
+let sentHere = new Set();
+/** client_id → text of what this tab sent: another tab may empty the shared outbox first. */
+const sentTexts = new Map();
+let retryTimer = null;
+let listTimer = null;
+/**
+ * Hooks set by the UI: onLive(message) for a new message from someone else after sync,
+ * onSendFailed(code, entry) when the server refused a send for good, onRemoved(conversation,
+ * self) when we left or were removed, onAuthLost() when a socket failed before opening.
+ */
+export const hooks = { onLive: () => {}, onSendFailed: () => {}, onRemoved: () => {}, onAuthLost: () => {} };
+
+// Codes after which a send is dropped (docs/PROTOCOL.md, "Outbox"); others are retried.
+const RETRYABLE = new Set(["rate_limited", "internal"]);
+
+export function start(me) {
+  conn = new Conn({
+    onFrame,
+    onStatus: () => emit("conn"),
+    onDown: (opened) => {
+      S.synced = false;
+      sentHere = new Set();
+      // A socket that never opened may mean the session expired (the upgrade got a 401).
+      if (!opened) hooks.onAuthLost();
+    },
+  });
+  store.init(me); // shows the cached snapshot while the socket connects
+  conn.connect();
+}
+
+export const status = () => conn.status;
+export const retryNow = () => conn.retryNow();
+export const stop = () => conn && conn.stop();
+
+function onFrame(f) {
+  switch (f.type) {
+    case "welcome":
+      return onWelcome(f);
+    case "synced":
+      return;
+    case "message":
+      return onMessage(f);
+    case "ack":
+      return onAck(f);
+    case "history":
+      return; // always a reply to loadHistory's request, merged there
+    case "conversations":
+      return store.setConversations(f.conversations);
+    case "conversation":
+      store.upsertConversation(f.conversation);
+      return;
+    case "removed": {
+      const c = store.removeConversation(f.conversation);
+      if (c) hooks.onRemoved(c, typeof f.ref === "number");
+      return;
+    }
+    case "members":
+      return store.setMembers(f.conversation, f.members);
+    case "read":
+      return store.applyRead(f);
+    case "typing":
+      return store.applyTyping(f);
+    case "presence":
+      return store.applyPresence(f.user, f.online);
+    case "error":
+      return onError(f);
+    default:
+      return; // unknown frame types are ignored
+  }
+}
+
+function onWelcome(w) {
+  if (w.user.id !== S.me.id) {
+    // The cookie now belongs to someone else (logged in again in another tab).
+    location.reload();
+    return;
+  }
+  S.limits = { ...S.limits, ...w.limits };
+  store.setEpoch(w.epoch);
+  store.setConversations(w.conversations);
+  const cursors = w.conversations.map((c) => ({ conversation: c.id, seq: S.have[c.id] ?? c.last_seq }));
+  const caughtUp = () => {
+    S.synced = true;
+    conn.markReady();
+  };
+  // A long absence can mean a long catch-up; give up waiting (not the connection) after 5 min.
+  conn.request({ type: "sync", cursors }, 300000).then(caughtUp, (e) => e.code === "timeout" && caughtUp());
+  flushOutbox();
+  // Read receipts and presence may have changed while we were away.
+  if (S.current && S.current.id) refreshOpen(S.current.id);
+}
+
+function onMessage(m) {
+  if (!S.convs.has(m.conversation)) {
+    // A conversation we do not know: ask for the list (then history fills in).
+    clearTimeout(listTimer);
+    listTimer = setTimeout(() => conn.send({ type: "conversations" }), 200);
+    return;
+  }
+  if (m.sender === S.me.id && m.client_id) store.outboxTake(m.client_id); // another tab sent it
+  const fresh = store.addMessage(m);
+  if (fresh && S.synced && m.sender !== S.me.id) hooks.onLive(m);
+}
+
+function onAck(a) {
+  sentHere.delete(a.client_id);
+  const entry = store.outboxTake(a.client_id);
+  const text = entry ? entry.text : (sentTexts.get(a.client_id) ?? null);
+  sentTexts.delete(a.client_id);
+  if (!S.convs.has(a.conversation)) {
+    // The direct conversation created by this send is not known yet; ask for the list.
+    conn.send({ type: "conversations" });
+  }
+  store.addOwn(a, text);
+}
+
+function onError(f) {
+  if (!f.client_id) {
+    if (f.code === "not_found" && typeof f.ref !== "number") conn.send({ type: "conversations" });
+    return;
+  }
+  sentHere.delete(f.client_id);
+  if (RETRYABLE.has(f.code)) {
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(flushOutbox, 3000 + Math.random() * 2000);
+    return;
+  }
+  const entry = store.outboxTake(f.client_id);
+  if (entry) hooks.onSendFailed(f.code, entry);
+  if (f.code === "not_found") conn.send({ type: "conversations" });
+}
+
+/** (Re)sends every outbox entry not yet sent on this connection. */
+function flushOutbox() {
+  if (!conn.isOpen) return;
+  for (const e of S.outbox) {
+    if (sentHere.has(e.client_id)) continue;
+    const frame = { type: "send", client_id: e.client_id, text: e.text };
+    if (e.conversation) frame.conversation = e.conversation;
+    else frame.to = e.to;
+    if (conn.send(frame)) {
+      sentHere.add(e.client_id);
+      sentTexts.set(e.client_id, e.text);
+    }
+  }
+}
+
+/** UTF-8 length, checked against max_message_bytes before sending. */
+export const byteLength = (text) => new TextEncoder().encode(text).length;
+
+/**
+ * Queues a message for the open conversation (or a new direct chat) and sends it if connected.
+ * It shows as "sending" until its ack.
+ */
+export function sendText(cur, text) {
+  const entry = { client_id: randomId(), text, created: Date.now() };
+  if (cur.draft) {
+    const existing = store.directWith(cur.draft.id);
+    if (existing) entry.conversation = existing.id;
+    else {
+      entry.to = cur.draft.id;
+      entry.to_name = cur.draft.name;
+    }
+  } else entry.conversation = cur.id;
+  store.outboxAdd(entry);
+  if (conn.isOpen) flushOutbox();
+  else if (conn.status.phase === "waiting" && conn.status.retryAt - Date.now() > 2000) conn.retryNow();
+}
+
+/** Loads older messages of `id` (before the oldest cached one), or the newest page. */
+export function loadHistory(id) {
+  const c = store.cacheFor(id);
+  if (c.loading || c.complete || !conn.isOpen) return;
+  const frame = { type: "history", conversation: id, limit: 50 };
+  if (c.list.length) frame.before = c.list[0].seq;
+  c.loading = true;
+  emit("msgs", id);
+  conn
+    .request(frame)
+    .then((f) => store.mergeHistory(id, f.messages, f.complete, frame.before))
+    .catch(() => {
+      c.loading = false;
+      emit("msgs", id);
+    });
+}
+
+/** Marks everything up to `seq` of `id` as read (tells the server once per position). */
+export function markRead(id, seq) {
+  if (store.readUpTo(id, seq)) conn.send({ type: "read", conversation: id, seq });
+}
+
+let lastTyping = { id: null, at: 0 };
+
+/** Tells the others we are typing in `id`: at most once every 2 s. */
+export function typing(id) {
+  const now = Date.now();
+  if (lastTyping.id === id && now - lastTyping.at < 2000) return;
+  if (conn.send({ type: "typing", conversation: id })) lastTyping = { id, at: now };
+}
+
+/** After opening (or reconnecting with) a conversation: members, read receipts, presence. */
+export function refreshOpen(id) {
+  conn.request({ type: "members", conversation: id }).catch(() => {});
+}
+
+/** The user directory (`users`), filtered by name. */
+export async function users(query) {
+  const f = await conn.request({ type: "users", query, limit: 50 });
+  for (const u of f.users) S.online.set(u.id, u.online);
+  return f.users;
+}
+
+export async function createGroup(title, members) {
+  const f = await conn.request({ type: "create_group", title, members });
+  store.upsertConversation(f.conversation);
+  return f.conversation;
+}
+
+export const addMembers = (id, members) => conn.request({ type: "add_members", conversation: id, members });
+export const removeMember = (id, user) => conn.request({ type: "remove_member", conversation: id, user });
+export const leave = (id) => conn.request({ type: "leave", conversation: id });

@@ -1,0 +1,513 @@
+// store: owns the client's state and what of it survives a reload. In memory: the conversation
+// list, a message cache per conversation (a contiguous run of seqs ending at the newest one
+// seen), members and read positions, typing and presence. In localStorage, per user: the
+// database `epoch`, the cursors (`have`: highest seq received per conversation), the outbox
+// of messages written but not yet acknowledged, and a snapshot of the conversation list and
+// recent messages (shown at once after a reload, even offline). The outbox is shared with other tabs through
+// localStorage (its `storage` event), so a reload or a second tab never loses or doubles one.
+// Changes are announced with `emit(topic)`; the UI re-renders what it shows.
+
+export const S = {
+  me: null, // {id, name, admin}
+  epoch: null,
+  limits: { max_message_bytes: 16384, history_limit: 100 },
+  /** id → Conversation as the server describes it, kept current from frames. */
+  convs: new Map(),
+  /** id → {list: Message[] ascending seq, complete: bool (seq 1 is in list), loading: bool} */
+  msgs: new Map(),
+  /** conversation id → highest seq received ("have" in docs/PROTOCOL.md). */
+  have: {},
+  /** [{client_id, conversation?, to?, to_name?, text, created}] oldest first. */
+  outbox: [],
+  /** conversation id → Map(user id → read_seq) of the other members (read receipts). */
+  reads: new Map(),
+  /** conversation id → members array from the last `members` reply. */
+  members: new Map(),
+  /** conversation id → Map(user id → {name, until}) */
+  typing: new Map(),
+  /** user id → online, from presence frames, members, users and conversations. */
+  online: new Map(),
+  /** The open conversation: {id} or a direct chat not created yet {draft: {id, name}}; or null. */
+  current: null,
+  synced: false,
+};
+
+// ---- change notification ------------------------------------------------------------------
+
+const listeners = new Map();
+
+/** Calls `fn` after `emit(topic)`. Topics: convs, msgs, outbox, members, typing, conn. */
+export function on(topic, fn) {
+  if (!listeners.has(topic)) listeners.set(topic, []);
+  listeners.get(topic).push(fn);
+}
+
+export function emit(topic, arg) {
+  if (S.me && (topic === "convs" || topic === "msgs")) saveSoon();
+  for (const fn of listeners.get(topic) || []) fn(arg);
+}
+
+// ---- persistence --------------------------------------------------------------------------
+
+const key = (name) => `chatd.u${S.me.id}.${name}`;
+
+function load(name, fallback) {
+  try {
+    const v = localStorage.getItem(key(name));
+    return v === null ? fallback : JSON.parse(v);
+  } catch {
+    return fallback;
+  }
+}
+
+function save(name, value) {
+  try {
+    localStorage.setItem(key(name), JSON.stringify(value));
+  } catch {
+    // Storage full or disabled: the client still works, it just forgets on reload.
+  }
+}
+
+let saveTimer = null;
+
+/**
+ * Persists cursors, the conversation list and the newest messages of recent conversations soon
+ * (one write for a burst: catch-up can deliver thousands of messages). They are written together
+ * so the cached messages never run ahead of the cursors.
+ */
+function saveSoon() {
+  if (saveTimer) return;
+  saveTimer = setTimeout(flush, 500);
+}
+
+const KEEP_CONVS = 20;
+
+/** Writes the snapshot now (also on pagehide). */
+export function flush() {
+  clearTimeout(saveTimer);
+  saveTimer = null;
+  if (!S.me) return;
+  save("cursors", S.have);
+  const convs = sortedConvs();
+  save("convs", convs);
+  // The newest messages of the most recent conversations, within a size budget.
+  for (let per = 40; per >= 5; per = Math.floor(per / 2)) {
+    const msgs = {};
+    for (const c of convs.slice(0, KEEP_CONVS)) {
+      const list = S.msgs.get(c.id)?.list;
+      if (list && list.length) msgs[c.id] = list.slice(-per);
+    }
+    const json = JSON.stringify(msgs);
+    if (json.length < 1500000 || per <= 5) {
+      try {
+        localStorage.setItem(key("msgs"), json);
+      } catch {
+        // Over quota: the client still works, it just shows less after a reload.
+      }
+      break;
+    }
+  }
+}
+
+/**
+ * Loads what user `me` had in this browser: epoch, cursors and outbox, plus the last snapshot
+ * of conversations and messages, so a reload shows the chats (and the outbox) before the
+ * connection is up, or while the server is down.
+ */
+export function init(me) {
+  S.me = me;
+  S.epoch = load("epoch", null);
+  S.have = load("cursors", {});
+  S.outbox = load("outbox", []);
+  for (const c of load("convs", [])) {
+    if (c.peer) c.peer.online = false; // presence is unknown until welcome
+    S.convs.set(c.id, c);
+  }
+  for (const [id, list] of Object.entries(load("msgs", {}))) {
+    if (S.convs.has(Number(id)) && list.length) {
+      S.msgs.set(Number(id), { list, complete: list[0].seq === 1, loading: false });
+    }
+  }
+  window.addEventListener("storage", (e) => {
+    if (e.key === key("outbox")) {
+      S.outbox = load("outbox", []);
+      emit("outbox");
+    }
+  });
+  window.addEventListener("pagehide", flush);
+  if (S.convs.size) emit("convs");
+}
+
+/** Forgets everything this browser stored for the user (logout). */
+export function wipe() {
+  clearTimeout(saveTimer);
+  for (const name of ["epoch", "cursors", "outbox", "convs", "msgs"]) localStorage.removeItem(key(name));
+  S.have = {};
+  S.outbox = [];
+}
+
+/** `welcome.epoch`: when it differs from the stored one, cached messages and cursors go. */
+export function setEpoch(epoch) {
+  if (S.epoch !== null && S.epoch !== epoch) {
+    S.have = {};
+    S.msgs.clear();
+    S.reads.clear();
+    S.members.clear();
+  }
+  S.epoch = epoch;
+  save("epoch", epoch);
+  flush();
+}
+
+// ---- outbox -------------------------------------------------------------------------------
+
+/** Adds a message to the outbox (read-modify-write, so other tabs' entries survive). */
+export function outboxAdd(entry) {
+  const list = load("outbox", []);
+  list.push(entry);
+  save("outbox", list);
+  S.outbox = list;
+  emit("outbox");
+}
+
+/** Removes and returns the entry with `client_id` (null when no tab had it). */
+export function outboxTake(clientId) {
+  const list = load("outbox", []);
+  const found = list.find((e) => e.client_id === clientId) ||
+    S.outbox.find((e) => e.client_id === clientId) || null;
+  if (found) {
+    const rest = list.filter((e) => e.client_id !== clientId);
+    save("outbox", rest);
+    S.outbox = rest;
+    emit("outbox");
+  }
+  return found;
+}
+
+/** Outbox entries shown in the conversation `cur` ({id} or {draft}). */
+export function outboxFor(cur) {
+  if (!cur) return [];
+  if (cur.draft) return S.outbox.filter((e) => e.to === cur.draft.id);
+  const c = S.convs.get(cur.id);
+  const peer = c && c.peer ? c.peer.id : null;
+  return S.outbox.filter((e) => e.conversation === cur.id || (peer !== null && e.to === peer));
+}
+
+// ---- conversations ------------------------------------------------------------------------
+
+/** Conversations, newest activity first. */
+export function sortedConvs() {
+  return [...S.convs.values()].sort((a, b) => b.last_time - a.last_time || b.id - a.id);
+}
+
+/** Total unread messages (tab title). */
+export function totalUnread() {
+  let n = 0;
+  for (const c of S.convs.values()) n += c.unread;
+  return n;
+}
+
+/** The direct conversation with user `uid`, if it exists. */
+export function directWith(uid) {
+  for (const c of S.convs.values()) if (c.kind === "direct" && c.peer && c.peer.id === uid) return c;
+  return null;
+}
+
+function forget(id) {
+  S.convs.delete(id);
+  S.msgs.delete(id);
+  S.reads.delete(id);
+  S.members.delete(id);
+  S.typing.delete(id);
+  delete S.have[id];
+}
+
+/**
+ * Replaces the list (welcome, `conversations`): conversations missing from it are dropped with
+ * their caches and cursors; a conversation with no cursor gets its last_seq, so old history is
+ * not replayed (it loads on demand).
+ */
+export function setConversations(list) {
+  const ids = new Set(list.map((c) => c.id));
+  for (const id of [...S.convs.keys()]) if (!ids.has(id)) forget(id);
+  for (const id of Object.keys(S.have)) if (!ids.has(Number(id))) delete S.have[id];
+  S.convs = new Map();
+  for (const c of list) {
+    S.convs.set(c.id, c);
+    if (!(c.id in S.have)) S.have[c.id] = c.last_seq;
+    if (c.peer) S.online.set(c.peer.id, c.peer.online);
+  }
+  saveSoon();
+  emit("convs");
+}
+
+/** A `conversation` frame: new to us, or changed (members, owner). Returns true when new. */
+export function upsertConversation(c) {
+  const old = S.convs.get(c.id);
+  if (old && old.last_seq > c.last_seq) {
+    // Our copy already saw newer messages than this snapshot.
+    c.last_seq = old.last_seq;
+    c.last_time = Math.max(old.last_time, c.last_time);
+    c.last_message = old.last_message;
+  }
+  if (old) c.read_seq = Math.max(c.read_seq, old.read_seq);
+  c.unread = Math.max(0, c.last_seq - c.read_seq);
+  S.convs.set(c.id, c);
+  if (!(c.id in S.have)) {
+    // New to us: later messages follow live; older ones come from `history`.
+    S.have[c.id] = Math.max(0, c.last_seq - 1);
+    saveSoon();
+  }
+  if (c.peer) S.online.set(c.peer.id, c.peer.online);
+  emit("convs");
+  return !old;
+}
+
+export function removeConversation(id) {
+  const c = S.convs.get(id);
+  forget(id);
+  saveSoon();
+  emit("convs");
+  return c;
+}
+
+/** Updates the list entry from a message (ours or someone's). */
+function touchConversation(m) {
+  const c = S.convs.get(m.conversation);
+  if (!c) return;
+  if (m.seq > c.last_seq || !c.last_message) {
+    c.last_seq = Math.max(c.last_seq, m.seq);
+    c.last_time = Math.max(c.last_time, m.time);
+    c.last_message = {
+      seq: m.seq,
+      sender: m.sender,
+      sender_name: m.sender_name,
+      text: Array.from(m.text).slice(0, 120).join(""),
+      time: m.time,
+    };
+  }
+  // Sending moves the sender's read position to the new message.
+  if (m.sender === S.me.id) c.read_seq = Math.max(c.read_seq, m.seq);
+  c.unread = Math.max(0, c.last_seq - c.read_seq);
+}
+
+// ---- messages -----------------------------------------------------------------------------
+
+export function cacheFor(id) {
+  let c = S.msgs.get(id);
+  if (!c) {
+    c = { list: [], complete: false, loading: false };
+    S.msgs.set(id, c);
+  }
+  return c;
+}
+
+function indexOfSeq(list, seq) {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid].seq < seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Inserts one message into the cache keeping it a contiguous run. True when it was new. */
+function cacheMessage(m) {
+  const c = cacheFor(m.conversation);
+  const list = c.list;
+  const have = S.have[m.conversation] ?? 0;
+  if (!list.length) {
+    list.push(m);
+    c.complete = m.seq === 1;
+    return true;
+  }
+  const lo = list[0].seq;
+  const hi = list[list.length - 1].seq;
+  if (m.seq > hi + 1 && m.seq - 1 <= have) {
+    // The messages in between will never arrive live (we skipped them with a cursor): start a
+    // new run here; scrolling up loads the rest with `history`.
+    c.list = [m];
+    c.complete = m.seq === 1;
+    return true;
+  }
+  if (m.seq < lo - 1) return false; // far older than the run: history brings it when needed
+  const i = indexOfSeq(list, m.seq);
+  if (list[i] && list[i].seq === m.seq) return false;
+  list.splice(i, 0, m);
+  if (m.seq === 1) c.complete = true;
+  return true;
+}
+
+/** Moves the cursor over messages already cached right after it (acks that came early). */
+function advanceCursor(id) {
+  const list = S.msgs.get(id)?.list || [];
+  let have = S.have[id] ?? 0;
+  let i = indexOfSeq(list, have + 1);
+  while (list[i] && list[i].seq === have + 1) {
+    have += 1;
+    i += 1;
+  }
+  S.have[id] = have;
+  saveSoon();
+}
+
+/** A `message` frame. Returns true when it is new to this tab. */
+export function addMessage(m) {
+  if (!S.convs.has(m.conversation)) return false;
+  const fresh = cacheMessage(m);
+  if (m.seq > (S.have[m.conversation] ?? 0)) S.have[m.conversation] = m.seq;
+  advanceCursor(m.conversation);
+  touchConversation(m);
+  const typing = S.typing.get(m.conversation);
+  if (typing && typing.delete(m.sender)) emit("typing");
+  if (m.sender !== S.me.id) bumpRead(m.conversation, m.sender, m.seq);
+  emit("msgs", m.conversation);
+  emit("convs");
+  return fresh;
+}
+
+/** Our own message acknowledged as (conversation, seq). */
+export function addOwn(ack, text) {
+  if (!S.convs.has(ack.conversation)) return;
+  const m = {
+    conversation: ack.conversation,
+    seq: ack.seq,
+    sender: S.me.id,
+    sender_name: S.me.name,
+    time: ack.time,
+    client_id: ack.client_id,
+    text,
+  };
+  if (text !== null) cacheMessage(m);
+  const have = S.have[ack.conversation] ?? 0;
+  if (ack.seq === have + 1) S.have[ack.conversation] = ack.seq;
+  advanceCursor(ack.conversation);
+  if (text !== null) touchConversation(m);
+  emit("msgs", ack.conversation);
+  emit("convs");
+}
+
+/** A `history` reply: merges a block of older (or the newest) messages into the cache. */
+export function mergeHistory(id, messages, complete, before) {
+  const c = cacheFor(id);
+  c.loading = false;
+  if (messages.length) {
+    const a = messages[0].seq;
+    const b = messages[messages.length - 1].seq;
+    const list = c.list;
+    if (!list.length || a > list[list.length - 1].seq + 1) {
+      c.list = messages.slice();
+    } else if (b >= list[0].seq - 1) {
+      const bySeq = new Map(list.map((m) => [m.seq, m]));
+      for (const m of messages) if (!bySeq.has(m.seq)) bySeq.set(m.seq, m);
+      c.list = [...bySeq.values()].sort((x, y) => x.seq - y.seq);
+    }
+    for (const m of messages) if (m.sender !== S.me.id) bumpRead(id, m.sender, m.seq);
+  }
+  if (complete || (!messages.length && before !== undefined) || c.list[0]?.seq === 1) c.complete = true;
+  if (!messages.length && before === undefined) c.complete = true;
+  emit("msgs", id);
+}
+
+// ---- read positions -----------------------------------------------------------------------
+
+/** Someone's read position only moves forward; sending a message implies reading up to it. */
+function bumpRead(conv, user, seq) {
+  let m = S.reads.get(conv);
+  if (!m) S.reads.set(conv, (m = new Map()));
+  if ((m.get(user) ?? 0) < seq) m.set(user, seq);
+}
+
+/** A server `read` frame: our other device read, or a read receipt from another member. */
+export function applyRead(f) {
+  const c = S.convs.get(f.conversation);
+  if (!c) return;
+  if (f.user === S.me.id) {
+    c.read_seq = Math.max(c.read_seq, f.seq);
+    c.unread = Math.max(0, c.last_seq - c.read_seq);
+    emit("convs");
+  } else {
+    bumpRead(f.conversation, f.user, f.seq);
+  }
+  emit("msgs", f.conversation);
+}
+
+/** Marks our own read position locally; returns true when it moved (caller tells the server). */
+export function readUpTo(id, seq) {
+  const c = S.convs.get(id);
+  if (!c || seq <= c.read_seq) return false;
+  c.read_seq = seq;
+  c.unread = Math.max(0, c.last_seq - c.read_seq);
+  emit("convs");
+  return true;
+}
+
+export function setMembers(id, members) {
+  S.members.set(id, members);
+  for (const m of members) {
+    S.online.set(m.id, m.online);
+    if (m.id !== S.me.id) bumpRead(id, m.id, m.read_seq);
+  }
+  emit("members", id);
+  emit("msgs", id);
+}
+
+/**
+ * Delivery state of our message `seq` in conversation `id`: "read" when the peer (direct) or
+ * every other member (group, members known) has read it, else "sent".
+ */
+export function receipt(id, seq) {
+  const c = S.convs.get(id);
+  const reads = S.reads.get(id);
+  if (!c || !reads) return "sent";
+  if (c.kind === "direct") return c.peer && (reads.get(c.peer.id) ?? 0) >= seq ? "read" : "sent";
+  const members = S.members.get(id);
+  if (!members || members.length < 2) return "sent";
+  for (const m of members) if (m.id !== S.me.id && (reads.get(m.id) ?? 0) < seq) return "sent";
+  return "read";
+}
+
+// ---- presence and typing ------------------------------------------------------------------
+
+export function applyPresence(user, online) {
+  S.online.set(user, online);
+  for (const c of S.convs.values()) if (c.peer && c.peer.id === user) c.peer.online = online;
+  for (const list of S.members.values()) for (const m of list) if (m.id === user) m.online = online;
+  emit("convs");
+  emit("members");
+}
+
+const TYPING_MS = 5000;
+let typingTimer = null;
+
+export function applyTyping(f) {
+  if (f.user === S.me.id) return;
+  let m = S.typing.get(f.conversation);
+  if (!m) S.typing.set(f.conversation, (m = new Map()));
+  m.set(f.user, { name: f.name, until: Date.now() + TYPING_MS });
+  emit("typing");
+  scheduleTypingExpiry();
+}
+
+function scheduleTypingExpiry() {
+  clearTimeout(typingTimer);
+  let next = Infinity;
+  for (const m of S.typing.values()) for (const v of m.values()) next = Math.min(next, v.until);
+  if (next === Infinity) return;
+  typingTimer = setTimeout(() => {
+    const now = Date.now();
+    for (const m of S.typing.values()) for (const [u, v] of m) if (v.until <= now) m.delete(u);
+    emit("typing");
+    scheduleTypingExpiry();
+  }, Math.max(50, next - Date.now()));
+}
+
+/** Names of people typing in conversation `id` now. */
+export function typingNames(id) {
+  const m = S.typing.get(id);
+  if (!m) return [];
+  const now = Date.now();
+  return [...m.values()].filter((v) => v.until > now).map((v) => v.name);
+}

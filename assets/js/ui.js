@@ -1,0 +1,558 @@
+// ui: owns the chat screen. Renders the conversation list, the open conversation (messages,
+// day separators, unread divider, receipts, typing), the composer and the connection banner
+// from store.js, and turns clicks and keys into chat.js actions. Rendering is batched: store
+// topics mark parts dirty, one timer renders them. Every piece of user text goes in through
+// textContent (see dom.js).
+
+import { $, h, icon, avatar, setAvatar, linkify, reconcile, clearKeyed, toast } from "./dom.js";
+import { t, relTime, clock, fullTime, dayLabel, dayKey } from "./i18n.js";
+import * as chat from "./chat.js";
+import * as store from "./store.js";
+import { S, on } from "./store.js";
+import * as notify from "./notify.js";
+import * as dialogs from "./dialogs.js";
+
+const RUN_GAP = 5 * 60000; // messages closer than this from one sender form a visual run
+const app = $("app");
+const box = $("messages");
+const list = $("msg-list");
+const input = $("input");
+
+/** Unread divider of the open conversation: show it before the first message after this seq. */
+let dividerAfter = null;
+/** Scroll intent for the next message render: "entry" (just opened), "bottom", or null. */
+let scrollIntent = null;
+/** Composer drafts per conversation key. */
+const drafts = new Map();
+
+// ---- batched rendering --------------------------------------------------------------------
+
+const dirty = new Set();
+let renderTimer = null;
+
+function schedule(...parts) {
+  for (const p of parts) dirty.add(p);
+  if (!renderTimer) renderTimer = setTimeout(render, 16);
+}
+
+function render() {
+  renderTimer = null;
+  const d = new Set(dirty);
+  dirty.clear();
+  if (d.has("list")) renderList();
+  if (d.has("head")) renderHead();
+  if (d.has("msgs")) renderMessages();
+  if (d.has("typing")) renderTyping();
+  if (d.has("banner")) renderBanner();
+  notify.setTitleCount(store.totalUnread());
+  maybeMarkRead();
+}
+
+const curKey = (cur) => (!cur ? "" : cur.draft ? `u${cur.draft.id}` : `c${cur.id}`);
+const isOpen = (id) => S.current && S.current.id === id;
+
+// ---- conversation list --------------------------------------------------------------------
+
+function renderList() {
+  const q = $("filter").value.trim().toLocaleLowerCase();
+  const all = store.sortedConvs();
+  const shown = q ? all.filter((c) => c.title.toLocaleLowerCase().includes(q)) : all;
+  reconcile($("conv-list"), shown.map((c) => ({ key: c.id, c })), makeConv, updateConv);
+  const empty = $("conv-empty");
+  empty.hidden = shown.length > 0;
+  empty.textContent = all.length ? t("chats.nomatch") : t("chats.empty");
+}
+
+function makeConv({ c }) {
+  const btn = h("button", { type: "button", class: "conv", on: { click: () => open({ id: c.id }) } });
+  btn.dataset.id = c.id;
+  const av = avatar(c.title, c.kind === "group" ? "avatar group" : "avatar");
+  const dot = h("span", { class: "dot", hidden: true });
+  btn.append(
+    h("span", { class: "avatar-wrap" }, av, dot),
+    h(
+      "span",
+      { class: "conv-body" },
+      h("span", { class: "conv-top" }, h("span", { class: "conv-title" }), h("time", { class: "conv-time" })),
+      h(
+        "span",
+        { class: "conv-bottom" },
+        h("span", { class: "conv-preview" }),
+        h("span", { class: "sr-only unread-label" }),
+        h("span", { class: "badge", attrs: { "aria-hidden": "true" } }),
+      ),
+    ),
+  );
+  btn._parts = {
+    av,
+    dot,
+    title: btn.querySelector(".conv-title"),
+    time: btn.querySelector(".conv-time"),
+    preview: btn.querySelector(".conv-preview"),
+    srUnread: btn.querySelector(".unread-label"),
+    badge: btn.querySelector(".badge"),
+  };
+  return h("li", {}, btn);
+}
+
+function updateConv(li, { c }) {
+  const btn = li.firstChild;
+  const p = btn._parts;
+  if (p.title.textContent !== c.title) {
+    p.title.textContent = c.title;
+    setAvatar(p.av, c.title);
+  }
+  p.dot.hidden = c.kind !== "direct";
+  p.dot.classList.toggle("online", !!(c.peer && c.peer.online));
+  p.time.textContent = relTime(c.last_time);
+  p.time.dateTime = new Date(c.last_time).toISOString();
+  p.time.title = fullTime(c.last_time);
+  const typing = store.typingNames(c.id);
+  p.preview.classList.toggle("typing-now", typing.length > 0);
+  if (typing.length) p.preview.textContent = typingText(typing);
+  else if (c.last_message) {
+    const lm = c.last_message;
+    const text = lm.text.replace(/\s+/g, " ");
+    if (lm.sender === S.me.id) p.preview.textContent = t("chats.you", { text });
+    else if (c.kind === "group") p.preview.textContent = `${lm.sender_name}: ${text}`;
+    else p.preview.textContent = text;
+  } else p.preview.textContent = t("chats.noMessages");
+  btn.classList.toggle("unread", c.unread > 0);
+  p.badge.hidden = c.unread === 0;
+  p.badge.textContent = c.unread > 99 ? "99+" : String(c.unread);
+  p.srUnread.textContent = c.unread ? t("chats.unread", { n: c.unread }) : "";
+  if (isOpen(c.id)) btn.setAttribute("aria-current", "true");
+  else btn.removeAttribute("aria-current");
+}
+
+function typingText(names) {
+  if (names.length === 1) return t("chat.typing", { name: names[0] });
+  if (names.length === 2) return t("chat.typing2", { a: names[0], b: names[1] });
+  return t("chat.typingMany");
+}
+
+// ---- open / close -------------------------------------------------------------------------
+
+/**
+ * Opens a conversation ({id}) or a direct chat that does not exist yet ({draft: {id, name}}).
+ * `nav`: "push" adds a history entry (so Back returns to the list), "replace", or "none".
+ */
+export function open(cur, nav = "push") {
+  if (cur.id && !S.convs.has(cur.id)) return;
+  const same = curKey(cur) === curKey(S.current);
+  if (!same) {
+    if (S.current) drafts.set(curKey(S.current), input.value);
+    S.current = cur;
+    const c = cur.id ? S.convs.get(cur.id) : null;
+    dividerAfter = c && c.unread > 0 ? c.read_seq : null;
+    scrollIntent = "entry";
+    clearKeyed(list);
+    input.value = drafts.get(curKey(cur)) || "";
+    autosize();
+    if (c) {
+      const cache = S.msgs.get(c.id);
+      if ((!cache || !cache.list.length) && c.last_seq > 0) chat.loadHistory(c.id);
+      chat.refreshOpen(c.id);
+    }
+  }
+  const hash = cur.draft ? `#/u/${cur.draft.id}` : `#/c/${cur.id}`;
+  if (nav === "push" && location.hash !== hash) {
+    if (history.state && history.state.chatd) history.replaceState({ chatd: true }, "", hash);
+    else history.pushState({ chatd: true }, "", hash);
+  } else if (nav === "replace") history.replaceState(history.state, "", hash);
+  app.classList.add("in-chat");
+  $("chat-empty").hidden = true;
+  $("chat-main").hidden = false;
+  schedule("list", "head", "msgs", "typing");
+  if (matchMedia("(min-width: 721px)").matches) input.focus();
+}
+
+/** Back to the list (phone) / nothing selected. */
+export function close(nav = "back") {
+  if (S.current) drafts.set(curKey(S.current), input.value);
+  S.current = null;
+  dividerAfter = null;
+  app.classList.remove("in-chat");
+  $("chat-empty").hidden = false;
+  $("chat-main").hidden = true;
+  clearKeyed(list);
+  if (nav === "back" && history.state && history.state.chatd) history.back();
+  else if (nav !== "none") history.replaceState(null, "", location.pathname);
+  schedule("list");
+}
+
+/** Follows the URL hash (#/c/ID, #/u/ID): reload, Back and Forward. */
+export function route() {
+  const m = location.hash.match(/^#\/(c|u)\/(\d+)$/);
+  if (m && m[1] === "c" && S.convs.has(Number(m[2]))) return open({ id: Number(m[2]) }, "none");
+  if (m && m[1] === "u" && S.current && S.current.draft && S.current.draft.id === Number(m[2])) return;
+  if (S.current) close("none");
+}
+
+// ---- chat header and typing ---------------------------------------------------------------
+
+function renderHead() {
+  const cur = S.current;
+  if (!cur) return;
+  const c = cur.id ? S.convs.get(cur.id) : null;
+  const title = c ? c.title : cur.draft.name;
+  $("chat-title").textContent = title;
+  const av = $("chat-avatar");
+  setAvatar(av, title);
+  av.className = c && c.kind === "group" ? "avatar group" : "avatar";
+  const dot = $("chat-dot");
+  const sub = $("chat-sub");
+  sub.classList.remove("online");
+  if (!c) {
+    dot.hidden = true;
+    sub.textContent = t("chat.newDirect");
+  } else if (c.kind === "direct") {
+    const online = !!(c.peer && c.peer.online);
+    dot.hidden = false;
+    dot.classList.toggle("online", online);
+    sub.textContent = online ? t("chat.online") : t("chat.offline");
+    sub.classList.toggle("online", online);
+  } else {
+    dot.hidden = true;
+    sub.textContent = t("chat.members", { n: c.member_count });
+  }
+  $("btn-info").hidden = !c || c.kind !== "group";
+}
+
+function renderTyping() {
+  const el = $("typing");
+  const c = S.current && S.current.id ? S.convs.get(S.current.id) : null;
+  const names = c ? store.typingNames(c.id) : [];
+  el.textContent = names.length ? typingText(names) : "";
+}
+
+// ---- messages -----------------------------------------------------------------------------
+
+/** The items of the open conversation, in display order. */
+function buildItems() {
+  const cur = S.current;
+  const me = S.me.id;
+  const c = cur.id ? S.convs.get(cur.id) : null;
+  const group = !!c && c.kind === "group";
+  const items = [];
+  let day = null;
+  let prev = null;
+  let divided = false;
+  // A separator ends the run of messages before it.
+  const separate = (item) => {
+    if (prev) prev.last = true;
+    prev = null;
+    items.push(item);
+  };
+  const push = (m, status) => {
+    const dk = dayKey(m.time);
+    if (dk !== day) {
+      separate({ key: `d${dk}`, kind: "day", time: m.time });
+      day = dk;
+    }
+    if (dividerAfter !== null && !divided && m.seq > dividerAfter && m.sender !== me && status === null) {
+      separate({ key: "unread", kind: "unread" });
+      divided = true;
+    }
+    const first = !prev || prev.m.sender !== m.sender || m.time - prev.m.time > RUN_GAP;
+    if (prev && first) prev.last = true;
+    const own = m.sender === me;
+    const key = m.client_id ? `c${m.sender}:${m.client_id}` : `s${m.seq}`;
+    const it = { key, kind: "msg", m, own, group, first, last: false, status: own ? status || store.receipt(c.id, m.seq) : null };
+    items.push(it);
+    prev = it;
+  };
+  const cache = c ? S.msgs.get(c.id) : null;
+  if (cache) for (const m of cache.list) push(m, null);
+  for (const e of store.outboxFor(cur)) {
+    push({ seq: Infinity, sender: me, sender_name: S.me.name, time: e.created, client_id: e.client_id, text: e.text }, "sending");
+  }
+  if (prev) prev.last = true;
+  return items;
+}
+
+function makeItem(it) {
+  if (it.kind === "day") return h("li", { class: "sep", attrs: { role: "separator" } }, h("span", { text: dayLabel(it.time) }));
+  if (it.kind === "unread") return h("li", { class: "unread-sep", attrs: { role: "separator" }, text: t("chat.unread") });
+  const m = it.m;
+  const li = h("li", { class: "msg" });
+  if (Number.isFinite(m.seq)) li.dataset.seq = m.seq;
+  const time = h("time");
+  const status = h("span", { class: "status" });
+  const meta = h("span", { class: "meta" }, time, status);
+  const bubble = h("div", { class: "bubble" });
+  if (it.group && !it.own) {
+    const sender = h("div", { class: "sender", text: m.sender_name });
+    bubble.append(sender);
+    li._sender = sender;
+    li._avatar = avatar(m.sender_name, "avatar sm");
+    li._gutter = h("span", { class: "gutter" });
+    sender.dataset.color = li._avatar.dataset.color;
+  } else {
+    // Screen readers hear who wrote each message; sighted users see it from the side.
+    bubble.append(h("span", { class: "sr-only", text: `${m.sender_name}: ` }));
+  }
+  // An invisible copy of the time reserves room for the real one in the bottom-right corner.
+  const pad = h("span", { class: "meta-pad", attrs: { "aria-hidden": "true" } });
+  bubble.append(h("div", { class: "text" }, linkify(m.text), pad), meta);
+  li.append(bubble);
+  Object.assign(li, { _status: status, _time: time, _pad: pad });
+  return li;
+}
+
+function updateItem(li, it) {
+  if (it.kind === "day") li.firstChild.textContent = dayLabel(it.time); // "Today" becomes "Yesterday"
+  if (it.kind !== "msg") return;
+  if (Number.isFinite(it.m.seq)) li.dataset.seq = it.m.seq;
+  if (li._ms !== it.m.time) {
+    // Set once, and again when the server's time replaces the time a pending message was written.
+    li._ms = it.m.time;
+    li._time.textContent = clock(it.m.time);
+    li._time.title = fullTime(it.m.time);
+    li._time.dateTime = new Date(it.m.time).toISOString();
+    li._pad.dataset.t = li._time.textContent;
+  }
+  li.classList.toggle("own", it.own);
+  li.classList.toggle("first", it.first);
+  li.classList.toggle("last", it.last);
+  li.classList.toggle("sending", it.status === "sending");
+  if (li._sender) {
+    li._sender.classList.toggle("sr-only", !it.first);
+    const lead = it.first ? li._avatar : li._gutter;
+    if (li.firstChild !== lead) {
+      if (li.firstChild === li._avatar || li.firstChild === li._gutter) li.firstChild.remove();
+      li.prepend(lead);
+    }
+  }
+  if (it.own && li.dataset.status !== it.status) {
+    li.dataset.status = it.status;
+    const name = it.status === "sending" ? "clock" : it.status === "read" ? "checks" : "check";
+    li._status.replaceChildren(icon(name), h("span", { class: "sr-only", text: t(`status.${it.status}`) }));
+    li._status.title = t(`status.${it.status}`);
+  }
+}
+
+function renderMessages() {
+  const cur = S.current;
+  if (!cur) return;
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+  // Remember the first visible message so older messages loaded above do not move the view.
+  // (Not a separator: "Today" and the unread divider move up when older messages come in.)
+  let anchor = null;
+  let anchorTop = 0;
+  if (!atBottom) {
+    for (const el of list.children) {
+      if (el.classList.contains("msg") && el.offsetTop + el.offsetHeight > box.scrollTop) {
+        anchor = el;
+        anchorTop = el.offsetTop - box.scrollTop;
+        break;
+      }
+    }
+  }
+  reconcile(list, buildItems(), makeItem, updateItem);
+
+  const c = cur.id ? S.convs.get(cur.id) : null;
+  const cache = c ? S.msgs.get(c.id) : null;
+  const status = $("history-status");
+  if (cache && cache.loading) status.textContent = t("chat.loading");
+  else if (c && (c.last_seq === 0 || (cache && cache.complete))) status.textContent = t("chat.start");
+  else status.textContent = "";
+
+  if (scrollIntent === "entry") {
+    const div = list.querySelector(".unread-sep");
+    if (div) box.scrollTop = Math.max(0, div.offsetTop - 80);
+    else box.scrollTop = box.scrollHeight;
+    if (cache && cache.list.length) scrollIntent = null;
+  } else if (scrollIntent === "bottom" || atBottom) {
+    box.scrollTop = box.scrollHeight;
+    scrollIntent = null;
+  } else if (anchor && anchor.isConnected) {
+    box.scrollTop = anchor.offsetTop - anchorTop;
+  }
+  // Nothing cached, or not enough to scroll yet? Fetch (older) messages so the pane fills up.
+  if (c && c.last_seq > 0 && (!cache || (!cache.complete && !cache.loading)) && box.scrollHeight <= box.clientHeight + 120) {
+    chat.loadHistory(c.id);
+  }
+}
+
+function onScroll() {
+  const c = S.current && S.current.id ? S.current.id : null;
+  if (c && box.scrollTop < 240) chat.loadHistory(c);
+  maybeMarkRead();
+}
+
+/**
+ * Reads the open conversation up to its newest message when that is on screen; otherwise
+ * offers the "jump to newest" button (with the unread count).
+ */
+function maybeMarkRead() {
+  const c = S.current && S.current.id ? S.convs.get(S.current.id) : null;
+  const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  $("btn-jump").hidden = !S.current || nearBottom;
+  const count = $("jump-count");
+  count.hidden = !c || !c.unread;
+  if (c) count.textContent = c.unread > 99 ? "99+" : String(c.unread);
+  if (!c || document.hidden || !S.me || !nearBottom) return;
+  const cache = S.msgs.get(c.id);
+  if (cache && cache.list.length) chat.markRead(c.id, cache.list[cache.list.length - 1].seq);
+}
+
+// ---- composer -----------------------------------------------------------------------------
+
+function autosize() {
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight + 2, 180)}px`;
+  $("btn-send").disabled = !input.value.trim();
+}
+
+function submit() {
+  const cur = S.current;
+  // Blank lines before and after the text are dropped; everything else is sent as written.
+  const text = input.value.replace(/^\s*\n/, "").replace(/\n\s*$/, "");
+  if (!cur || !text.trim()) return;
+  const bytes = chat.byteLength(text);
+  if (bytes > S.limits.max_message_bytes) {
+    toast(t("chat.tooLong", { n: bytes, max: S.limits.max_message_bytes }), "error");
+    return;
+  }
+  chat.sendText(cur, text);
+  input.value = "";
+  drafts.delete(curKey(cur));
+  autosize();
+  scrollIntent = "bottom";
+  dividerAfter = null;
+  schedule("msgs");
+}
+
+// ---- connection banner --------------------------------------------------------------------
+
+let bannerTick = null;
+const startedAt = Date.now();
+
+function renderBanner() {
+  const st = chat.status();
+  const el = $("banner");
+  const text = $("banner-text");
+  const waiting = S.outbox.length;
+  let msg = "";
+  let kind = "";
+  if (st.phase === "connecting") {
+    // A quick first connect shows nothing; a slow one says so.
+    if (st.everConnected || Date.now() - startedAt > 800) msg = t(st.everConnected ? "conn.reconnecting" : "conn.connecting");
+    kind = "connecting";
+    if (!msg) setTimeout(() => schedule("banner"), 850);
+  } else if (st.phase === "waiting") {
+    msg = t("conn.retryIn", { n: Math.max(1, Math.ceil((st.retryAt - Date.now()) / 1000)) });
+  } else if (st.phase === "offline") {
+    msg = t("conn.offline");
+    kind = "offline";
+  }
+  if (msg && waiting) msg += ` · ${t("conn.outbox", { n: waiting })}`;
+  el.hidden = !msg;
+  el.className = `banner ${kind}`;
+  text.textContent = msg;
+  $("banner-retry").hidden = !(st.phase === "waiting" || st.phase === "offline");
+  $("me-conn").textContent = st.phase === "ready" || st.phase === "welcomed" ? t("chat.online") : msg ? t("chat.offline") : "";
+  clearInterval(bannerTick);
+  if (st.phase === "waiting") bannerTick = setInterval(() => schedule("banner"), 1000);
+}
+
+// ---- wiring -------------------------------------------------------------------------------
+
+/** Shows the chat screen for `me` and connects. */
+export function start(me) {
+  $("me-name").textContent = me.name;
+  setAvatar($("me-avatar"), me.name);
+
+  let routed = false;
+  on("convs", () => {
+    schedule("list", "head", "msgs");
+    if (!routed) {
+      // First list after connecting: open what the URL names (reload keeps the open chat).
+      routed = true;
+      route();
+    }
+    // The open conversation may have been deleted (left, removed, or gone after reconnect).
+    if (S.current && S.current.id && !S.convs.has(S.current.id)) close("replace");
+    // A new direct chat now exists (created by our first message, here or on another device).
+    const made = S.current && S.current.draft && store.directWith(S.current.draft.id);
+    if (made) {
+      drafts.set(`c${made.id}`, input.value); // keep what is being typed
+      open({ id: made.id }, "replace");
+    }
+  });
+  on("msgs", (id) => {
+    if (!S.current || !id || isOpen(id)) schedule("msgs");
+  });
+  on("outbox", () => schedule("msgs", "banner"));
+  on("members", () => schedule("msgs", "head"));
+  on("typing", () => schedule("typing", "list"));
+  on("conn", () => schedule("banner"));
+
+  chat.hooks.onLive = (m) => notify.message(m, S.convs.get(m.conversation));
+  chat.hooks.onSendFailed = (code, entry) => {
+    toast(t("chat.notSent", { reason: t(`error.${code}`) }), "error");
+    if (!input.value) {
+      input.value = entry.text;
+      autosize();
+    }
+  };
+  chat.hooks.onRemoved = (c, self) => {
+    if (!self) toast(t("chat.removed", { title: c.title }));
+  };
+  notify.onOpen((id) => open({ id }));
+
+  $("filter").addEventListener("input", () => schedule("list"));
+  $("filter").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      // Without preventDefault the Enter would also land in the composer that opening focuses.
+      e.preventDefault();
+      const first = $("conv-list").querySelector(".conv");
+      if (first) first.click();
+    }
+  });
+  $("btn-back").addEventListener("click", () => close("back"));
+  $("btn-info").addEventListener("click", () => S.current && S.current.id && dialogs.info(S.current.id));
+  $("btn-new-chat").addEventListener("click", () => dialogs.directory(open));
+  $("btn-empty-new").addEventListener("click", () => dialogs.directory(open));
+  $("btn-new-group").addEventListener("click", () => dialogs.group(null, (c) => open({ id: c.id })));
+  $("banner-retry").addEventListener("click", () => chat.retryNow());
+  $("btn-jump").addEventListener("click", () => {
+    box.scrollTo({ top: box.scrollHeight, behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth" });
+    input.focus();
+  });
+  box.addEventListener("scroll", onScroll, { passive: true });
+  input.addEventListener("input", () => {
+    autosize();
+    if (S.current && S.current.id && input.value.trim()) chat.typing(S.current.id);
+  });
+  input.addEventListener("keydown", (e) => {
+    // Enter sends; Shift+Enter is a newline; never while an IME is composing (Chinese input).
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+      e.preventDefault();
+      submit();
+    } else if (e.key === "Escape" && matchMedia("(max-width: 720px)").matches) close("back");
+  });
+  $("composer").addEventListener("submit", (e) => {
+    e.preventDefault();
+    submit();
+    input.focus();
+  });
+  document.addEventListener("visibilitychange", () => schedule("list"));
+  window.addEventListener("focus", () => schedule("list"));
+  window.addEventListener("popstate", route);
+  // Relative times ("3 min ago") move on by themselves.
+  setInterval(() => schedule("list", "msgs"), 30000);
+  window.addEventListener("resize", () => schedule("msgs"));
+
+  chat.start(me);
+  schedule("list", "banner");
+}
+
+/** Re-renders everything after a language switch. */
+export function relabel() {
+  for (const li of $("conv-list").children) li.remove();
+  $("conv-list")._keyed = new Map();
+  clearKeyed(list);
+  schedule("list", "head", "msgs", "typing", "banner");
+}

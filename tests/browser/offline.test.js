@@ -1,0 +1,114 @@
+// Losing the connection: the server is stopped (SIGTERM) and restarted on the same port and data
+// directory while a message waits in the outbox; the outbox survives a reload; a send whose ack
+// was lost is retried with the same client_id and not doubled.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, freePort, tempDir, launch, openPage, register, startDirect, send, msg } from "./helpers.js";
+
+let server;
+let browser;
+let tmp;
+
+before(async () => {
+  tmp = tempDir();
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  tmp?.cleanup();
+});
+
+const delivered = (page, text) => page.locator("#msg-list li.msg:is([data-status=sent], [data-status=read])", { hasText: text });
+
+test("messages written while offline are delivered once after reconnecting", async () => {
+  // An explicit port: the restarted server must come back where the page expects it.
+  const port = await freePort();
+  server = await startServer(tmp.dir, port);
+  const { page: alice } = await openPage(browser, server.url);
+  await register(alice, "alice");
+  const { page: bob } = await openPage(browser, server.url);
+  await register(bob, "bob");
+  await startDirect(alice, "bob");
+  await send(alice, "before the outage");
+  await bob.locator("#conv-list .conv", { hasText: "alice" }).click();
+  await msg(bob, "before the outage").waitFor();
+
+  // 1. The server goes away: a banner says so, and a new message waits as "sending".
+  await server.stop();
+  await alice.locator("#banner:not([hidden])").waitFor();
+  await send(alice, "written while the server was down");
+  const pending = msg(alice, "written while the server was down");
+  await pending.waitFor();
+  assert.equal(await pending.getAttribute("data-status"), "sending");
+  await alice.locator("#banner-text", { hasText: "1 message waiting" }).waitFor();
+  const stored = await alice.evaluate(() => Object.keys(localStorage).filter((k) => k.endsWith(".outbox")).map((k) => localStorage.getItem(k)).join(""));
+  assert.match(stored, /written while the server was down/);
+
+  // The server comes back on the same port with the same data: the page reconnects by itself.
+  server = await startServer(tmp.dir, port);
+  await delivered(alice, "written while the server was down").waitFor({ timeout: 45000 });
+  await msg(bob, "written while the server was down").waitFor({ timeout: 45000 });
+  await alice.locator("#banner").waitFor({ state: "hidden" });
+  // Messages bob missed while he was disconnected too arrive (sync with cursors).
+  assert.equal(await msg(bob, "written while the server was down").count(), 1);
+
+  // 2. The outbox survives a reload: keep alice's page from reaching /ws, write, reload.
+  let block = true;
+  await alice.routeWebSocket(/\/ws$/, (ws) => {
+    if (block) ws.close({ code: 1011, reason: "blocked by test" });
+    else ws.connectToServer();
+  });
+  await alice.reload();
+  await alice.locator("#banner:not([hidden])").waitFor();
+  await send(alice, "queued across a reload");
+  await msg(alice, "queued across a reload").and(alice.locator("[data-status=sending]")).waitFor();
+  await alice.reload();
+  await msg(alice, "queued across a reload").and(alice.locator("[data-status=sending]")).waitFor();
+  block = false;
+  // "Retry now" skips the backoff wait (unless a retry already got through).
+  await alice.locator("#banner-retry").click({ timeout: 2000 }).catch(() => {});
+  await delivered(alice, "queued across a reload").waitFor({ timeout: 45000 });
+  await msg(bob, "queued across a reload").waitFor();
+  assert.equal(await msg(bob, "queued across a reload").count(), 1);
+  await alice.unrouteAll();
+
+  // 3. The ack is lost (connection drops right after the server stored the message): the
+  // retry with the same client_id gets the original ack, so nobody sees it twice.
+  await alice.reload();
+  await alice.locator("#chat-title", { hasText: "bob" }).waitFor();
+  let dropAck = true;
+  await alice.routeWebSocket(/\/ws$/, (ws) => {
+    const srv = ws.connectToServer();
+    ws.onMessage((m) => srv.send(m));
+    srv.onMessage((m) => {
+      if (dropAck && typeof m === "string" && m.includes('"type":"ack"')) {
+        dropAck = false;
+        ws.close({ code: 1011, reason: "ack lost" });
+        srv.close();
+        return;
+      }
+      ws.send(m);
+    });
+  });
+  await alice.reload();
+  await alice.locator("#chat-title", { hasText: "bob" }).waitFor();
+  await alice.locator("#banner").waitFor({ state: "hidden" });
+  await send(alice, "ack lost once");
+  await msg(bob, "ack lost once").waitFor();
+  await delivered(alice, "ack lost once").waitFor({ timeout: 45000 });
+  assert.equal(dropAck, false, "the test should have dropped one ack");
+  await bob.waitForTimeout(500);
+  assert.equal(await msg(bob, "ack lost once").count(), 1);
+  assert.equal(await msg(alice, "ack lost once").count(), 1);
+  await alice.reload();
+  await msg(alice, "ack lost once").waitFor();
+  assert.equal(await msg(alice, "ack lost once").count(), 1);
+  await bob.reload();
+  await msg(bob, "ack lost once").waitFor();
+  assert.equal(await msg(bob, "ack lost once").count(), 1);
+
+  assert.deepEqual(bob.errors, []);
+});
