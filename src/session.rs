@@ -81,6 +81,7 @@ pub async fn run<S>(
         limited_streak: 0,
         typing_last: HashMap::new(),
         last_seen: Instant::now(),
+        welcome_seqs: None,
     };
     let end = s.run().await;
     let (id, uid) = (s.handle.id, s.user.id);
@@ -130,6 +131,9 @@ struct Session<S> {
     typing_last: HashMap<u64, Instant>,
     /// Last time anything arrived from the client.
     last_seen: Instant,
+    /// `(conversation, last_seq)` of every conversation as read for `welcome`, when complete;
+    /// used by the first `sync`.
+    welcome_seqs: Option<Vec<(ConversationId, u64)>>,
 }
 
 fn not_found() -> (ErrorCode, &'static str) {
@@ -242,6 +246,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Err(End::Close(1011, "internal error"));
             }
         };
+        // The first sync can start from these instead of reading them again: anything newer
+        // reaches this session live as a gap and is caught up from the store.
+        if conversations.len() < max {
+            self.welcome_seqs = Some(conversations.iter().map(|c| (c.id, c.last_seq)).collect());
+        }
         let l = &self.app.config.limits;
         let frame = ServerFrame::Welcome {
             protocol: proto::PROTOCOL_VERSION,
@@ -781,9 +790,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn start_sync(&mut self, r: Option<u64>, cursors: Vec<proto::Cursor>) -> Step {
         let given: HashMap<u64, u64> = cursors.iter().map(|c| (c.conversation, c.seq)).collect();
         let user = self.user.id;
-        let last = match self.app.db(move |s| s.last_seqs(user)).await {
-            Ok(l) => l,
-            Err(e) => return self.internal(r, &e).await,
+        let last = match self.welcome_seqs.take() {
+            Some(seqs) => seqs,
+            None => match self.app.db(move |s| s.last_seqs(user)).await {
+                Ok(l) => l,
+                Err(e) => return self.internal(r, &e).await,
+            },
         };
         self.cursors.clear();
         self.pending.clear();

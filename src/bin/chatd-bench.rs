@@ -337,9 +337,17 @@ fn seed_groups(store: &Store, seed: &Seed, groups: &[Vec<usize>]) -> Res<Vec<u64
 
 // ---- clients -----------------------------------------------------------------------------
 
+/// The loopback source address for client `i`: 20,000 clients per address, and a block of
+/// addresses chosen per run, so sockets a previous run left in TIME_WAIT do not slow this one.
 fn source_ip(i: usize) -> IpAddr {
-    let k = 2 + i / 20_000;
-    IpAddr::V4(Ipv4Addr::new(127, 0, (k / 250) as u8, (k % 250) as u8 + 1))
+    let run = (std::process::id() as usize % 4000) * 64;
+    let k = run + i / 20_000;
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        1 + (k / 62_500) as u8,
+        (k / 250 % 250) as u8,
+        (k % 250) as u8 + 2,
+    ))
 }
 
 /// Connects as the holder of `token` from a loopback source address chosen by `i`, reads
