@@ -393,3 +393,65 @@ mod chat {
         let _ = ConversationId(0);
     }
 }
+
+/// Writes the schema-1 fixture `tests/data/chatd-schema1.redb` used by the upgrade tests:
+/// alice, bob and carol (password "fixture-password-1"), a direct chat alice↔bob with 3
+/// messages (bob has read 1), a group "fixture group" of all three with 2 messages.
+/// Run it only with the code of the schema version it names:
+/// `CHATD_FIXTURE_OUT=tests/data/chatd-schema1 cargo test --lib write_fixture -- --ignored`
+#[test]
+#[ignore]
+fn write_fixture() {
+    let Ok(out) = std::env::var("CHATD_FIXTURE_OUT") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(out);
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = Store::open(&dir).unwrap();
+    let hash = crate::auth::hash_password("fixture-password-1").unwrap();
+    let u: Vec<UserId> = ["alice", "bob", "carol"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            s.create_user(
+                n,
+                &hash,
+                AdminGrant::IfFirst,
+                false,
+                1_700_000_000_000 + i as u64,
+            )
+            .unwrap()
+            .id
+        })
+        .collect();
+    use crate::store::chat::{MemberCache, Target};
+    let mut cache = MemberCache::default();
+    s.chat_batch(&mut cache, |b| {
+        let t = 1_700_000_100_000;
+        let d = b
+            .send(u[0], "alice", Target::User(u[1]), "f1", "hello bob", t)?
+            .unwrap();
+        b.send(u[1], "bob", Target::User(u[0]), "f2", "hi alice", t + 1)?
+            .unwrap();
+        b.send(
+            u[0],
+            "alice",
+            Target::User(u[1]),
+            "f3",
+            "schema one <b>was</b> here",
+            t + 2,
+        )?
+        .unwrap();
+        b.mark_read(u[1], d.message.conversation, 1)?.unwrap();
+        let g = b
+            .create_group(u[0], "fixture group", &[u[1], u[2]], t + 3)?
+            .unwrap();
+        let gid = Target::Conversation(g.conversation);
+        b.send(u[2], "carol", gid, "f4", "carol in the group", t + 4)?
+            .unwrap();
+        b.send(u[0], "alice", gid, "f5", "alice in the group", t + 5)?
+            .unwrap();
+        Ok(())
+    })
+    .unwrap();
+}
