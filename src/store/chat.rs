@@ -187,6 +187,8 @@ pub struct ChatBatch<'t> {
     /// Conversations whose last_ms moved in this batch: their members' ACTIVITY entries are
     /// refiled once, in `finish`, instead of once per message.
     touched: HashSet<u64>,
+    /// Messages appended in this batch, added to `META_MESSAGE_COUNT` once in `finish`.
+    new_messages: u64,
 }
 
 impl<'t> ChatBatch<'t> {
@@ -203,6 +205,7 @@ impl<'t> ChatBatch<'t> {
             client_ids: tx.open_table(CLIENT_IDS)?,
             cache,
             touched: HashSet::new(),
+            new_messages: 0,
         })
     }
 
@@ -381,6 +384,7 @@ impl<'t> ChatBatch<'t> {
         self.client_ids
             .insert((sender.0, client_id), (conv_id, message.seq))?;
         self.put_conv(conv_id, &conv)?;
+        self.new_messages += 1;
         // The sender has read everything up to their own message.
         let filed = self
             .read_positions
@@ -578,6 +582,17 @@ impl<'t> ChatBatch<'t> {
 
     /// Refiles the ACTIVITY entries of every member of every conversation touched in this batch.
     fn finish(&mut self) -> Result<()> {
+        if self.new_messages > 0 {
+            let n = self
+                .meta
+                .get(META_MESSAGE_COUNT)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            self.meta.insert(
+                META_MESSAGE_COUNT,
+                n + std::mem::take(&mut self.new_messages),
+            )?;
+        }
         let touched: Vec<u64> = self.touched.drain().collect();
         for conv in touched {
             let Some(rec) = self.conv(conv)? else {

@@ -255,6 +255,16 @@ impl Store {
         Ok(tx.open_table(USERS)?.len()?)
     }
 
+    /// Messages stored in the database (all conversations).
+    pub fn message_count(&self) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        let n = tx
+            .open_table(META)?
+            .get(META_MESSAGE_COUNT)?
+            .map(|v| v.value());
+        Ok(n.unwrap_or(0))
+    }
+
     /// Replaces a user's password hash and revokes all of the user's sessions and tokens.
     pub fn set_password(&self, id: UserId, password_hash: &str) -> Result<()> {
         self.update_user(id, |u| u.password_hash = password_hash.to_string(), true)
@@ -446,7 +456,9 @@ fn init_schema(db: &Database) -> Result<u64> {
                 })
             }
             Some(v) if v < SCHEMA_VERSION => {
-                // Migrations go here, one step per version, inside this transaction.
+                drop(meta);
+                migrate(&tx, v)?;
+                meta = tx.open_table(META)?;
                 meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
             }
             Some(_) => {}
@@ -475,6 +487,30 @@ fn init_schema(db: &Database) -> Result<u64> {
     tx.open_table(CLIENT_IDS)?;
     tx.commit()?;
     Ok(epoch)
+}
+
+/// Upgrades a database written with schema `from` to `SCHEMA_VERSION`, one step per version,
+/// inside the opening transaction: if any step fails nothing changes and the old chatd can
+/// still open the file.
+fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<()> {
+    tracing::info!(from, to = SCHEMA_VERSION, "upgrading the database schema");
+    let mut v = from;
+    while v < SCHEMA_VERSION {
+        match v {
+            // 1 → 2: count the stored messages once; sends keep the count from now on.
+            1 => {
+                let n = tx.open_table(MESSAGES)?.len()?;
+                tx.open_table(META)?.insert(META_MESSAGE_COUNT, n)?;
+            }
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown schema version {v} (no upgrade step from it)"
+                )))
+            }
+        }
+        v += 1;
+    }
+    Ok(())
 }
 
 fn revoke_sessions(tx: &redb::WriteTransaction, user: UserId) -> Result<()> {

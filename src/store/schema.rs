@@ -10,17 +10,22 @@ use redb::TableDefinition;
 
 /// The schema this build writes. Databases with a higher number are refused; lower ones are
 /// migrated forward on open.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// What each schema version changed, oldest first (`store::migrate` applies the steps):
+/// 1. The first release layout.
+/// 2. `META_MESSAGE_COUNT` (messages stored, kept by every send; counted once on upgrade).
 
 /// Small counters and settings: `schema_version`, `epoch` (random, set when the database is
 /// created or restored, so clients can tell a restored database from the one they knew),
-/// `next_user_id`, `next_conversation_id`.
+/// `next_user_id`, `next_conversation_id`, `message_count` (messages stored, since schema 2).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_EPOCH: &str = "epoch";
 pub const META_NEXT_USER: &str = "next_user_id";
 pub const META_NEXT_CONVERSATION: &str = "next_conversation_id";
+pub const META_MESSAGE_COUNT: &str = "message_count";
 
 /// user id → user record v1: name, password PHC string, flags (1 = admin, 2 = disabled),
 /// created_ms.
