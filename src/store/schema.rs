@@ -11,10 +11,9 @@ use redb::TableDefinition;
 /// The schema this build writes. Databases with a higher number are refused; lower ones are
 /// migrated forward on open.
 pub const SCHEMA_VERSION: u64 = 2;
-
-/// What each schema version changed, oldest first (`store::migrate` applies the steps):
-/// 1. The first release layout.
-/// 2. `META_MESSAGE_COUNT` (messages stored, kept by every send; counted once on upgrade).
+// What each schema version changed, oldest first (`store::migrate` applies the steps):
+// 1. The first release layout.
+// 2. `META_MESSAGE_COUNT` (messages stored, kept by every send; counted once on upgrade).
 
 /// Small counters and settings: `schema_version`, `epoch` (random, set when the database is
 /// created or restored, so clients can tell a restored database from the one they knew),
