@@ -7,6 +7,7 @@
 //! when a method returns `Ok`, the change is on disk (fsync'd) and may be acknowledged.
 //! The store must not call into the HTTP, WebSocket or hub layers.
 
+pub mod backup;
 pub mod chat;
 mod codec;
 pub mod schema;

@@ -515,3 +515,153 @@ fn write_fixture() {
     })
     .unwrap();
 }
+
+mod backup {
+    use super::*;
+    use crate::store::backup::{inspect, restore};
+    use crate::store::chat::{MemberCache, Target};
+    use redb::{ReadableDatabase, TableHandle};
+
+    fn table_names(path: &Path) -> Vec<String> {
+        names_in(&redb::ReadOnlyDatabase::open(path).unwrap())
+    }
+
+    fn names_in(db: &impl ReadableDatabase) -> Vec<String> {
+        let tx = db.begin_read().unwrap();
+        let mut names: Vec<String> = tx
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A backup taken while another thread keeps committing holds exactly the commits made
+    /// before its snapshot (all of them, whole), opens, and restores with a new epoch.
+    #[test]
+    fn backup_under_writes_is_consistent_and_restores() {
+        let dir = tmp();
+        let s = Store::open(dir.path()).unwrap();
+        let a = s
+            .create_user("a", "h", AdminGrant::No, false, 1)
+            .unwrap()
+            .id;
+        let b = s
+            .create_user("b", "h", AdminGrant::No, false, 1)
+            .unwrap()
+            .id;
+        let writer = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut cache = MemberCache::default();
+                for i in 0..300u64 {
+                    s.chat_batch(&mut cache, |batch| {
+                        // Two messages per commit: a consistent copy never has an odd count.
+                        for j in 0..2 {
+                            let id = format!("m{i}-{j}");
+                            batch.send(a, "a", Target::User(b), &id, "x", i)?.unwrap();
+                        }
+                        Ok(())
+                    })
+                    .unwrap();
+                }
+            })
+        };
+        // Let some commits land, then copy while the writer keeps going.
+        while s.message_count().unwrap() < 40 {
+            std::thread::yield_now();
+        }
+        let before = s.message_count().unwrap();
+        let out = tmp();
+        let file = out.path().join("backup.redb");
+        let summary = s.backup_to(&file).unwrap();
+        writer.join().unwrap();
+        assert!(summary.messages >= before, "{summary:?} < {before}");
+        assert_eq!(summary.messages % 2, 0, "a commit was split by the backup");
+        assert!(
+            summary.messages < 600,
+            "the writer was still running, copy should be partial"
+        );
+        assert_eq!(summary.users, 2);
+        assert_eq!(summary.schema, schema::SCHEMA_VERSION);
+        assert_eq!(table_names(&file), names_in(&*s.db));
+        assert_eq!(inspect(&file).unwrap(), summary);
+        assert!(
+            s.backup_to(&file).is_err(),
+            "an existing file is never overwritten"
+        );
+
+        // Restore refuses while the database is open, then works once it is closed.
+        let epoch = s.epoch();
+        assert!(matches!(
+            restore(&file, dir.path(), 5),
+            Err(StoreError::Locked(_))
+        ));
+        drop(s);
+        let r = restore(&file, dir.path(), 5).unwrap();
+        assert_eq!(r.summary.messages, summary.messages);
+        let previous = r.previous.unwrap();
+        assert!(previous.ends_with("chatd.redb.before-restore-5"));
+        let s = Store::open(dir.path()).unwrap();
+        assert_ne!(s.epoch(), epoch, "a restored database has a new epoch");
+        assert_eq!(s.message_count().unwrap(), summary.messages);
+        let conv = s.conversations_of(a, 10).unwrap();
+        assert_eq!(
+            conv[0].last_seq, summary.messages,
+            "seqs match the copied messages"
+        );
+        // The database restore replaced is still there, whole.
+        assert_eq!(inspect(&previous).unwrap().messages, 600);
+    }
+
+    #[test]
+    fn restore_refuses_garbage_and_newer_files() {
+        let dir = tmp();
+        let junk = dir.path().join("junk.redb");
+        std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
+        assert!(matches!(
+            inspect(&junk),
+            Err(StoreError::Corrupt(_)) | Err(StoreError::Db(_))
+        ));
+        let target = tmp();
+        assert!(restore(&junk, target.path(), 1).is_err());
+        assert!(
+            !target.path().join(DB_FILE).exists(),
+            "nothing was put in place"
+        );
+        assert!(restore(&dir.path().join("missing.redb"), target.path(), 1).is_err());
+
+        let newer = tmp();
+        {
+            let s = Store::open(newer.path()).unwrap();
+            s.set_meta_for_tests(schema::META_SCHEMA_VERSION, schema::SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let f = newer.path().join(DB_FILE);
+        assert!(matches!(inspect(&f), Err(StoreError::NewerSchema { .. })));
+        assert!(matches!(
+            restore(&f, target.path(), 1),
+            Err(StoreError::NewerSchema { .. })
+        ));
+    }
+
+    /// An old backup (schema 1) restores and is upgraded on the way in.
+    #[test]
+    fn schema1_backup_restores_upgraded() {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/chatd-schema1/chatd.redb"
+        );
+        let work = tmp();
+        let copy = work.path().join("old-backup.redb");
+        std::fs::copy(fixture, &copy).unwrap();
+        assert_eq!(inspect(&copy).unwrap().schema, 1);
+        let target = tmp();
+        let r = restore(&copy, target.path(), 1).unwrap();
+        assert!(r.previous.is_none());
+        assert_eq!(r.summary.schema, schema::SCHEMA_VERSION);
+        assert_eq!(r.summary.messages, 5);
+        assert_eq!(r.summary.users, 3);
+    }
+}
