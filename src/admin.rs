@@ -1,5 +1,7 @@
-//! The administrator's commands (`chatd user ...`): they open the store directly, so they run
-//! while the server is stopped; if the server holds the database they say so and exit non-zero.
+//! The administrator's commands (`chatd user ...`, `token`, `backup`, `restore`): they open the
+//! store directly, so they run while the server is stopped; if the server holds the database
+//! they say so and exit non-zero. The exception is `backup`, which asks a running server for a
+//! snapshot through the control socket (`control`).
 //! Passwords are read from a terminal without echo, or from standard input with
 //! `--password-stdin`. Calls `store`, `auth` (hashing) and `model` (validation) only.
 
@@ -8,8 +10,10 @@ use std::path::Path;
 
 use crate::auth;
 use crate::cli::{TokenCommand, UserCommand};
+use crate::control::{self, Remote};
 use crate::model::{self, now_ms, Session, SessionKind};
-use crate::store::{AdminGrant, Store, StoreError, DB_FILE};
+use crate::store::backup::inspect;
+use crate::store::{self, AdminGrant, Store, StoreError, DB_FILE};
 
 /// Runs one `chatd user` subcommand against the database in `data_dir`.
 pub fn user(cmd: UserCommand, data_dir: &Path) -> Result<(), String> {
@@ -128,6 +132,130 @@ pub fn token(cmd: TokenCommand, data_dir: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `chatd backup --out FILE`: a consistent snapshot, from the running server if there is one,
+/// else from the database directly. Written to `FILE.partial`, fsync'd, then renamed, so `FILE`
+/// only ever appears complete; then checked by opening it read-only.
+pub fn backup(out: &Path, data_dir: &Path) -> Result<(), String> {
+    if out.exists() {
+        return Err(format!(
+            "{} already exists; choose a new file name",
+            out.display()
+        ));
+    }
+    let Some(name) = out.file_name() else {
+        return Err(format!("{} is not a file name", out.display()));
+    };
+    let mut partial_name = name.to_os_string();
+    partial_name.push(".partial");
+    let partial = out.with_file_name(partial_name);
+    let _ = std::fs::remove_file(&partial);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let source = match control::request_backup(data_dir, &mut file) {
+        Ok(Remote::Done) => {
+            file.sync_all()
+                .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+            "the running server"
+        }
+        Ok(Remote::NoServer) => {
+            drop(file);
+            let _ = std::fs::remove_file(&partial);
+            if !data_dir.join(DB_FILE).exists() {
+                return Err(format!(
+                    "no chatd database in {} (use --data-dir or CHATD_DATA_DIR to point at it)",
+                    data_dir.display()
+                ));
+            }
+            let store = Store::open(data_dir).map_err(|e| match e {
+                StoreError::Locked(_) => format!(
+                    "the database in {} is in use, but no server answered on its control socket {}; is it an older chatd? stop it and try again",
+                    data_dir.display(),
+                    control::SOCKET_FILE
+                ),
+                e => open_error(data_dir, e),
+            })?;
+            store
+                .backup_to(&partial)
+                .map_err(|e| format!("backup failed: {e}"))?;
+            "the database (no server running)"
+        }
+        Err(e) => {
+            drop(file);
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let summary = match inspect(&partial) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(format!("the backup is not usable, removed it: {e}"));
+        }
+    };
+    std::fs::rename(&partial, out).map_err(|e| {
+        format!(
+            "cannot rename {} to {}: {e}",
+            partial.display(),
+            out.display()
+        )
+    })?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+    }
+    println!("backup of {source} written to {}: {summary}", out.display());
+    Ok(())
+}
+
+/// `chatd restore FILE`: replaces the database of a stopped server with a backup.
+pub fn restore(file: &Path, data_dir: &Path) -> Result<(), String> {
+    if let Ok(Remote::Done) | Err(_) = control::probe(data_dir) {
+        return Err(format!(
+            "a chatd server is running on {}; stop it first (for example: systemctl stop chatd)",
+            data_dir.display()
+        ));
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    let r = store::backup::restore(file, data_dir, now_ms()).map_err(|e| match e {
+        StoreError::Locked(_) => e.to_string(),
+        e => format!("cannot restore {}: {e}", file.display()),
+    })?;
+    let live = data_dir.join(DB_FILE);
+    same_owner_as_dir(&live, data_dir);
+    println!(
+        "restored {} into {}: {}",
+        file.display(),
+        data_dir.display(),
+        r.summary
+    );
+    if let Some(prev) = r.previous {
+        println!(
+            "the database it replaced was kept as {}; delete it once you no longer need it",
+            prev.display()
+        );
+    }
+    println!("connected clients will start over from the restored history when they reconnect");
+    Ok(())
+}
+
+/// When root restores into a directory that belongs to the service user, hands the new file to
+/// that user, or the server could not open it. Without the right to chown this does nothing (the
+/// file then already belongs to whoever may write the directory).
+fn same_owner_as_dir(path: &Path, dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(d), Ok(f)) = (std::fs::metadata(dir), std::fs::metadata(path)) {
+            if (d.uid(), d.gid()) != (f.uid(), f.gid()) {
+                let _ = std::os::unix::fs::chown(path, Some(d.uid()), Some(d.gid()));
+            }
+        }
+    }
 }
 
 /// The message for a store that would not open, naming the directory.

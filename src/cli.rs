@@ -43,6 +43,20 @@ pub enum Command {
     /// first
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a consistent copy of the database to a new file. Works while the server runs (it
+    /// asks the server through the control socket in the data directory, and chat goes on) or
+    /// while it is stopped
+    Backup {
+        /// The file to write (must not exist yet)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Replace the database with a backup file. Stop the server first; the replaced database is
+    /// kept beside it as chatd.redb.before-restore-<time>
+    Restore {
+        /// A file written by `chatd backup`
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -13,7 +13,9 @@
 //! - `writer`: the group-commit thread applying every chat mutation, then acking and fanning out.
 //! - `store`: the only code that touches redb; every table and transaction.
 //! - `model`: identifiers and domain records shared by all of the above.
-//! - `admin`: the `chatd user ...` commands, working directly on the store.
+//! - `admin`: the `chatd user|token|backup|restore` commands, working on the store (or, for a
+//!   backup while the server runs, through `control`).
+//! - `control`: the Unix control socket in the data directory (backups of a running server).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -21,6 +23,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod hub;
 pub mod model;

@@ -24,6 +24,8 @@ fn main() -> ExitCode {
         Some(Command::Serve(ref args)) => serve(args, &cli.data_dir),
         Some(Command::User(cmd)) => admin::user(cmd, &cli.data_dir),
         Some(Command::Token(cmd)) => admin::token(cmd, &cli.data_dir),
+        Some(Command::Backup { ref out }) => admin::backup(out, &cli.data_dir),
+        Some(Command::Restore { ref file }) => admin::restore(file, &cli.data_dir),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,9 +85,32 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
             data_dir = %data_dir.display(),
             "listening on http://{local}"
         );
+        // Backups of the running server go through the control socket; without it (say, a
+        // data directory on a filesystem that cannot hold sockets) chat still works.
+        let control = match chatd::control::bind(data_dir) {
+            Ok((listener, path)) => {
+                let task = tokio::spawn(chatd::control::serve(
+                    listener,
+                    store.clone(),
+                    data_dir.to_path_buf(),
+                ));
+                Some((task, path))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "no control socket in {} ({e}): `chatd backup` will not work while the server runs",
+                    data_dir.display()
+                );
+                None
+            }
+        };
         let (app, writer) = App::new(config, store, auth)
             .map_err(|e| format!("cannot start the message writer: {e}"))?;
         server::run(listener, app.clone(), server::shutdown_signal()).await;
+        if let Some((task, path)) = control {
+            task.abort();
+            let _ = std::fs::remove_file(path);
+        }
         // The writer stops once the last handle is gone and its queue is drained (every
         // accepted op committed and answered); wait a little for that.
         drop(app);

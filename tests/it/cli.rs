@@ -9,7 +9,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn assert_clean_failure(o: &Output, needle: &str) {
+pub fn assert_clean_failure(o: &Output, needle: &str) {
     let err = stderr(o);
     assert!(!o.status.success(), "expected failure, got success: {err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");

@@ -4,6 +4,7 @@ mod accounts;
 mod bench_smoke;
 mod cli;
 mod http_edge;
+mod ops;
 mod support;
 mod ws_basics;
 mod ws_groups;

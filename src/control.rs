@@ -1,0 +1,184 @@
+//! The control socket: a Unix socket `chatd.sock` in the data directory through which admin
+//! commands reach a running server (today: `chatd backup`). Only someone who can already read the
+//! data directory can connect (the socket is mode 0600 and lives beside the database), so it
+//! needs no password and is never reachable from the network.
+//!
+//! The protocol is one request line and one reply: the client sends `backup\n`; the server
+//! answers `ok <bytes>\n` followed by exactly that many bytes of a redb database file (a
+//! consistent snapshot taken in one read transaction while writes continue), or
+//! `error <message>\n`. The server side calls only `store` (on the blocking pool); the client
+//! side is plain blocking std I/O for the CLI.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::store::Store;
+
+/// File name of the control socket inside the data directory.
+pub const SOCKET_FILE: &str = "chatd.sock";
+
+/// Longest request line.
+const MAX_REQUEST: u64 = 256;
+
+/// Binds the control socket, replacing a stale one left by a crash (the caller already holds the
+/// database lock, so no other server is using it).
+pub fn bind(dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
+    let path = dir.join(SOCKET_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok((listener, path))
+}
+
+/// Serves control connections until the task is dropped.
+pub async fn serve(listener: UnixListener, store: Store, dir: PathBuf) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (store, dir) = (store.clone(), dir.clone());
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, store, dir).await {
+                tracing::warn!("control connection failed: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, store: Store, dir: PathBuf) -> std::io::Result<()> {
+    let mut stream = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    let mut limited = (&mut stream).take(MAX_REQUEST);
+    let read = limited.read_line(&mut line);
+    match tokio::time::timeout(Duration::from_secs(10), read).await {
+        Ok(r) => r?,
+        Err(_) => return Ok(()),
+    };
+    let mut stream = stream.into_inner();
+    match line.trim() {
+        "backup" => backup(&mut stream, store, dir).await,
+        other => {
+            let msg = format!("error unknown command {other:?} (known: backup)\n");
+            stream.write_all(msg.as_bytes()).await
+        }
+    }
+}
+
+async fn backup(stream: &mut UnixStream, store: Store, dir: PathBuf) -> std::io::Result<()> {
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    let n = SERIAL.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".backup-{}-{n}.redb", std::process::id()));
+    let started = std::time::Instant::now();
+    let made = tokio::task::spawn_blocking(move || {
+        let summary = store.backup_to(&tmp).map_err(|e| e.to_string())?;
+        // Unlinked at once: the open handle keeps the data until it has been sent, and nothing
+        // is left behind if the client or the server goes away.
+        let file = std::fs::File::open(&tmp).map_err(|e| e.to_string());
+        let _ = std::fs::remove_file(&tmp);
+        let file = file?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        Ok::<_, String>((file, len, summary))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("backup task failed: {e}")));
+    let (file, len, summary) = match made {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!("backup failed: {e}");
+            let msg = format!("error {}\n", e.replace('\n', " "));
+            return stream.write_all(msg.as_bytes()).await;
+        }
+    };
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "backup snapshot taken: {summary}"
+    );
+    stream.write_all(format!("ok {len}\n").as_bytes()).await?;
+    let mut file = tokio::fs::File::from_std(file);
+    let sent = tokio::io::copy(&mut (&mut file).take(len), stream).await?;
+    stream.flush().await?;
+    if sent != len {
+        tracing::warn!(sent, len, "backup stream ended early");
+    }
+    Ok(())
+}
+
+/// What the client side found at the socket.
+pub enum Remote {
+    /// A server answered and the backup was written to the file.
+    Done,
+    /// No server is listening (no socket, or a stale one).
+    NoServer,
+}
+
+/// Whether a server answers on the control socket of `dir` (`Done` = yes).
+pub fn probe(dir: &Path) -> Result<Remote, String> {
+    match std::os::unix::net::UnixStream::connect(dir.join(SOCKET_FILE)) {
+        Ok(_) => Ok(Remote::Done),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(Remote::NoServer)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Client side of `backup`: asks the server running on `dir` for a snapshot and writes it to
+/// `out` (which the caller made sure is a new file).
+pub fn request_backup(dir: &Path, out: &mut std::fs::File) -> Result<Remote, String> {
+    let path = dir.join(SOCKET_FILE);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(Remote::NoServer)
+        }
+        Err(e) => return Err(format!("cannot connect to {}: {e}", path.display())),
+    };
+    let io = |e: std::io::Error| format!("backup from the running server failed: {e}");
+    stream.write_all(b"backup\n").map_err(io)?;
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    (&mut reader).take(4096).read_line(&mut head).map_err(io)?;
+    let head = head.trim_end();
+    let len: u64 = match head.split_once(' ') {
+        Some(("ok", n)) => n
+            .parse()
+            .map_err(|_| format!("the server sent a malformed reply: {head:?}"))?,
+        Some(("error", msg)) => return Err(format!("the server could not take a backup: {msg}")),
+        _ => return Err(format!("the server sent a malformed reply: {head:?}")),
+    };
+    let copied = std::io::copy(&mut reader.take(len), out).map_err(io)?;
+    if copied != len {
+        return Err(format!(
+            "the connection to the server ended after {copied} of {len} bytes"
+        ));
+    }
+    Ok(Remote::Done)
+}

@@ -1,0 +1,271 @@
+//! Operations on the real binary: `chatd backup` of a running server under write load,
+//! `chatd restore`, and opening a database written by an older chatd.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::cli::assert_clean_failure;
+use crate::support::ws::{user, Client, TestUser};
+use crate::support::{chatd, creds, Server};
+
+/// Every message of a conversation, oldest first, by paging `history` back from the newest.
+async fn all_messages(c: &mut Client, conv: u64) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let mut req = json!({"type": "history", "conversation": conv, "limit": 100});
+        if let Some(b) = before {
+            req["before"] = json!(b);
+        }
+        let page = c.request(req).await;
+        assert_eq!(page["type"], "history", "{page}");
+        let msgs = page["messages"].as_array().unwrap().clone();
+        if let Some(first) = msgs.first() {
+            before = first["seq"].as_u64();
+        }
+        let done = page["complete"] == true || msgs.is_empty();
+        let mut merged = msgs;
+        merged.extend(out);
+        out = merged;
+        if done {
+            return out;
+        }
+    }
+}
+
+async fn login(srv: &Server, name: &str, password: &str) -> TestUser {
+    let r = srv
+        .post_json("/api/login", &creds(name, password), &[])
+        .await;
+    assert_eq!(r.status, 200, "login {name}: {:?}", r.body);
+    TestUser {
+        id: r.json()["user"]["id"].as_u64().unwrap(),
+        name: name.to_string(),
+        cookie: r.session_cookie(),
+    }
+}
+
+#[tokio::test]
+async fn backup_under_load_restores_every_acknowledged_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_s = data.to_str().unwrap().to_string();
+    let srv = Server::start(&data, &[]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let mut sender = Client::connect_synced(&srv, &alice).await;
+    let epoch = sender.welcome["epoch"].clone();
+
+    // Alice keeps sending, one message at a time, and records every ack.
+    let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let bob_id = bob.id;
+        tokio::spawn(async move {
+            let mut conv = 0;
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("load-{i}");
+                let ack = sender
+                    .say(json!({"to": bob_id}), &id, &format!("message {i}"))
+                    .await;
+                conv = ack["conversation"].as_u64().unwrap();
+                acked
+                    .lock()
+                    .unwrap()
+                    .push((id, ack["seq"].as_u64().unwrap()));
+                i += 1;
+            }
+            conv
+        })
+    };
+    while acked.lock().unwrap().len() < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Everything acknowledged before the backup begins must be in it.
+    let before: Vec<(String, u64)> = acked.lock().unwrap().clone();
+    let out = tmp.path().join("backup.redb");
+    let out_s = out.to_str().unwrap().to_string();
+    let o = {
+        let (d, f) = (data_s.clone(), out_s.clone());
+        tokio::task::spawn_blocking(move || chatd(&["backup", "--data-dir", &d, "--out", &f], None))
+            .await
+            .unwrap()
+    };
+    let during = acked.lock().unwrap().len();
+    stop.store(true, Ordering::Relaxed);
+    let conv = load.await.unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "backup failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("the running server"), "{stdout}");
+    assert!(out.exists());
+    assert!(!tmp.path().join("backup.redb.partial").exists());
+    // No temporary snapshot is left in the data directory.
+    let leftovers: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".backup"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(during > before.len(), "sending went on during the backup");
+
+    // The same file again is refused; restore refuses while the server runs.
+    assert_clean_failure(
+        &chatd(&["backup", "--data-dir", &data_s, "--out", &out_s], None),
+        "already exists",
+    );
+    assert_clean_failure(
+        &chatd(&["restore", "--data-dir", &data_s, &out_s], None),
+        "server is running",
+    );
+    drop(srv);
+
+    // Restore into a fresh directory and check every message acknowledged before the backup.
+    let restored = tmp.path().join("restored");
+    let restored_s = restored.to_str().unwrap();
+    let o = chatd(&["restore", "--data-dir", restored_s, &out_s], None);
+    assert!(
+        o.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let srv = Server::start(&restored, &[]);
+    let alice = login(&srv, "alice", "password-1").await;
+    let mut c = Client::connect_synced(&srv, &alice).await;
+    assert_ne!(
+        c.welcome["epoch"], epoch,
+        "a restore gives the database a new epoch"
+    );
+    let msgs = all_messages(&mut c, conv).await;
+    let seqs: Vec<u64> = msgs.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    let expect: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expect, "no gaps");
+    for (id, seq) in &before {
+        let m = &msgs[(*seq - 1) as usize];
+        assert_eq!(m["client_id"], id.as_str(), "message {seq} after restore");
+    }
+    // The restored server takes new messages after the restored ones.
+    let ack = c
+        .say(json!({"to": bob.id}), "after-restore", "hello again")
+        .await;
+    assert_eq!(ack["seq"].as_u64().unwrap(), seqs.len() as u64 + 1);
+}
+
+#[tokio::test]
+async fn stopped_server_backup_and_restore_over_existing_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let out = tmp.path().join("nightly.redb");
+    let out_s = out.to_str().unwrap();
+    assert_clean_failure(
+        &chatd(&["backup", "--data-dir", data_s, "--out", out_s], None),
+        "no chatd database",
+    );
+    let mut srv = Server::start(&data, &[]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let mut c = Client::connect_synced(&srv, &alice).await;
+    let ack = c.say(json!({"to": bob.id}), "k1", "kept").await;
+    let conv = ack["conversation"].as_u64().unwrap();
+    assert!(srv.terminate().success());
+    assert!(
+        !data.join("chatd.sock").exists(),
+        "the control socket is removed on exit"
+    );
+
+    let o = chatd(&["backup", "--data-dir", data_s, "--out", out_s], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("no server running") && stdout.contains("2 users"),
+        "{stdout}"
+    );
+
+    // More happens after the backup; restoring goes back to the backup's state.
+    let srv = Server::start(&data, &[]);
+    let alice = login(&srv, "alice", "password-1").await;
+    let mut c = Client::connect_synced(&srv, &alice).await;
+    c.say(json!({"to": bob.id}), "k2", "lost by the restore")
+        .await;
+    drop(srv);
+    let o = chatd(&["restore", "--data-dir", data_s, out_s], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("was kept as"));
+    let kept: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("chatd.redb.before-restore-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1);
+    let srv = Server::start(&data, &[]);
+    let alice = login(&srv, "alice", "password-1").await;
+    let mut c = Client::connect_synced(&srv, &alice).await;
+    let msgs = all_messages(&mut c, conv).await;
+    let texts: Vec<&str> = msgs.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["kept"]);
+
+    // Garbage is refused, and the database stays as it was.
+    let junk = tmp.path().join("junk.redb");
+    std::fs::write(&junk, vec![1u8; 8192]).unwrap();
+    drop(srv);
+    assert_clean_failure(
+        &chatd(
+            &["restore", "--data-dir", data_s, junk.to_str().unwrap()],
+            None,
+        ),
+        "cannot restore",
+    );
+    let srv = Server::start(&data, &[]);
+    login(&srv, "alice", "password-1").await;
+}
+
+/// A data directory written by the schema-1 chatd (tests/data/chatd-schema1) is upgraded in
+/// place on start, and everything in it works: logins, history, unread, new messages.
+#[tokio::test]
+async fn database_from_an_older_chatd_is_upgraded_on_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/chatd-schema1/chatd.redb"
+    );
+    std::fs::copy(fixture, data.join("chatd.redb")).unwrap();
+    let srv = Server::start(&data, &[]);
+    assert!(
+        srv.log().contains("upgrading the database schema"),
+        "{}",
+        srv.log()
+    );
+    let bob = login(&srv, "bob", "fixture-password-1").await;
+    let mut c = Client::connect_synced(&srv, &bob).await;
+    let convs = c.request(json!({"type": "conversations"})).await;
+    let list = convs["conversations"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{convs}");
+    let direct = list.iter().find(|c| c["kind"] == "direct").unwrap();
+    assert_eq!(direct["unread"], 1, "{direct}");
+    let conv = direct["id"].as_u64().unwrap();
+    let msgs = all_messages(&mut c, conv).await;
+    let texts: Vec<&str> = msgs.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        texts,
+        ["hello bob", "hi alice", "schema one <b>was</b> here"]
+    );
+    let ack = c
+        .say(json!({"conversation": conv}), "new-1", "after upgrade")
+        .await;
+    assert_eq!(ack["seq"], 4);
+}
