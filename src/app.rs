@@ -10,8 +10,9 @@ use tokio::sync::{watch, Semaphore};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
-use crate::writer::{Writer, WriterStats};
+use crate::writer::Writer;
 
 pub struct App {
     pub config: Config,
@@ -19,7 +20,10 @@ pub struct App {
     pub auth: Auth,
     pub hub: Arc<Hub>,
     pub writer: Writer,
-    pub writer_stats: Arc<WriterStats>,
+    /// Counters and histograms for /metrics.
+    pub metrics: Arc<Metrics>,
+    /// When the server started (for uptime).
+    pub started: std::time::Instant,
     /// One permit per WebSocket session (they outlive their HTTP connection), so the limit on
     /// connections covers them and shutdown can wait for them.
     pub sessions: Arc<Semaphore>,
@@ -36,7 +40,7 @@ impl App {
         auth: Auth,
     ) -> std::io::Result<(Arc<App>, std::thread::JoinHandle<()>)> {
         let hub = Arc::new(Hub::default());
-        let stats = Arc::new(WriterStats::default());
+        let stats = Arc::new(Metrics::default());
         let l = &config.limits;
         let (writer, thread) = Writer::start(
             store.clone(),
@@ -55,7 +59,8 @@ impl App {
                 auth,
                 hub,
                 writer,
-                writer_stats: stats,
+                metrics: stats,
+                started: std::time::Instant::now(),
                 sessions,
                 shutdown,
                 shutdown_tx,

@@ -30,6 +30,16 @@ pub struct Cli {
     /// "info,chatd=debug"
     #[arg(long, env = "CHATD_LOG_LEVEL", default_value = "info", global = true)]
     pub log_level: String,
+
+    /// Log line format: "text" for people, "json" (one object per line) for log collectors
+    #[arg(long, env = "CHATD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,6 +135,36 @@ pub struct ServeArgs {
     /// Most simultaneous WebSocket connections (devices, tabs) per user
     #[arg(long, env = "CHATD_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
     pub max_connections_per_user: usize,
+
+    /// PEM certificate chain: serve https and wss (with --tls-key). Send SIGHUP to reload a
+    /// renewed certificate without a restart
+    #[arg(
+        long,
+        env = "CHATD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert
+    #[arg(
+        long,
+        env = "CHATD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// chatd runs behind a reverse proxy on this machine or network: take the client address
+    /// from X-Real-IP / X-Forwarded-For (for logs, rate limits and the loopback-only /metrics)
+    /// and https from X-Forwarded-Proto (for Secure cookies). Only set it when clients cannot
+    /// reach chatd except through the proxy, or they could fake their address
+    #[arg(long, env = "CHATD_BEHIND_PROXY")]
+    pub behind_proxy: bool,
+
+    /// Serve GET /metrics to every client address, not only loopback
+    #[arg(long, env = "CHATD_METRICS_PUBLIC")]
+    pub metrics_public: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,6 +18,12 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Add `Secure` to cookies (set when serving over TLS).
     pub secure_cookies: bool,
+    /// Serve https/wss with this certificate (loaded by `main`, since this module does no I/O).
+    pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
+    /// Trust X-Real-IP / X-Forwarded-For / X-Forwarded-Proto from a reverse proxy.
+    pub behind_proxy: bool,
+    /// Serve /metrics to every address, not only loopback.
+    pub metrics_public: bool,
     pub limits: Limits,
 }
 
@@ -175,7 +181,10 @@ impl Config {
             data_dir,
             registration: args.registration,
             allowed_origins: args.allowed_origins.clone(),
-            secure_cookies: false,
+            secure_cookies: args.tls_cert.is_some(),
+            tls: None,
+            behind_proxy: args.behind_proxy,
+            metrics_public: args.metrics_public,
             limits,
         })
     }

@@ -214,21 +214,27 @@ impl Hub {
             .sum()
     }
 
-    /// Delivers `out` to every session of `user` except `except` (a session id).
-    pub fn send_to_user(&self, user: UserId, out: &Outbound, except: Option<u64>) {
+    /// Delivers `out` to every session of `user` except `except` (a session id); returns how
+    /// many sessions it was queued to.
+    pub fn send_to_user(&self, user: UserId, out: &Outbound, except: Option<u64>) -> usize {
         let shard = self.shard_of(user);
+        let mut n = 0;
         if let Some(list) = shard.online.get(&user) {
             for h in list.iter().filter(|h| Some(h.id) != except) {
                 h.deliver(out.clone());
+                n += 1;
             }
         }
+        n
     }
 
-    /// Delivers `out` to every session of every user in `users` except session `except`.
-    pub fn send_to_users(&self, users: &[UserId], out: &Outbound, except: Option<u64>) {
-        for u in users {
-            self.send_to_user(*u, out, except);
-        }
+    /// Delivers `out` to every session of every user in `users` except session `except`;
+    /// returns how many sessions it was queued to.
+    pub fn send_to_users(&self, users: &[UserId], out: &Outbound, except: Option<u64>) -> usize {
+        users
+            .iter()
+            .map(|u| self.send_to_user(*u, out, except))
+            .sum()
     }
 
     /// Number of connected sessions.

@@ -4,6 +4,7 @@
 //! - `cli` / `config`: command-line flags (with `CHATD_*` environment fallbacks) and the validated
 //!   configuration built from them.
 //! - `server`: binds the listener, accepts connections, runs hyper, shuts down gracefully.
+//! - `tls`: optional https/wss with rustls, certificate reload on SIGHUP.
 //! - `http`: the one routing table, static assets, the JSON account API, security headers.
 //! - `auth`: password hashing (argon2id), session tokens, cookies, login rate limits.
 //! - `http::ws`: the WebSocket upgrade (Origin, session and per-user limit checks).
@@ -12,6 +13,7 @@
 //! - `hub`: who is online and fan-out of encoded frames to bounded per-session outboxes.
 //! - `writer`: the group-commit thread applying every chat mutation, then acking and fanning out.
 //! - `store`: the only code that touches redb; every table and transaction.
+//! - `metrics`: lock-free counters and histograms, rendered for Prometheus at /metrics.
 //! - `model`: identifiers and domain records shared by all of the above.
 //! - `admin`: the `chatd user|token|backup|restore` commands, working on the store (or, for a
 //!   backup while the server runs, through `control`).
@@ -26,12 +28,14 @@ pub mod config;
 pub mod control;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod writer;
 
 /// Version string shown by `--version`, `/healthz` and the web page.

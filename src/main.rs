@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use tracing_subscriber::filter::Targets;
@@ -12,14 +13,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use chatd::app::App;
 use chatd::auth::Auth;
-use chatd::cli::{Cli, Command, ServeArgs};
+use chatd::cli::{Cli, Command, LogFormat, ServeArgs};
 use chatd::config::Config;
 use chatd::store::Store;
 use chatd::{admin, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = init_logging(&cli.log_level).and_then(|()| match cli.command {
+    let result = init_logging(&cli.log_level, cli.log_format).and_then(|()| match cli.command {
         None => serve(&cli.serve, &cli.data_dir),
         Some(Command::Serve(ref args)) => serve(args, &cli.data_dir),
         Some(Command::User(cmd)) => admin::user(cmd, &cli.data_dir),
@@ -52,21 +53,37 @@ fn parse_log_level(level: &str) -> Result<Targets, String> {
     level.parse().map_err(|_| bad())
 }
 
-fn init_logging(level: &str) -> Result<(), String> {
+fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
     let filter = parse_log_level(level)?;
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
-        .with(filter)
-        .try_init()
-        .map_err(|e| format!("cannot set up logging: {e}"))
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .try_init(),
+        // One JSON object per line: timestamp, level, target, message and fields, flattened.
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    result.map_err(|e| format!("cannot set up logging: {e}"))
 }
 
 fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
-    let config = Config::from_args(args, data_dir.to_path_buf())?;
+    let mut config = Config::from_args(args, data_dir.to_path_buf())?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(Arc::new(chatd::tls::Tls::load(cert, key)?));
+    }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     let store = Store::open(data_dir).map_err(|e| admin::open_error(data_dir, e))?;
@@ -80,11 +97,13 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
         let local = listener
             .local_addr()
             .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
         tracing::info!(
             version = chatd::VERSION,
             data_dir = %data_dir.display(),
-            "listening on http://{local}"
+            "listening on {scheme}://{local}"
         );
+        tokio::spawn(chatd::tls::reload_on_sighup(config.tls.clone()));
         // Backups of the running server go through the control socket; without it (say, a
         // data directory on a filesystem that cannot hold sockets) chat still works.
         let control = match chatd::control::bind(data_dir) {

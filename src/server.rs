@@ -1,12 +1,14 @@
 //! The network edge: binds the listening socket, accepts TCP connections (at most
 //! `Limits::max_connections` at once), runs hyper's HTTP/1.1 on each with `http::handle`, and shuts
 //! down gracefully: stop accepting, let in-flight requests finish, wait up to
-//! `Limits::shutdown_grace` for connections to close.
+//! `Limits::shutdown_grace` for connections to close. With `--tls-cert` each connection first
+//! completes a TLS handshake (`tls`).
 //!
 //! It calls `http` and nothing below it; it never touches the store.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,31 +70,28 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         // Chat frames are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let mut stop = stop_rx.clone();
-        let header_timeout = limits.header_read_timeout;
-        let max_buf = limits.max_header_bytes;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc = service_fn(move |req| http::handle(app.clone(), peer, req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(max_buf)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                }
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+        let stop = stop_rx.clone();
+        let permit = (permit, ConnectionGauge::new(&app));
+        match app.config.tls.as_ref().map(|t| t.acceptor()) {
+            None => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    serve_connection(stream, peer, app, stop).await;
+                });
             }
-        });
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    // The handshake gets the same deadline as a request head.
+                    let timeout = app.config.limits.header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, peer, app, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 
     drop(listener);
@@ -114,6 +113,55 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             "some connections were still open after {:?}; closing them",
             limits.shutdown_grace
         ),
+    }
+}
+
+/// Counts an open TCP connection in `chatd_http_connections` for as long as it lives.
+struct ConnectionGauge(Arc<crate::metrics::Metrics>);
+
+impl ConnectionGauge {
+    fn new(app: &App) -> ConnectionGauge {
+        app.metrics.http_connections.fetch_add(1, Relaxed);
+        ConnectionGauge(app.metrics.clone())
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.http_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Runs HTTP/1.1 (with upgrades, for WebSockets) on one accepted connection, plain or TLS, until
+/// it ends or the server stops.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = app.config.limits.header_read_timeout;
+    let max_buf = app.config.limits.max_header_bytes;
+    let svc = service_fn(move |req| http::handle(app.clone(), peer, req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_buf)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc;
 
 use crate::hub::{encode, Hub, Outbound, SessionHandle};
+use crate::metrics::Metrics;
 use crate::model::{now_ms, ConversationId, UserId};
 use crate::proto::{self, ErrorCode, ServerFrame};
 use crate::store::chat::{ChatError, MemberCache, MembershipOutcome, SendOutcome, Target};
@@ -71,14 +72,6 @@ pub struct Writer {
     tx: mpsc::Sender<WriteOp>,
 }
 
-/// Counters the writer keeps (read by metrics and benchmarks).
-#[derive(Default)]
-pub struct WriterStats {
-    pub commits: std::sync::atomic::AtomicU64,
-    pub ops: std::sync::atomic::AtomicU64,
-    pub messages: std::sync::atomic::AtomicU64,
-}
-
 impl Writer {
     /// Starts the writer thread.
     pub fn start(
@@ -87,7 +80,7 @@ impl Writer {
         queue: usize,
         batch_max: usize,
         broadcast_group_max: u64,
-        stats: Arc<WriterStats>,
+        stats: Arc<Metrics>,
     ) -> std::io::Result<(Writer, JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(queue);
         // Two committed batches may wait for delivery; beyond that the writer waits too, so
@@ -133,7 +126,7 @@ struct WriterThread {
     rx: mpsc::Receiver<WriteOp>,
     batch_max: usize,
     cache: MemberCache,
-    stats: Arc<WriterStats>,
+    stats: Arc<Metrics>,
     /// Committed batches, in commit order, to the fan-out thread.
     fanout: std::sync::mpsc::SyncSender<Committed>,
 }
@@ -151,7 +144,7 @@ struct Fanout {
     store: Store,
     hub: Arc<Hub>,
     broadcast_group_max: u64,
-    stats: Arc<WriterStats>,
+    stats: Arc<Metrics>,
 }
 
 fn chat_error(e: &ChatError) -> (ErrorCode, String) {
@@ -177,6 +170,7 @@ impl WriterThread {
                 }
             }
             let now = now_ms();
+            let started = std::time::Instant::now();
             let ops = &batch;
             let result = self.store.chat_batch(&mut self.cache, |b| {
                 let mut out = Vec::with_capacity(ops.len());
@@ -209,6 +203,10 @@ impl WriterThread {
                 }
                 Ok(out)
             });
+            self.stats
+                .commit_seconds
+                .observe_duration(started.elapsed());
+            self.stats.commit_ops.observe(batch.len() as f64);
             self.stats.commits.fetch_add(1, Relaxed);
             self.stats.ops.fetch_add(batch.len() as u64, Relaxed);
             let committed = match result {
@@ -314,7 +312,8 @@ impl Fanout {
             seq: m.seq,
             frame,
         };
-        self.hub.send_to_users(&s.members, &out, Some(op.origin.id));
+        let reached = self.hub.send_to_users(&s.members, &out, Some(op.origin.id));
+        self.stats.deliveries.fetch_add(reached as u64, Relaxed);
     }
 
     /// Sends `user`'s sessions the conversation as `user` sees it. With `joined = Some(seq)` the
@@ -358,7 +357,9 @@ impl Fanout {
                 o.deliver(make(reference));
                 self.hub.send_to_user(user, &make(None), Some(o.id));
             }
-            _ => self.hub.send_to_user(user, &make(None), None),
+            _ => {
+                self.hub.send_to_user(user, &make(None), None);
+            }
         }
     }
 

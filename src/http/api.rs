@@ -3,7 +3,7 @@
 //! the cookie or an `Authorization: Bearer` header; every database access goes through
 //! `App::db`, every password check through `Auth`.
 
-use std::net::IpAddr;
+use super::Client;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Limited};
@@ -151,7 +151,7 @@ fn bad_request(code: &str, msg: &str) -> Resp {
 }
 
 /// Issues a cookie session for `user` and builds the reply carrying it.
-async fn start_session(app: &Arc<App>, user: &User, status: StatusCode) -> Resp {
+async fn start_session(app: &Arc<App>, user: &User, status: StatusCode, secure: bool) -> Resp {
     let (token, hash) = match auth::new_token() {
         Ok(t) => t,
         Err(e) => return reply::internal(&e),
@@ -169,11 +169,7 @@ async fn start_session(app: &Arc<App>, user: &User, status: StatusCode) -> Resp 
         return reply::internal(&e);
     }
     let mut resp = user_reply(status, user);
-    match HeaderValue::from_str(&auth::session_cookie(
-        &token,
-        ttl,
-        app.config.secure_cookies,
-    )) {
+    match HeaderValue::from_str(&auth::session_cookie(&token, ttl, secure)) {
         Ok(v) => {
             resp.headers_mut().insert(SET_COOKIE, v);
             resp
@@ -183,7 +179,8 @@ async fn start_session(app: &Arc<App>, user: &User, status: StatusCode) -> Resp 
 }
 
 /// `POST /api/register {name, password}` → 201 `{user}` and a session cookie.
-pub async fn register(app: Arc<App>, req: Request<Incoming>, addr: IpAddr) -> Resp {
+pub async fn register(app: Arc<App>, req: Request<Incoming>, client: Client) -> Resp {
+    let addr = client.ip;
     let creds: Credentials = match read_json(req, app.config.limits.max_body_bytes).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -209,7 +206,7 @@ pub async fn register(app: Arc<App>, req: Request<Incoming>, addr: IpAddr) -> Re
     match created {
         Ok(user) => {
             tracing::info!(user = %user.name, id = user.id.0, admin = user.admin, "account registered");
-            start_session(&app, &user, StatusCode::CREATED).await
+            start_session(&app, &user, StatusCode::CREATED, client.https).await
         }
         Err(StoreError::NameTaken) => reply::error(
             StatusCode::CONFLICT,
@@ -226,7 +223,8 @@ pub async fn register(app: Arc<App>, req: Request<Incoming>, addr: IpAddr) -> Re
 }
 
 /// `POST /api/login {name, password}` → 200 `{user}` and a session cookie.
-pub async fn login(app: Arc<App>, req: Request<Incoming>, addr: IpAddr) -> Resp {
+pub async fn login(app: Arc<App>, req: Request<Incoming>, client: Client) -> Resp {
+    let addr = client.ip;
     let creds: Credentials = match read_json(req, app.config.limits.max_body_bytes).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -267,18 +265,18 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>, addr: IpAddr) -> Resp 
             "this account has been disabled by an admin",
         );
     }
-    start_session(&app, &user, StatusCode::OK).await
+    start_session(&app, &user, StatusCode::OK, client.https).await
 }
 
 /// `POST /api/logout` → 204; ends the session and clears the cookie. Always succeeds.
-pub async fn logout(app: Arc<App>, req: Request<Incoming>) -> Resp {
+pub async fn logout(app: Arc<App>, req: Request<Incoming>, client: Client) -> Resp {
     if let Some(hash) = request_token(req.headers()).and_then(auth::token_hash) {
         if let Err(e) = app.db(move |s| s.delete_session(&hash)).await {
             return reply::internal(&e);
         }
     }
     let mut resp = reply::empty(StatusCode::NO_CONTENT);
-    if let Ok(v) = HeaderValue::from_str(&auth::clear_cookie(app.config.secure_cookies)) {
+    if let Ok(v) = HeaderValue::from_str(&auth::clear_cookie(client.https)) {
         resp.headers_mut().insert(SET_COOKIE, v);
     }
     resp

@@ -11,7 +11,7 @@ pub mod reply;
 pub mod ws;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -20,6 +20,7 @@ use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
 
 use crate::app::App;
+use crate::config::Config;
 use reply::Resp;
 
 // SECURITY: no inline script or style, no eval, no plugins, no framing, connections only to us.
@@ -34,6 +35,8 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
     let method = req.method().clone();
+    let client = Client::of(&app.config, peer, req.headers());
+    let own_tls = app.config.tls.is_some();
     let mut resp = if method == Method::POST && !same_origin(req.headers()) {
         // SECURITY: browsers send Origin on cross-site POSTs; refuse them outright.
         reply::error(
@@ -42,23 +45,89 @@ pub async fn handle(
             "cross-origin requests are not allowed",
         )
     } else {
-        route(app, peer, req).await
+        route(app, client, req).await
     };
     security_headers(resp.headers_mut());
-    tracing::debug!(%peer, %method, status = resp.status().as_u16(), "request");
+    if own_tls {
+        // Only when chatd itself serves TLS: behind a proxy, HSTS is the proxy's business.
+        resp.headers_mut().insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    tracing::debug!(client = %client.ip, %peer, %method, status = resp.status().as_u16(), "request");
     Ok(resp)
 }
 
-async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+/// Who sent a request, as far as the server can tell.
+#[derive(Clone, Copy, Debug)]
+pub struct Client {
+    /// The client's address: the TCP peer, or with `--behind-proxy` the address the proxy
+    /// reports. Used for rate limits, logs and the loopback check of /metrics.
+    pub ip: IpAddr,
+    /// The client reached us over https (our TLS, or the proxy's per X-Forwarded-Proto): cookies
+    /// get `Secure`.
+    pub https: bool,
+}
+
+impl Client {
+    pub fn of(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> Client {
+        let mut c = Client {
+            ip: peer.ip(),
+            https: config.tls.is_some(),
+        };
+        if config.behind_proxy {
+            // SECURITY: only trusted with --behind-proxy; anyone could send these headers.
+            if let Some(ip) = forwarded_ip(headers) {
+                c.ip = ip;
+            }
+            let proto = headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok());
+            if proto.is_some_and(|p| p.trim().eq_ignore_ascii_case("https")) {
+                c.https = true;
+            }
+        }
+        c
+    }
+}
+
+/// The client address a reverse proxy reports: `X-Real-IP`, else the last `X-Forwarded-For`
+/// entry (the one the nearest proxy appended; earlier ones are whatever the client claimed).
+fn forwarded_ip(headers: &HeaderMap) -> Option<IpAddr> {
+    let parse = |s: &str| {
+        let s = s.trim();
+        s.parse::<IpAddr>()
+            .ok()
+            .or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+    };
+    if let Some(v) = headers.get("x-real-ip").and_then(|v| v.to_str().ok()) {
+        if let Some(ip) = parse(v) {
+            return Some(ip);
+        }
+    }
+    let last = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()?;
+    parse(last)
+}
+
+async fn route(app: Arc<App>, client: Client, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
-    let ip = peer.ip();
+    let ip = client.ip;
     match (req.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, "/healthz") => healthz(&app).await,
-        // SECURITY: operational counters are for the machine's own monitoring only.
-        (&Method::GET, "/metrics") if ip.is_loopback() => metrics(&app),
-        (&Method::POST, "/api/register") => api::register(app, req, ip).await,
-        (&Method::POST, "/api/login") => api::login(app, req, ip).await,
-        (&Method::POST, "/api/logout") => api::logout(app, req).await,
+        // SECURITY: operational counters are for the machine's own monitoring only, unless the
+        // admin opened them with --metrics-public.
+        (&Method::GET, "/metrics") if ip.is_loopback() || app.config.metrics_public => {
+            metrics(&app).await
+        }
+        (&Method::POST, "/api/register") => api::register(app, req, client).await,
+        (&Method::POST, "/api/login") => api::login(app, req, client).await,
+        (&Method::POST, "/api/logout") => api::logout(app, req, client).await,
         (&Method::GET, "/api/me") => api::me(app, req).await,
         (&Method::GET, "/ws") => ws::upgrade(app, req).await,
         (_, "/ws") => method_not_allowed("GET"),
@@ -112,52 +181,32 @@ async fn healthz(app: &Arc<App>) -> Resp {
     }
 }
 
-/// `GET /metrics` (loopback only): Prometheus text format.
-fn metrics(app: &Arc<App>) -> Resp {
-    use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
-    let w = &app.writer_stats;
-    let mut out = String::with_capacity(1024);
-    let mut put = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
+/// `GET /metrics` (loopback only unless `--metrics-public`): Prometheus text format.
+async fn metrics(app: &Arc<App>) -> Resp {
+    let db_path = app.config.data_dir.join(crate::store::DB_FILE);
+    let counts = app.db(|s| Ok((s.user_count()?, s.message_count()?))).await;
+    if let Err(e) = &counts {
+        tracing::warn!("metrics: cannot read the database: {e}");
+    }
+    let counts = counts.ok();
+    let snapshot = crate::metrics::Snapshot {
+        sessions: app.hub.session_count() as u64,
+        users_online: app.hub.users_online() as u64,
+        users: counts.map(|c| c.0),
+        messages_in_store: counts.map(|c| c.1),
+        db_bytes: std::fs::metadata(db_path).ok().map(|m| m.len()),
+        uptime: app.started.elapsed(),
     };
-    put(
-        "chatd_writer_commits_total",
-        "counter",
-        "Write transactions committed (fsync'd) by the message writer.",
-        w.commits.load(Relaxed),
-    );
-    put(
-        "chatd_writer_ops_total",
-        "counter",
-        "Operations applied by the message writer (sends, reads, membership changes).",
-        w.ops.load(Relaxed),
-    );
-    put(
-        "chatd_messages_stored_total",
-        "counter",
-        "New messages stored.",
-        w.messages.load(Relaxed),
-    );
-    put(
-        "chatd_websocket_sessions",
-        "gauge",
-        "Open WebSocket sessions.",
-        app.hub.session_count() as u64,
-    );
-    put(
-        "chatd_users_online",
-        "gauge",
-        "Users with at least one open session.",
-        app.hub.users_online() as u64,
-    );
-    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(out)));
-    r.headers_mut().insert(
+    let body = app.metrics.render(&snapshot);
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    let h = r.headers_mut();
+    h.insert(
         hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
     );
     r
 }

@@ -123,6 +123,9 @@ pub async fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
                     Some(config),
                 )
                 .await;
+                app.metrics
+                    .ws_upgrades
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 crate::session::run(ws, app, user, (permit, slot)).await;
             }
             Err(e) => tracing::debug!("upgrade failed: {e}"),

@@ -53,9 +53,16 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let rest = &line[i + "listening on http://".len()..];
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                let at = ["listening on http://", "listening on https://"]
+                    .iter()
+                    .find_map(|p| line.find(p).map(|i| i + p.len()));
+                if let Some(i) = at {
+                    // The address ends at the first character that cannot be part of one (a
+                    // space in text logs, a quote in JSON logs).
+                    let addr: String = line[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+                        .collect();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -81,6 +88,29 @@ impl Server {
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log has a line containing `needle`; panics after 10 s.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal by name (HUP, TERM, ...) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
     }
 
     /// kill -9, like a power cut from the process's point of view.

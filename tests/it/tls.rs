@@ -1,0 +1,274 @@
+//! `--tls-cert`/`--tls-key`: https and wss from chatd itself, Secure cookies and HSTS, and
+//! certificate reload on SIGHUP (a failed reload keeps the old certificate). The certificates in
+//! tests/data/tls are from a test CA (`gen.sh`), for localhost and 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::cli::assert_clean_failure;
+use crate::support::ws::WAIT;
+use crate::support::{chatd, creds, Server};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/tls")
+        .join(name)
+}
+
+fn connector() -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(fixture("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A verified TLS connection to the server, as "localhost".
+async fn tls(addr: SocketAddr) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector()
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// The certificate the server presented on a connection.
+fn presented(s: &TlsStream<TcpStream>) -> Vec<u8> {
+    s.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_file(fixture(pem))
+        .unwrap()
+        .to_vec()
+}
+
+struct Reply {
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+async fn https(addr: SocketAddr, method: &str, path: &str, body: Option<String>) -> Reply {
+    let stream = tls(addr).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", format!("localhost:{}", addr.port()));
+    if body.is_some() {
+        req = req
+            .header("content-type", "application/json")
+            .header("origin", format!("https://localhost:{}", addr.port()));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn https_and_wss_with_reload_on_sighup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    std::fs::copy(fixture("server1.pem"), &cert).unwrap();
+    std::fs::copy(fixture("server1-key.pem"), &key).unwrap();
+    let data = tmp.path().join("data");
+    let srv = Server::start(
+        &data,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(srv.log().contains("listening on https://"), "{}", srv.log());
+    let addr = srv.addr;
+
+    let r = https(addr, "GET", "/healthz", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers.contains_key("strict-transport-security"));
+    let r = https(
+        addr,
+        "POST",
+        "/api/register",
+        Some(creds("alice", "password-1")),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let cookie = r.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let r = https(
+        addr,
+        "POST",
+        "/api/register",
+        Some(creds("bob", "password-1")),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let bob = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["user"]["id"]
+        .as_u64()
+        .unwrap();
+
+    // wss: the same WebSocket protocol through the TLS stream.
+    let mut req = format!("wss://localhost:{}/ws", addr.port())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let stream = tls(addr).await;
+    assert_eq!(presented(&stream), der_of("server1.pem"));
+    let (ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    // Client wraps the plain-TCP socket type; drive this one by hand.
+    let mut ws = ws;
+    use futures_util::{SinkExt, StreamExt};
+    let welcome = ws.next().await.unwrap().unwrap();
+    assert!(welcome.to_text().unwrap().contains("\"welcome\""));
+    let send = json!({"type": "send", "client_id": "t1", "to": bob, "text": "over wss"});
+    ws.send(send.to_string().into()).await.unwrap();
+    let ack = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(m)) = ws.next().await {
+            let v: serde_json::Value =
+                serde_json::from_str(m.to_text().unwrap_or("")).unwrap_or_default();
+            if v["type"] == "ack" || v["type"] == "error" {
+                return v;
+            }
+        }
+        panic!("connection ended")
+    })
+    .await
+    .expect("no ack");
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["seq"], 1);
+
+    // Plain HTTP on the TLS port gets nowhere, and the server carries on.
+    let plain = crate::support::http(addr, "GET", "/healthz", &[], None);
+    let plain = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        tokio::task::spawn(plain).await
+    })
+    .await;
+    assert!(!matches!(plain, Ok(Ok(ref r)) if r.status == 200));
+
+    // A renewed certificate is picked up on SIGHUP, for new connections only.
+    std::fs::copy(fixture("server2.pem"), &cert).unwrap();
+    std::fs::copy(fixture("server2-key.pem"), &key).unwrap();
+    srv.signal("HUP");
+    srv.wait_log("TLS certificate reloaded");
+    assert_eq!(presented(&tls(addr).await), der_of("server2.pem"));
+    // The open WebSocket still works after the reload (text "ping" is answered with "pong").
+    ws.send("ping".into()).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if m.to_text().is_ok_and(|t| t == "pong") {
+                return;
+            }
+        }
+        panic!("connection ended")
+    })
+    .await
+    .expect("the open session survived the reload");
+
+    // A broken renewal is refused; the server keeps the certificate it has.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    srv.signal("HUP");
+    srv.wait_log("TLS reload failed");
+    assert_eq!(presented(&tls(addr).await), der_of("server2.pem"));
+    assert_eq!(https(addr, "GET", "/healthz", None).await.status, 200);
+}
+
+#[test]
+fn bad_tls_files_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    let d = d.to_str().unwrap();
+    let missing = tmp.path().join("nope.pem");
+    let key = fixture("server1-key.pem");
+    let cert = fixture("server1.pem");
+    let o = chatd(
+        &[
+            "--port",
+            "0",
+            "--data-dir",
+            d,
+            "--tls-cert",
+            missing.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_clean_failure(&o, "cannot read the TLS certificate");
+    let o = chatd(
+        &[
+            "--port",
+            "0",
+            "--data-dir",
+            d,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            cert.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_clean_failure(&o, "cannot read the TLS private key");
+    let other = fixture("server2-key.pem");
+    let o = chatd(
+        &[
+            "--port",
+            "0",
+            "--data-dir",
+            d,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            other.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_clean_failure(&o, "does not fit");
+    let o = chatd(
+        &[
+            "--port",
+            "0",
+            "--data-dir",
+            d,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--tls-key"));
+}
