@@ -269,3 +269,96 @@ async fn database_from_an_older_chatd_is_upgraded_on_start() {
         .await;
     assert_eq!(ack["seq"], 4);
 }
+
+/// SIGTERM while messages are in flight: the server finishes the commits it accepted, closes
+/// sessions with 1001, exits promptly, and every message it acknowledged is there after restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_keeps_every_acknowledged_message() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut srv = Server::start(&data, &[]);
+    let bob = user(&srv, "bob").await;
+    let mut tasks = Vec::new();
+    for s in 0..4 {
+        let u = user(&srv, &format!("sender{s}")).await;
+        let c = Client::connect_synced(&srv, &u).await;
+        let bob_id = bob.id;
+        tasks.push(tokio::spawn(async move {
+            let (mut tx, mut rx) = c.ws.split();
+            // Pipelined: 150 sends without waiting (within the frame burst), acks read apart.
+            let writer = tokio::spawn(async move {
+                for i in 0..150 {
+                    let f = json!({"type": "send", "client_id": format!("s{s}-{i}"), "to": bob_id, "text": format!("{s}/{i}")});
+                    if tx.send(Message::Text(f.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                tx
+            });
+            let mut acked = Vec::new();
+            let mut close = None;
+            while let Some(Ok(m)) = rx.next().await {
+                match m {
+                    Message::Text(t) => {
+                        let v: Value = serde_json::from_str(&t).unwrap();
+                        if v["type"] == "ack" {
+                            acked.push((v["conversation"].as_u64().unwrap(), v["client_id"].as_str().unwrap().to_string()));
+                        }
+                    }
+                    Message::Close(c) => {
+                        close = c.map(|c| u16::from(c.code));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let _ = writer.await;
+            (acked, close)
+        }));
+    }
+    // Let some acks flow, then stop the server mid-stream.
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let t = std::time::Instant::now();
+    let status = tokio::task::block_in_place(|| srv.terminate());
+    let took = t.elapsed();
+    assert!(status.success(), "{status:?}\n{}", srv.log());
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "shutdown took {took:?}"
+    );
+    let mut acked = Vec::new();
+    for t in tasks {
+        let (a, close) = t.await.unwrap();
+        if let Some(code) = close {
+            assert_eq!(code, 1001);
+        }
+        acked.extend(a);
+    }
+    assert!(!acked.is_empty());
+
+    let srv = Server::start(&data, &[]);
+    let bob = login(&srv, "bob", "password-1").await;
+    let mut c = Client::connect_synced(&srv, &bob).await;
+    let mut stored = std::collections::HashSet::new();
+    let mut convs: Vec<u64> = acked.iter().map(|a| a.0).collect();
+    convs.sort();
+    convs.dedup();
+    for conv in convs {
+        for m in all_messages(&mut c, conv).await {
+            stored.insert(m["client_id"].as_str().unwrap().to_string());
+        }
+    }
+    for (_, id) in &acked {
+        assert!(
+            stored.contains(id),
+            "acknowledged {id} is missing after restart"
+        );
+    }
+    eprintln!(
+        "{} acknowledged before shutdown, {} stored",
+        acked.len(),
+        stored.len()
+    );
+}
