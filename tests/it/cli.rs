@@ -45,6 +45,11 @@ fn help_lists_every_flag_with_its_environment_variable() {
         "CHATD_LOG_LEVEL",
         "CHATD_MAX_CONNECTIONS",
         "CHATD_SESSION_DAYS",
+        "CHATD_TLS_CERT",
+        "CHATD_TLS_KEY",
+        "CHATD_BEHIND_PROXY",
+        "CHATD_METRICS_PUBLIC",
+        "CHATD_LOG_FORMAT",
     ] {
         assert!(help.contains(env), "{env} missing from --help:\n{help}");
     }
