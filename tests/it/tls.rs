@@ -210,65 +210,28 @@ async fn https_and_wss_with_reload_on_sighup() {
 #[test]
 fn bad_tls_files_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().join("data");
-    let d = d.to_str().unwrap();
+    let data = tmp.path().join("data");
+    let start = |cert: &Path, key: Option<&Path>| {
+        let mut args = vec!["--port", "0", "--data-dir", data.to_str().unwrap()];
+        args.extend(["--tls-cert", cert.to_str().unwrap()]);
+        if let Some(k) = key {
+            args.extend(["--tls-key", k.to_str().unwrap()]);
+        }
+        chatd(&args, None)
+    };
+    let (cert, key) = (fixture("server1.pem"), fixture("server1-key.pem"));
     let missing = tmp.path().join("nope.pem");
-    let key = fixture("server1-key.pem");
-    let cert = fixture("server1.pem");
-    let o = chatd(
-        &[
-            "--port",
-            "0",
-            "--data-dir",
-            d,
-            "--tls-cert",
-            missing.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-        None,
+    assert_clean_failure(
+        &start(&missing, Some(&key)),
+        "cannot read the TLS certificate",
     );
-    assert_clean_failure(&o, "cannot read the TLS certificate");
-    let o = chatd(
-        &[
-            "--port",
-            "0",
-            "--data-dir",
-            d,
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            cert.to_str().unwrap(),
-        ],
-        None,
+    assert_clean_failure(
+        &start(&cert, Some(&cert)),
+        "cannot read the TLS private key",
     );
-    assert_clean_failure(&o, "cannot read the TLS private key");
     let other = fixture("server2-key.pem");
-    let o = chatd(
-        &[
-            "--port",
-            "0",
-            "--data-dir",
-            d,
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            other.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_clean_failure(&o, "does not fit");
-    let o = chatd(
-        &[
-            "--port",
-            "0",
-            "--data-dir",
-            d,
-            "--tls-cert",
-            cert.to_str().unwrap(),
-        ],
-        None,
-    );
+    assert_clean_failure(&start(&cert, Some(&other)), "does not fit");
+    let o = start(&cert, None);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--tls-key"));
 }
