@@ -19,6 +19,7 @@
 #   chatd-armv7-linux-gnueabihf    static, glibc (rustup has no armv7 musl std on this setup)
 #   chatd_<version>-1_{amd64,arm64,armhf}.deb
 #   chatd-<version>-1.{x86_64,aarch64,armv7hl}.rpm
+#   install.sh, chatd.service, chatd.default   (for install.sh: target/dist is self-contained)
 #   SHA256SUMS
 #
 # Linkers and C compilers are set through environment variables for the cross targets only, so
@@ -220,6 +221,10 @@ for a in "${arches[@]}"; do
     fi
 done
 
+# What install.sh needs besides a binary, so that target/dist alone can be copied to a machine.
+install -m 0755 packaging/install.sh "$DIST/install.sh"
+install -m 0644 packaging/chatd.service packaging/chatd.default "$DIST/"
+
 echo
 echo "target/dist:"
 for a in "${arches[@]}"; do
@@ -232,5 +237,9 @@ if [ "$packages" = 1 ]; then
         printf '  %-40s %9s bytes\n' "$(basename "$f")" "$(stat -c %s "$f")"
     done
 fi
-(cd "$DIST" && find . -maxdepth 1 -type f ! -name SHA256SUMS -printf '%f\n' | LC_ALL=C sort |
-    xargs sha256sum >SHA256SUMS)
+(
+    cd "$DIST"
+    find . -maxdepth 1 -type f ! -name 'SHA256SUMS*' -printf '%f\n' | LC_ALL=C sort |
+        xargs sha256sum >SHA256SUMS.tmp
+    mv -f SHA256SUMS.tmp SHA256SUMS
+)
