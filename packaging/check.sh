@@ -16,9 +16,10 @@
 #    binary inside is the one in target/dist; lintian on the .debs (no errors or warnings).
 # 5. Install tests, as root: the host's .deb with dpkg -i (the chatd user, /var/lib/chatd, the
 #    unit enabled but not started without systemd), reinstalled keeping an edited
-#    /etc/default/chatd, dpkg -r keeps /var/lib/chatd, dpkg -P deletes it; then install.sh run
-#    twice (an upgrade keeps settings and data) and its --uninstall and --uninstall --purge.
-#    Everything installed is removed again, also when a step fails.
+#    /etc/default/chatd, dpkg -r keeps /var/lib/chatd, dpkg -P deletes it; the same life cycle
+#    with the host's .rpm (rpm -i, -U, -e; on Debian with --nodeps --force-debian); then
+#    install.sh run twice (an upgrade keeps settings and data) and its --uninstall and
+#    --uninstall --purge. Everything installed is removed again, also when a step fails.
 #
 # Needs: file, binutils (readelf), qemu-user-static, dpkg-dev tools, rpm, lintian, shellcheck,
 # and systemd's systemd-analyze when present (optional).
@@ -233,7 +234,7 @@ step "install tests on this machine"
 command -v dpkg >/dev/null || die "the install tests need dpkg (or pass --no-install-tests)"
 # Never touch a machine where chatd is in use.
 for p in /usr/bin/chatd /usr/local/bin/chatd /etc/systemd/system/chatd.service /var/lib/chatd \
-    /etc/default/chatd; do
+    /etc/default/chatd /etc/sysconfig/chatd /etc/sysconfig/chatd.rpmsave; do
     [ ! -e "$p" ] || die "$p exists: refusing to run the install tests on a machine with chatd" \
         "installed (pass --no-install-tests)"
 done
@@ -243,6 +244,7 @@ case $(deb_status) in
 "" | not-installed) ;;
 *) die "the chatd package is on this machine ($(deb_status)): refusing to run the install tests" ;;
 esac
+! rpm -q chatd >/dev/null 2>&1 || die "the chatd rpm is installed: refusing to run the install tests"
 ! getent passwd chatd >/dev/null || die "a chatd user exists: refusing to run the install tests"
 ! getent group chatd >/dev/null || die "a chatd group exists: refusing to run the install tests"
 
@@ -252,7 +254,21 @@ for a in "${ARCHES[@]}"; do
 done
 [ -n "$host_arch" ] || die "no .deb for this machine's architecture ($(dpkg --print-architecture))"
 deb=$DIST/chatd_${version}-1_$(deb_arch_of "$host_arch").deb
+rpmf=$DIST/chatd-${version}-1.$(rpm_arch_of "$host_arch").rpm
 host_bin=$DIST/$(dist_name_of "$host_arch")
+# On this Debian machine rpm is not the package manager: its database knows no /bin/sh, and
+# Debian's rpm wants --force-debian to install anything. The scriptlets run for real all the same.
+rpm_flags=(--nodeps)
+if rpm --help 2>&1 | grep -q -- --force-debian; then rpm_flags+=(--force-debian); fi
+had_sysconfig=0
+[ ! -d /etc/sysconfig ] || had_sysconfig=1
+# rpm ARGS...: shows rpm's output without Debian's "use Alien instead" banner; fails with rpm.
+rpm_run() {
+    local out rc=0
+    out=$(rpm "$@" 2>&1) || rc=$?
+    [ -z "$out" ] || grep -v '^rpm: \(RPM should not be used directly\|However assuming\)' <<<"$out" || true
+    [ "$rc" = 0 ] || die "rpm $* failed ($rc)"
+}
 
 cleanup() {
     local rc=$?
@@ -261,9 +277,12 @@ cleanup() {
     "" | not-installed) ;;
     *) dpkg -P chatd >/dev/null 2>&1 ;;
     esac
+    if rpm -q chatd >/dev/null 2>&1; then rpm -e "${rpm_flags[@]}" chatd >/dev/null 2>&1; fi
     [ ! -e /usr/local/bin/chatd ] || "$DIST/install.sh" --uninstall --purge >/dev/null 2>&1
     # None of these existed before the tests (checked above), so whatever is left is ours.
-    rm -rf /usr/local/bin/chatd /etc/systemd/system/chatd.service /var/lib/chatd /etc/default/chatd
+    rm -rf /usr/local/bin/chatd /etc/systemd/system/chatd.service /var/lib/chatd /etc/default/chatd \
+        /etc/sysconfig/chatd /etc/sysconfig/chatd.rpmsave
+    if [ "$had_sysconfig" = 0 ]; then rmdir /etc/sysconfig 2>/dev/null; fi
     if getent passwd chatd >/dev/null; then userdel chatd; fi
     if getent group chatd >/dev/null; then groupdel chatd; fi
     rm -rf "$tmp"
@@ -322,6 +341,43 @@ case $(deb_status) in
 *) die "dpkg still has chatd: $(deb_status)" ;;
 esac
 ok "purged: /var/lib/chatd, /etc/default/chatd and the enablement are gone (the chatd user stays)"
+userdel chatd
+! getent group chatd >/dev/null || groupdel chatd
+
+echo "--- rpm -i $(basename "$rpmf") (${rpm_flags[*]})"
+rpm_run -i "${rpm_flags[@]}" "$rpmf"
+rpm -q chatd >/dev/null || die "rpm -i did not install chatd"
+[ "$(/usr/bin/chatd --version)" = "$("$host_bin" --version)" ] || die "/usr/bin/chatd is not $host_bin"
+getent passwd chatd | grep -q ':/var/lib/chatd:/sbin/nologin$' || die "chatd user: $(getent passwd chatd)"
+[ "$(stat -c '%U:%G %a' /var/lib/chatd)" = "chatd:chatd 750" ] || die "/var/lib/chatd: $(stat -c '%U:%G %a' /var/lib/chatd)"
+[ -f /usr/lib/systemd/system/chatd.service ] || die "no unit"
+[ -f /etc/sysconfig/chatd ] || die "no /etc/sysconfig/chatd"
+if command -v systemctl >/dev/null; then
+    [ -L "$wants" ] || die "%post did not enable the unit ($wants)"
+fi
+systemd_running || ! pgrep -x chatd >/dev/null || die "chatd was started without systemd"
+echo 'a-password-1' | as_chatd chatd user add carol --password-stdin --data-dir /var/lib/chatd
+echo 'CHATD_PORT=8181 # edited by check.sh' >>/etc/sysconfig/chatd
+ok "installed: binary, chatd user, /var/lib/chatd, unit enabled, not started without systemd"
+
+echo "--- rpm -U --replacepkgs (upgrade path)"
+rpm_run -U --replacepkgs "${rpm_flags[@]}" "$rpmf"
+grep -q '^CHATD_PORT=8181 # edited by check.sh$' /etc/sysconfig/chatd || die "upgrade lost the edit"
+as_chatd chatd user list --data-dir /var/lib/chatd | grep -q carol || die "upgrade lost the data"
+ok "upgrade kept /etc/sysconfig/chatd and the data"
+
+echo "--- rpm -e chatd"
+rpm_run -e "${rpm_flags[@]}" chatd
+! rpm -q chatd >/dev/null || die "rpm -e left chatd installed"
+[ ! -e /usr/bin/chatd ] || die "rpm -e left /usr/bin/chatd"
+[ ! -e /usr/lib/systemd/system/chatd.service ] || die "rpm -e left the unit"
+[ ! -e "$wants" ] || die "%preun did not disable the unit"
+[ ! -e /usr/share/doc/chatd ] || die "rpm -e left /usr/share/doc/chatd"
+[ -f /var/lib/chatd/chatd.redb ] || die "rpm -e deleted /var/lib/chatd"
+grep -q 'edited by check.sh' /etc/sysconfig/chatd.rpmsave || die "no /etc/sysconfig/chatd.rpmsave"
+ok "erased; /var/lib/chatd kept, the edited settings saved as /etc/sysconfig/chatd.rpmsave"
+rm -rf /var/lib/chatd /etc/sysconfig/chatd.rpmsave
+if [ "$had_sysconfig" = 0 ]; then rmdir /etc/sysconfig; fi
 userdel chatd
 ! getent group chatd >/dev/null || groupdel chatd
 
