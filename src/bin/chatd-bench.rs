@@ -218,18 +218,25 @@ impl Server {
 
     /// (commits, messages stored) from /metrics.
     async fn metrics(&self) -> (u64, u64) {
+        let v = self
+            .metric_values(&["chatd_writer_commits_total", "chatd_messages_stored_total"])
+            .await;
+        (v[0] as u64, v[1] as u64)
+    }
+
+    /// Values of plain samples (`name value` lines) from /metrics; 0 when absent.
+    async fn metric_values(&self, names: &[&str]) -> Vec<f64> {
         let text = http_get(self.addr, "/metrics").await.unwrap_or_default();
-        let get = |name: &str| -> u64 {
-            text.lines()
-                .find(|l| l.starts_with(name) && !l.starts_with('#'))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (
-            get("chatd_writer_commits_total"),
-            get("chatd_messages_stored_total"),
-        )
+        names
+            .iter()
+            .map(|name| {
+                text.lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0.0)
+            })
+            .collect()
     }
 }
 
@@ -509,6 +516,8 @@ struct Report {
     ack_p50_ms: f64,
     ack_p99_ms: f64,
     fsync_p50_ms: f64,
+    /// Mean time of one redb commit inside the server (from its /metrics histogram).
+    commit_mean_ms: f64,
     messages_per_commit: f64,
     upgrades_per_s: f64,
 }
@@ -965,6 +974,13 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             let (p50, p99, _) = l.summary();
             (r.ack_p50_ms, r.ack_p99_ms) = (p50, p99);
             r.server_cpu_s = srv.usage().0;
+            let v = srv
+                .metric_values(&[
+                    "chatd_commit_duration_seconds_sum",
+                    "chatd_commit_duration_seconds_count",
+                ])
+                .await;
+            r.commit_mean_ms = v[0] * 1000.0 / v[1].max(1.0);
         }
         Scenario::Storm { conns, concurrency } => {
             r.scenario = "storm".into();
