@@ -28,6 +28,18 @@ const MAX_REQUEST: u64 = 256;
 /// Binds the control socket, replacing a stale one left by a crash (the caller already holds the
 /// database lock, so no other server is using it).
 pub fn bind(dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
+    // Snapshots are unlinked as soon as they are opened; one left over means a server died while
+    // taking it.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".backup-") && name.ends_with(".redb") {
+                tracing::info!("removing the unfinished backup snapshot {name}");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let path = dir.join(SOCKET_FILE);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
