@@ -1,9 +1,10 @@
-//! The administrator's commands (`chatd user ...`, `token`, `backup`, `restore`): they open the
-//! store directly, so they run while the server is stopped; if the server holds the database
-//! they say so and exit non-zero. The exception is `backup`, which asks a running server for a
-//! snapshot through the control socket (`control`).
-//! Passwords are read from a terminal without echo, or from standard input with
-//! `--password-stdin`. Calls `store`, `auth` (hashing) and `model` (validation) only.
+//! The administrator's commands (`chatd user ...`, `token`, `backup`, `restore`). Each is
+//! prepared here (passwords read from a terminal without echo, or from standard input with
+//! `--password-stdin`, and hashed) into an `AdminOp`, then applied to the database directly when
+//! no server runs, or sent through the control socket (`control`) to the running server, which
+//! applies the same `apply` to its open store and closes the connections of a user it signed
+//! out. `restore` needs the server stopped. Calls `store`, `auth` (hashing), `model`
+//! (validation) and `control` (the client side).
 
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
@@ -14,104 +15,188 @@ use crate::control::{self, Remote};
 use crate::model::{self, now_ms, Session, SessionKind};
 use crate::store::backup::inspect;
 use crate::store::{self, AdminGrant, Store, StoreError, DB_FILE};
+use serde::{Deserialize, Serialize};
+
+/// An admin operation with everything the person at the terminal had to supply already read
+/// (passwords hashed), so it can run on the database directly or inside the running server,
+/// sent over the control socket.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminOp {
+    UserAdd {
+        name: String,
+        admin: bool,
+        password_hash: String,
+    },
+    UserPasswd {
+        name: String,
+        password_hash: String,
+    },
+    UserList,
+    UserDisable {
+        name: String,
+    },
+    UserEnable {
+        name: String,
+    },
+    TokenCreate {
+        name: String,
+        label: String,
+    },
+}
+
+/// What an `AdminOp` did: text for standard output and standard error, and the user whose
+/// sessions were revoked (a running server also closes that user's open connections).
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    pub revoked: Option<u64>,
+}
 
 /// Runs one `chatd user` subcommand against the database in `data_dir`.
 pub fn user(cmd: UserCommand, data_dir: &Path) -> Result<(), String> {
     let creating = matches!(cmd, UserCommand::Add { .. });
-    if !creating && !data_dir.join(DB_FILE).exists() {
-        return Err(format!(
-            "no chatd database in {} (use --data-dir or CHATD_DATA_DIR to point at it)",
-            data_dir.display()
-        ));
-    }
     if creating {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    } else {
+        need_database(data_dir)?;
     }
-    let store = Store::open(data_dir).map_err(|e| open_error(data_dir, e))?;
-    match cmd {
+    let op = match cmd {
         UserCommand::Add {
             name,
             admin,
             password_stdin,
         } => {
             model::validate_user_name(&name).map_err(|m| format!("invalid name: {m}"))?;
-            if store.user_by_name(&name).map_err(db)?.is_some() {
-                return Err(format!("a user named {name:?} already exists"));
-            }
             let password = read_password(password_stdin)?;
-            let hash = auth::hash_password(&password).map_err(|e| e.to_string())?;
+            AdminOp::UserAdd {
+                name,
+                admin,
+                password_hash: auth::hash_password(&password).map_err(|e| e.to_string())?,
+            }
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            AdminOp::UserPasswd {
+                name,
+                password_hash: auth::hash_password(&password).map_err(|e| e.to_string())?,
+            }
+        }
+        UserCommand::List => AdminOp::UserList,
+        UserCommand::Disable { name } => AdminOp::UserDisable { name },
+        UserCommand::Enable { name } => AdminOp::UserEnable { name },
+    };
+    run(op, data_dir)
+}
+
+/// Runs one `chatd token` subcommand.
+pub fn token(cmd: TokenCommand, data_dir: &Path) -> Result<(), String> {
+    need_database(data_dir)?;
+    match cmd {
+        TokenCommand::Create { name, label } => run(AdminOp::TokenCreate { name, label }, data_dir),
+    }
+}
+
+fn need_database(data_dir: &Path) -> Result<(), String> {
+    if data_dir.join(DB_FILE).exists() {
+        return Ok(());
+    }
+    Err(format!(
+        "no chatd database in {} (use --data-dir or CHATD_DATA_DIR to point at it)",
+        data_dir.display()
+    ))
+}
+
+/// Applies `op` to the database directly, or, when a server holds it, inside that server.
+fn run(op: AdminOp, data_dir: &Path) -> Result<(), String> {
+    let outcome = match Store::open(data_dir) {
+        Ok(store) => apply(&store, op)?,
+        Err(StoreError::Locked(p)) => match control::request_admin(data_dir, &op)? {
+            Some(outcome) => outcome,
+            None => return Err(StoreError::Locked(p).to_string()),
+        },
+        Err(e) => return Err(open_error(data_dir, e)),
+    };
+    print!("{}", outcome.stdout);
+    eprint!("{}", outcome.stderr);
+    Ok(())
+}
+
+/// Carries out one admin operation on an open store. Blocking.
+pub fn apply(store: &Store, op: AdminOp) -> Result<Outcome, String> {
+    let mut out = Outcome::default();
+    match op {
+        AdminOp::UserAdd {
+            name,
+            admin,
+            password_hash,
+        } => {
+            model::validate_user_name(&name).map_err(|m| format!("invalid name: {m}"))?;
             let grant = if admin {
                 AdminGrant::Yes
             } else {
                 AdminGrant::IfFirst
             };
             let user = store
-                .create_user(&name, &hash, grant, false, now_ms())
-                .map_err(db)?;
-            println!(
-                "created user {} (id {}{})",
+                .create_user(&name, &password_hash, grant, false, now_ms())
+                .map_err(|e| match e {
+                    StoreError::NameTaken => format!("a user named {name:?} already exists"),
+                    e => db(e),
+                })?;
+            out.stdout = format!(
+                "created user {} (id {}{})\n",
                 user.name,
                 user.id,
                 if user.admin { ", admin" } else { "" }
             );
         }
-        UserCommand::Passwd {
+        AdminOp::UserPasswd {
             name,
-            password_stdin,
+            password_hash,
         } => {
-            let user = find(&store, &name)?;
-            let password = read_password(password_stdin)?;
-            let hash = auth::hash_password(&password).map_err(|e| e.to_string())?;
-            store.set_password(user.id, &hash).map_err(db)?;
-            println!(
-                "password of {} changed; all of its sessions were signed out",
+            let user = find(store, &name)?;
+            store.set_password(user.id, &password_hash).map_err(db)?;
+            out.revoked = Some(user.id.0);
+            out.stdout = format!(
+                "password of {} changed; all of its sessions were signed out\n",
                 user.name
             );
         }
-        UserCommand::List => {
+        AdminOp::UserList => {
             let users = store.list_users().map_err(db)?;
-            println!(
-                "{:<6} {:<32} {:<6} {:<9} CREATED",
+            out.stdout = format!(
+                "{:<6} {:<32} {:<6} {:<9} CREATED\n",
                 "ID", "NAME", "ROLE", "STATUS"
             );
             for u in users {
-                println!(
-                    "{:<6} {:<32} {:<6} {:<9} {}",
+                out.stdout.push_str(&format!(
+                    "{:<6} {:<32} {:<6} {:<9} {}\n",
                     u.id.0,
                     u.name,
                     if u.admin { "admin" } else { "user" },
                     if u.disabled { "disabled" } else { "active" },
                     format_utc(u.created_ms)
-                );
+                ));
             }
         }
-        UserCommand::Disable { name } => {
-            let user = find(&store, &name)?;
+        AdminOp::UserDisable { name } => {
+            let user = find(store, &name)?;
             store.set_disabled(user.id, true).map_err(db)?;
-            println!("disabled {}; its sessions were signed out", user.name);
+            out.revoked = Some(user.id.0);
+            out.stdout = format!("disabled {}; its sessions were signed out\n", user.name);
         }
-        UserCommand::Enable { name } => {
-            let user = find(&store, &name)?;
+        AdminOp::UserEnable { name } => {
+            let user = find(store, &name)?;
             store.set_disabled(user.id, false).map_err(db)?;
-            println!("enabled {}", user.name);
+            out.stdout = format!("enabled {}\n", user.name);
         }
-    }
-    Ok(())
-}
-
-/// Runs one `chatd token` subcommand.
-pub fn token(cmd: TokenCommand, data_dir: &Path) -> Result<(), String> {
-    if !data_dir.join(DB_FILE).exists() {
-        return Err(format!(
-            "no chatd database in {} (use --data-dir or CHATD_DATA_DIR to point at it)",
-            data_dir.display()
-        ));
-    }
-    let store = Store::open(data_dir).map_err(|e| open_error(data_dir, e))?;
-    match cmd {
-        TokenCommand::Create { name, label } => {
-            let user = find(&store, &name)?;
+        AdminOp::TokenCreate { name, label } => {
+            let user = find(store, &name)?;
             if user.disabled {
                 return Err(format!("{} is disabled", user.name));
             }
@@ -124,14 +209,14 @@ pub fn token(cmd: TokenCommand, data_dir: &Path) -> Result<(), String> {
                 label,
             };
             store.create_session(&hash, &session).map_err(db)?;
-            println!("{token}");
-            eprintln!(
-                "token for {} created; send it as 'Authorization: Bearer <token>'. It is shown only once.",
+            out.stdout = format!("{token}\n");
+            out.stderr = format!(
+                "token for {} created; send it as 'Authorization: Bearer <token>'. It is shown only once.\n",
                 user.name
             );
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// `chatd backup --out FILE`: a consistent snapshot, from the running server if there is one,

@@ -46,11 +46,11 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the chat server (the default when no subcommand is given)
     Serve(ServeArgs),
-    /// Manage accounts. Opens the database directly: stop the server first
+    /// Manage accounts. Works while the server runs (through the control socket in the data
+    /// directory; signing a user out also closes their open connections) or while it is stopped
     #[command(subcommand)]
     User(UserCommand),
-    /// Manage bearer tokens for bots and scripts. Opens the database directly: stop the server
-    /// first
+    /// Manage bearer tokens for bots and scripts. Works while the server runs or is stopped
     #[command(subcommand)]
     Token(TokenCommand),
     /// Write a consistent copy of the database to a new file. Works while the server runs (it

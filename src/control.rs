@@ -3,11 +3,15 @@
 //! data directory can connect (the socket is mode 0600 and lives beside the database), so it
 //! needs no password and is never reachable from the network.
 //!
-//! The protocol is one request line and one reply: the client sends `backup\n`; the server
-//! answers `ok <bytes>\n` followed by exactly that many bytes of a redb database file (a
-//! consistent snapshot taken in one read transaction while writes continue), or
-//! `error <message>\n`. The server side calls only `store` (on the blocking pool); the client
-//! side is plain blocking std I/O for the CLI.
+//! The protocol is one request line and one reply line (plus data):
+//! - `backup\n` → `ok <bytes>\n` followed by exactly that many bytes of a redb database file (a
+//!   consistent snapshot taken in one read transaction while writes continue);
+//! - `admin <AdminOp as JSON>\n` → `ok <Outcome as JSON>\n` (`chatd user ...` and
+//!   `chatd token create` while the server runs; a user signed out also loses open connections);
+//! - any failure → `error <message>\n`.
+//!
+//! The server side calls `store` (on the blocking pool), `admin::apply` and `hub` (to close a
+//! revoked user's sessions); the client side is plain blocking std I/O for the CLI.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,13 +21,18 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use std::sync::Arc;
+
+use crate::admin::{AdminOp, Outcome};
+use crate::hub::Hub;
+use crate::model::UserId;
 use crate::store::Store;
 
 /// File name of the control socket inside the data directory.
 pub const SOCKET_FILE: &str = "chatd.sock";
 
 /// Longest request line.
-const MAX_REQUEST: u64 = 256;
+const MAX_REQUEST: u64 = 64 * 1024;
 
 /// Binds the control socket, replacing a stale one left by a crash (the caller already holds the
 /// database lock, so no other server is using it).
@@ -56,7 +65,7 @@ pub fn bind(dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
 }
 
 /// Serves control connections until the task is dropped.
-pub async fn serve(listener: UnixListener, store: Store, dir: PathBuf) {
+pub async fn serve(listener: UnixListener, store: Store, hub: Arc<Hub>, dir: PathBuf) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -66,16 +75,21 @@ pub async fn serve(listener: UnixListener, store: Store, dir: PathBuf) {
                 continue;
             }
         };
-        let (store, dir) = (store.clone(), dir.clone());
+        let (store, hub, dir) = (store.clone(), hub.clone(), dir.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, store, dir).await {
+            if let Err(e) = handle(stream, store, hub, dir).await {
                 tracing::warn!("control connection failed: {e}");
             }
         });
     }
 }
 
-async fn handle(stream: UnixStream, store: Store, dir: PathBuf) -> std::io::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    store: Store,
+    hub: Arc<Hub>,
+    dir: PathBuf,
+) -> std::io::Result<()> {
     let mut stream = tokio::io::BufReader::new(stream);
     let mut line = String::new();
     let mut limited = (&mut stream).take(MAX_REQUEST);
@@ -85,12 +99,47 @@ async fn handle(stream: UnixStream, store: Store, dir: PathBuf) -> std::io::Resu
         Err(_) => return Ok(()),
     };
     let mut stream = stream.into_inner();
-    match line.trim() {
+    let line = line.trim();
+    let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
+    match cmd {
         "backup" => backup(&mut stream, store, dir).await,
+        "admin" => {
+            let reply = admin(arg.to_string(), store, hub).await;
+            stream.write_all(reply.as_bytes()).await
+        }
         other => {
-            let msg = format!("error unknown command {other:?} (known: backup)\n");
+            let msg = format!("error unknown command {other:?} (known: backup, admin)\n");
             stream.write_all(msg.as_bytes()).await
         }
+    }
+}
+
+async fn admin(request: String, store: Store, hub: Arc<Hub>) -> String {
+    let op: AdminOp = match serde_json::from_str(&request) {
+        Ok(op) => op,
+        Err(e) => return format!("error malformed admin request: {e}\n"),
+    };
+    let desc = format!("{op:?}");
+    let done = tokio::task::spawn_blocking(move || crate::admin::apply(&store, op))
+        .await
+        .unwrap_or_else(|e| Err(format!("admin task failed: {e}")));
+    match done {
+        Ok(outcome) => {
+            if let Some(user) = outcome.revoked {
+                let closed = hub.revoke_user(UserId(user));
+                tracing::info!(user, closed, "signed out by an administrator");
+            }
+            // PHC strings and tokens stay out of the log: only the operation's kind.
+            tracing::info!(
+                "admin command done: {}",
+                desc.split([' ', '{']).next().unwrap_or("")
+            );
+            match serde_json::to_string(&outcome) {
+                Ok(json) => format!("ok {json}\n"),
+                Err(e) => format!("error {e}\n"),
+            }
+        }
+        Err(msg) => format!("error {}\n", msg.replace('\n', " ")),
     }
 }
 
@@ -139,6 +188,41 @@ pub enum Remote {
     Done,
     /// No server is listening (no socket, or a stale one).
     NoServer,
+}
+
+/// Client side of `admin`: runs `op` in the server running on `dir`. `None` when no server
+/// answers there.
+pub fn request_admin(dir: &Path, op: &AdminOp) -> Result<Option<Outcome>, String> {
+    let path = dir.join(SOCKET_FILE);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(format!("cannot connect to {}: {e}", path.display())),
+    };
+    let io = |e: std::io::Error| format!("the running server did not answer: {e}");
+    let json = serde_json::to_string(op).map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("admin {json}\n").as_bytes())
+        .map_err(io)?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .take(1024 * 1024)
+        .read_line(&mut reply)
+        .map_err(io)?;
+    match reply.trim_end().split_once(' ') {
+        Some(("ok", json)) => serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| format!("the server sent a malformed reply: {e}")),
+        Some(("error", msg)) => Err(msg.to_string()),
+        _ => Err(format!("the server sent a malformed reply: {reply:?}")),
+    }
 }
 
 /// Whether a server answers on the control socket of `dir` (`Done` = yes).

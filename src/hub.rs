@@ -68,6 +68,9 @@ pub enum Outbound {
 pub struct SessionFlags {
     /// Set when the outbox overflowed: the session must close (1008).
     pub overflowed: AtomicBool,
+    /// Set when an administrator signed the user out (disable, password change): the session
+    /// must close (1008) and its credentials no longer work.
+    pub revoked: AtomicBool,
     /// Wakes the session when `overflowed` is set.
     pub wake: Notify,
 }
@@ -235,6 +238,19 @@ impl Hub {
             .iter()
             .map(|u| self.send_to_user(*u, out, except))
             .sum()
+    }
+
+    /// Tells every session of `user` to close because its login was revoked; returns how many.
+    pub fn revoke_user(&self, user: UserId) -> usize {
+        let shard = self.shard_of(user);
+        let Some(list) = shard.online.get(&user) else {
+            return 0;
+        };
+        for h in list {
+            h.flags.revoked.store(true, Ordering::Release);
+            h.flags.wake.notify_one();
+        }
+        list.len()
     }
 
     /// Number of connected sessions.

@@ -97,34 +97,36 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
         let local = listener
             .local_addr()
             .map_err(|e| format!("cannot read the listening address: {e}"))?;
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
-        tracing::info!(
-            version = chatd::VERSION,
-            data_dir = %data_dir.display(),
-            "listening on {scheme}://{local}"
-        );
-        tokio::spawn(chatd::tls::reload_on_sighup(config.tls.clone()));
-        // Backups of the running server go through the control socket; without it (say, a
-        // data directory on a filesystem that cannot hold sockets) chat still works.
+        let (app, writer) = App::new(config, store, auth)
+            .map_err(|e| format!("cannot start the message writer: {e}"))?;
+        // Backups and admin commands reach the running server through the control socket;
+        // without it (say, a data directory on a filesystem that cannot hold sockets) chat
+        // still works.
         let control = match chatd::control::bind(data_dir) {
             Ok((listener, path)) => {
                 let task = tokio::spawn(chatd::control::serve(
                     listener,
-                    store.clone(),
+                    app.store.clone(),
+                    app.hub.clone(),
                     data_dir.to_path_buf(),
                 ));
                 Some((task, path))
             }
             Err(e) => {
                 tracing::warn!(
-                    "no control socket in {} ({e}): `chatd backup` will not work while the server runs",
+                    "no control socket in {} ({e}): `chatd backup` and `chatd user` will not work while the server runs",
                     data_dir.display()
                 );
                 None
             }
         };
-        let (app, writer) = App::new(config, store, auth)
-            .map_err(|e| format!("cannot start the message writer: {e}"))?;
+        let scheme = if app.config.tls.is_some() { "https" } else { "http" };
+        tracing::info!(
+            version = chatd::VERSION,
+            data_dir = %data_dir.display(),
+            "listening on {scheme}://{local}"
+        );
+        tokio::spawn(chatd::tls::reload_on_sighup(app.config.tls.clone()));
         server::run(listener, app.clone(), server::shutdown_signal()).await;
         if let Some((task, path)) = control {
             task.abort();

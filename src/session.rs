@@ -163,7 +163,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 },
                 Some(out) = self.rx.recv() => Box::pin(self.on_outbound(out)).await,
                 _ = flags.wake.notified() => {
-                    if flags.overflowed.load(Ordering::Acquire) {
+                    if flags.revoked.load(Ordering::Acquire) {
+                        Err(End::Close(1008, "signed out by an administrator"))
+                    } else if flags.overflowed.load(Ordering::Acquire) {
                         self.app.metrics.slow_closes.fetch_add(1, Ordering::Relaxed);
                         Err(End::Close(1008, "slow consumer: reconnect and sync"))
                     } else {

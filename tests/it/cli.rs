@@ -54,7 +54,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         assert!(help.contains(env), "{env} missing from --help:\n{help}");
     }
     let o = chatd(&["user", "--help"], None);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("stop the server first"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Works while the server runs"));
 }
 
 #[tokio::test]
@@ -127,10 +127,15 @@ async fn user_commands_manage_accounts_the_server_then_accepts() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["user"]["admin"], false);
 
-    // While the server runs, admin commands refuse clearly instead of hanging or corrupting.
+    // While the server runs, admin commands go through its control socket.
+    let o = chatd(&["user", "list", "--data-dir", d], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("kim"));
+    assert_eq!(srv.get("/healthz", &[]).await.status, 200);
+    // Without the control socket (an older chatd, say) they refuse clearly instead of hanging.
+    std::fs::remove_file(std::path::Path::new(d).join("chatd.sock")).unwrap();
     let o = chatd(&["user", "list", "--data-dir", d], None);
     assert_clean_failure(&o, "in use by another chatd process");
-    assert_eq!(srv.get("/healthz", &[]).await.status, 200);
 }
 
 #[test]

@@ -366,3 +366,82 @@ async fn sigterm_under_load_keeps_every_acknowledged_message() {
         stored.len()
     );
 }
+
+/// `chatd user ...` and `chatd token create` while the server runs: applied by the server
+/// through its control socket; signing a user out closes their open connections at once.
+#[tokio::test]
+async fn user_commands_work_while_the_server_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let srv = Server::start(&data, &[]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut a = args.to_vec();
+        a.extend(["--data-dir", d]);
+        chatd(&a, stdin)
+    };
+
+    let o = run(
+        &["user", "add", "carol", "--password-stdin"],
+        Some("carol-pass-1\n"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("created user carol"));
+    login(&srv, "carol", "carol-pass-1").await;
+    assert_clean_failure(
+        &run(
+            &["user", "add", "CAROL", "--password-stdin"],
+            Some("carol-pass-2\n"),
+        ),
+        "already exists",
+    );
+    let list = run(&["user", "list"], None);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("carol"));
+
+    // Disabling alice closes her open session and her cookie stops working.
+    let mut a = Client::connect_synced(&srv, &alice).await;
+    let o = run(&["user", "disable", "alice"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(a.recv_close().await, 1008);
+    let me = srv.get("/api/me", &[("cookie", &alice.cookie)]).await;
+    assert_eq!(me.status, 401);
+    let r = srv
+        .post_json("/api/login", &creds("alice", "password-1"), &[])
+        .await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert!(run(&["user", "enable", "alice"], None).status.success());
+    login(&srv, "alice", "password-1").await;
+
+    // A new password signs bob out everywhere.
+    let mut b = Client::connect_synced(&srv, &bob).await;
+    let o = run(
+        &["user", "passwd", "bob", "--password-stdin"],
+        Some("bob-new-pass-1\n"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(b.recv_close().await, 1008);
+    assert_eq!(
+        srv.get("/api/me", &[("cookie", &bob.cookie)]).await.status,
+        401
+    );
+    let bob = login(&srv, "bob", "bob-new-pass-1").await;
+
+    // A token made while the server runs works at once.
+    let o = run(&["token", "create", "carol", "--label", "bot"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let token = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let auth = format!("Bearer {token}");
+    let ws = crate::support::ws::try_connect(srv.addr, &[("authorization", &auth)])
+        .await
+        .expect("token accepted");
+    let mut c = Client::from_ws(ws).await;
+    c.send(json!({"type": "sync"})).await;
+    c.recv_type("synced").await;
+    let ack = c
+        .say(json!({"to": bob.id}), "bot-1", "made by a token")
+        .await;
+    assert_eq!(ack["seq"], 1);
+    assert_clean_failure(&run(&["user", "disable", "nobody"], None), "no user named");
+}
