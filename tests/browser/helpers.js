@@ -172,7 +172,13 @@ export async function send(page, text) {
 export const convItem = (page, title) => page.locator("#conv-list .conv", { has: page.locator(".conv-title", { hasText: title }) });
 
 /** The message bubble (li.msg) whose text contains `text`. */
-export const msg = (page, text) => page.locator("#msg-list li.msg", { hasText: text });
+/**
+ * The message whose text contains `text`. Matched on the text element only: the whole item also
+ * holds the rendered time, so "message 18" followed by "01:20 PM" would otherwise match
+ * "message 180".
+ */
+export const msg = (page, text) =>
+  page.locator("#msg-list li.msg").filter({ has: page.locator(".text", { hasText: text }) });
 
 /** Saves a PNG to docs/screenshots/NAME.png when CHATD_SCREENSHOTS=1. */
 export async function shot(page, name) {
