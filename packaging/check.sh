@@ -307,7 +307,7 @@ getent passwd chatd | grep -q ':/var/lib/chatd:/usr/sbin/nologin$' || die "chatd
 if systemd_running; then
     systemctl is-active --quiet chatd || die "chatd is not running after dpkg -i"
 else
-    ! pgrep -x chatd >/dev/null || die "chatd was started without systemd"
+    ! pgrep -f "^/usr/bin/chatd( |$)" >/dev/null || die "chatd was started without systemd"
 fi
 if command -v systemd-analyze >/dev/null; then
     systemd-analyze verify /lib/systemd/system/chatd.service || die "systemd-analyze verify"
@@ -355,7 +355,7 @@ getent passwd chatd | grep -q ':/var/lib/chatd:/sbin/nologin$' || die "chatd use
 if command -v systemctl >/dev/null; then
     [ -L "$wants" ] || die "%post did not enable the unit ($wants)"
 fi
-systemd_running || ! pgrep -x chatd >/dev/null || die "chatd was started without systemd"
+systemd_running || ! pgrep -f "^/usr/bin/chatd( |$)" >/dev/null || die "chatd was started without systemd"
 echo 'a-password-1' | as_chatd chatd user add carol --password-stdin --data-dir /var/lib/chatd
 echo 'CHATD_PORT=8181 # edited by check.sh' >>/etc/sysconfig/chatd
 ok "installed: binary, chatd user, /var/lib/chatd, unit enabled, not started without systemd"

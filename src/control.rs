@@ -193,18 +193,8 @@ pub enum Remote {
 /// Client side of `admin`: runs `op` in the server running on `dir`. `None` when no server
 /// answers there.
 pub fn request_admin(dir: &Path, op: &AdminOp) -> Result<Option<Outcome>, String> {
-    let path = dir.join(SOCKET_FILE);
-    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(format!("cannot connect to {}: {e}", path.display())),
+    let Some(mut stream) = connect(dir)? else {
+        return Ok(None);
     };
     let io = |e: std::io::Error| format!("the running server did not answer: {e}");
     let json = serde_json::to_string(op).map_err(|e| e.to_string())?;
@@ -227,35 +217,35 @@ pub fn request_admin(dir: &Path, op: &AdminOp) -> Result<Option<Outcome>, String
 
 /// Whether a server answers on the control socket of `dir` (`Done` = yes).
 pub fn probe(dir: &Path) -> Result<Remote, String> {
-    match std::os::unix::net::UnixStream::connect(dir.join(SOCKET_FILE)) {
-        Ok(_) => Ok(Remote::Done),
+    Ok(match connect(dir)? {
+        Some(_) => Remote::Done,
+        None => Remote::NoServer,
+    })
+}
+
+/// Connects to the control socket of `dir`; `None` when no server listens there (no socket, or
+/// one left by a server that is gone).
+fn connect(dir: &Path) -> Result<Option<std::os::unix::net::UnixStream>, String> {
+    let path = dir.join(SOCKET_FILE);
+    match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => Ok(Some(s)),
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
             ) =>
         {
-            Ok(Remote::NoServer)
+            Ok(None)
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(format!("cannot connect to {}: {e}", path.display())),
     }
 }
 
 /// Client side of `backup`: asks the server running on `dir` for a snapshot and writes it to
 /// `out` (which the caller made sure is a new file).
 pub fn request_backup(dir: &Path, out: &mut std::fs::File) -> Result<Remote, String> {
-    let path = dir.join(SOCKET_FILE);
-    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(Remote::NoServer)
-        }
-        Err(e) => return Err(format!("cannot connect to {}: {e}", path.display())),
+    let Some(mut stream) = connect(dir)? else {
+        return Ok(Remote::NoServer);
     };
     let io = |e: std::io::Error| format!("backup from the running server failed: {e}");
     stream.write_all(b"backup\n").map_err(io)?;
