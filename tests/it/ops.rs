@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 use crate::cli::assert_clean_failure;
-use crate::support::ws::{user, Client, TestUser};
+use crate::support::ws::{login, user, Client};
 use crate::support::{chatd, creds, Server};
 
 /// Every message of a conversation, oldest first, by paging `history` back from the newest.
@@ -32,18 +32,6 @@ async fn all_messages(c: &mut Client, conv: u64) -> Vec<Value> {
         if done {
             return out;
         }
-    }
-}
-
-async fn login(srv: &Server, name: &str, password: &str) -> TestUser {
-    let r = srv
-        .post_json("/api/login", &creds(name, password), &[])
-        .await;
-    assert_eq!(r.status, 200, "login {name}: {:?}", r.body);
-    TestUser {
-        id: r.json()["user"]["id"].as_u64().unwrap(),
-        name: name.to_string(),
-        cookie: r.session_cookie(),
     }
 }
 

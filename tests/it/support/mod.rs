@@ -28,7 +28,13 @@ pub struct Server {
 impl Server {
     /// Starts chatd on `data_dir` with extra flags and waits for its "listening on" line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
+        Server::start_command(Command::new(BIN), data_dir, extra)
+    }
+
+    /// Like `start`, for another chatd binary: `cmd` runs it (e.g. under qemu-user) and the
+    /// serve flags are appended.
+    pub fn start_command(mut cmd: Command, data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = cmd
             .args([
                 "serve",
                 "--bind",

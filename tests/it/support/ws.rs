@@ -38,6 +38,19 @@ pub async fn user(srv: &Server, name: &str) -> TestUser {
     }
 }
 
+/// Logs `name` in with `password` and returns its cookie and id.
+pub async fn login(srv: &Server, name: &str, password: &str) -> TestUser {
+    let r = srv
+        .post_json("/api/login", &creds(name, password), &[])
+        .await;
+    assert_eq!(r.status, 200, "login {name}: {:?}", r.body);
+    TestUser {
+        id: r.json()["user"]["id"].as_u64().unwrap(),
+        name: name.to_string(),
+        cookie: r.session_cookie(),
+    }
+}
+
 /// The outcome of an upgrade attempt: a socket or the HTTP status it was refused with.
 pub async fn try_connect(addr: SocketAddr, headers: &[(&str, &str)]) -> Result<Ws, u16> {
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
