@@ -6,9 +6,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
@@ -19,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::cli::assert_clean_failure;
 use crate::support::ws::WAIT;
-use crate::support::{chatd, creds, Server};
+use crate::support::{chatd, creds, http_on, Reply, Server};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -61,39 +58,25 @@ fn der_of(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
-struct Reply {
-    status: u16,
-    headers: hyper::HeaderMap,
-    body: Bytes,
-}
-
 async fn https(addr: SocketAddr, method: &str, path: &str, body: Option<String>) -> Reply {
-    let stream = tls(addr).await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", format!("localhost:{}", addr.port()));
+    let host = format!("localhost:{}", addr.port());
+    let origin = format!("https://{host}");
+    let mut headers = Vec::new();
     if body.is_some() {
-        req = req
-            .header("content-type", "application/json")
-            .header("origin", format!("https://localhost:{}", addr.port()));
+        headers = vec![
+            ("content-type", "application/json"),
+            ("origin", origin.as_str()),
+        ];
     }
-    let req = req
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .unwrap();
-    let res = send.send_request(req).await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    http_on(
+        tls(addr).await,
+        &host,
+        method,
+        path,
+        &headers,
+        body.map(String::into_bytes),
+    )
+    .await
 }
 
 #[tokio::test]

@@ -205,14 +205,29 @@ pub async fn http(
     body: Option<Vec<u8>>,
 ) -> Reply {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    http_on(stream, &addr.to_string(), method, path, headers, body).await
+}
+
+/// One HTTP/1.1 request over an established stream (plain TCP or TLS), with `Host: host`.
+pub async fn http_on<I>(
+    io: I,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Reply
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .expect("handshake");
     tokio::spawn(conn);
     let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr.to_string());
+        .header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
