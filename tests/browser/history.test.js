@@ -44,7 +44,12 @@ async function seed(page, id, texts) {
   );
 }
 
-const openId = (page) => page.evaluate(() => Number(location.hash.split("/").pop()));
+/** The id of the open conversation, once it has one (a new direct chat is `#/u/PEER` until the
+ * server has created it with the first message, then `#/c/ID`). */
+async function openId(page) {
+  await page.waitForFunction(() => /^#\/c\/\d+$/.test(location.hash));
+  return page.evaluate(() => Number(location.hash.split("/").pop()));
+}
 
 test("scrolling up loads older messages without moving the view", async () => {
   const { page: alice } = await openPage(browser, server.url);
