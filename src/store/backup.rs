@@ -96,8 +96,7 @@ fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<()> {
     copy(from, to, USER_SESSIONS)?;
     copy(from, to, CONVERSATIONS)?;
     copy(from, to, MEMBERS)?;
-    copy(from, to, READ_POSITIONS)?;
-    copy(from, to, ACTIVITY)?;
+    copy(from, to, READ_SEQS)?;
     copy(from, to, DIRECT_PAIRS)?;
     copy(from, to, MESSAGES)?;
     copy(from, to, CLIENT_IDS)?;

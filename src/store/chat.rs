@@ -178,15 +178,11 @@ pub struct ChatBatch<'t> {
     meta: Table<'t, &'static str, u64>,
     conversations: Table<'t, u64, &'static [u8]>,
     members: Table<'t, (u64, u64), u8>,
-    read_positions: Table<'t, (u64, u64), (u64, u64)>,
-    activity: Table<'t, (u64, u64, u64), ()>,
+    read_seqs: Table<'t, (u64, u64), u64>,
     direct_pairs: Table<'t, (u64, u64), u64>,
     messages: Table<'t, (u64, u64), &'static [u8]>,
     client_ids: Table<'t, (u64, &'static str), (u64, u64)>,
     cache: &'t mut MemberCache,
-    /// Conversations whose last_ms moved in this batch: their members' ACTIVITY entries are
-    /// refiled once, in `finish`, instead of once per message.
-    touched: HashSet<u64>,
     /// Messages appended in this batch, added to `META_MESSAGE_COUNT` once in `finish`.
     new_messages: u64,
 }
@@ -198,13 +194,11 @@ impl<'t> ChatBatch<'t> {
             meta: tx.open_table(META)?,
             conversations: tx.open_table(CONVERSATIONS)?,
             members: tx.open_table(MEMBERS)?,
-            read_positions: tx.open_table(READ_POSITIONS)?,
-            activity: tx.open_table(ACTIVITY)?,
+            read_seqs: tx.open_table(READ_SEQS)?,
             direct_pairs: tx.open_table(DIRECT_PAIRS)?,
             messages: tx.open_table(MESSAGES)?,
             client_ids: tx.open_table(CLIENT_IDS)?,
             cache,
-            touched: HashSet::new(),
             new_messages: 0,
         })
     }
@@ -258,32 +252,16 @@ impl<'t> ChatBatch<'t> {
         Ok(id)
     }
 
-    /// Makes `user` a member with the given role and read position, filed in ACTIVITY under
-    /// `last_ms`.
-    fn join(
-        &mut self,
-        conv: u64,
-        user: UserId,
-        role: u8,
-        read_seq: u64,
-        last_ms: u64,
-    ) -> Result<()> {
+    /// Makes `user` a member with the given role and read position.
+    fn join(&mut self, conv: u64, user: UserId, role: u8, read_seq: u64) -> Result<()> {
         self.members.insert((conv, user.0), role)?;
-        self.read_positions
-            .insert((user.0, conv), (read_seq, last_ms))?;
-        self.activity.insert((user.0, last_ms, conv), ())?;
+        self.read_seqs.insert((user.0, conv), read_seq)?;
         Ok(())
     }
 
     fn part(&mut self, conv: u64, user: UserId) -> Result<()> {
         self.members.remove((conv, user.0))?;
-        let filed = self
-            .read_positions
-            .remove((user.0, conv))?
-            .map(|v| v.value().1);
-        if let Some(ms) = filed {
-            self.activity.remove((user.0, ms, conv))?;
-        }
+        self.read_seqs.remove((user.0, conv))?;
         Ok(())
     }
 
@@ -354,8 +332,8 @@ impl<'t> ChatBatch<'t> {
                             member_count: 2,
                         };
                         self.put_conv(id, &rec)?;
-                        self.join(id, sender, ROLE_MEMBER, 0, now_ms)?;
-                        self.join(id, peer, ROLE_MEMBER, 0, now_ms)?;
+                        self.join(id, sender, ROLE_MEMBER, 0)?;
+                        self.join(id, peer, ROLE_MEMBER, 0)?;
                         self.direct_pairs.insert(pair, id)?;
                         self.refresh_cache(id)?;
                         created = true;
@@ -385,15 +363,9 @@ impl<'t> ChatBatch<'t> {
             .insert((sender.0, client_id), (conv_id, message.seq))?;
         self.put_conv(conv_id, &conv)?;
         self.new_messages += 1;
-        // The sender has read everything up to their own message.
-        let filed = self
-            .read_positions
-            .get((sender.0, conv_id))?
-            .map(|v| v.value().1)
-            .unwrap_or(conv.last_ms);
-        self.read_positions
-            .insert((sender.0, conv_id), (message.seq, filed))?;
-        self.touched.insert(conv_id);
+        // The sender has read everything up to their own message (the newest one, so this
+        // never moves the position backwards).
+        self.read_seqs.insert((sender.0, conv_id), message.seq)?;
         let members = self.member_ids(conv_id)?;
         Ok(Ok(SendOutcome {
             message,
@@ -411,22 +383,17 @@ impl<'t> ChatBatch<'t> {
         conv: ConversationId,
         seq: u64,
     ) -> Op<Option<(u64, Arc<[UserId]>)>> {
-        let Some(pos) = self
-            .read_positions
-            .get((user.0, conv.0))?
-            .map(|v| v.value())
-        else {
+        let Some(pos) = self.read_seqs.get((user.0, conv.0))?.map(|v| v.value()) else {
             return Ok(Err(ChatError::NotFound));
         };
         let Some(rec) = self.conv(conv.0)? else {
             return Ok(Err(ChatError::NotFound));
         };
         let target = seq.min(rec.last_seq);
-        if target <= pos.0 {
+        if target <= pos {
             return Ok(Ok(None));
         }
-        self.read_positions
-            .insert((user.0, conv.0), (target, pos.1))?;
+        self.read_seqs.insert((user.0, conv.0), target)?;
         let members = self.member_ids(conv.0)?;
         Ok(Ok(Some((target, members))))
     }
@@ -464,7 +431,7 @@ impl<'t> ChatBatch<'t> {
         self.put_conv(id, &rec)?;
         for u in &all {
             let role = if *u == owner { ROLE_OWNER } else { ROLE_MEMBER };
-            self.join(id, *u, role, 0, now_ms)?;
+            self.join(id, *u, role, 0)?;
         }
         let members = self.refresh_cache(id)?;
         Ok(Ok(MembershipOutcome {
@@ -525,7 +492,7 @@ impl<'t> ChatBatch<'t> {
         }
         for u in &added {
             // Joining members start with the history marked read.
-            self.join(conv.0, *u, ROLE_MEMBER, rec.last_seq, rec.last_ms)?;
+            self.join(conv.0, *u, ROLE_MEMBER, rec.last_seq)?;
         }
         rec.member_count += added.len() as u64;
         self.put_conv(conv.0, &rec)?;
@@ -580,7 +547,7 @@ impl<'t> ChatBatch<'t> {
         }))
     }
 
-    /// Refiles the ACTIVITY entries of every member of every conversation touched in this batch.
+    /// Adds this batch's new messages to the stored count.
     fn finish(&mut self) -> Result<()> {
         if self.new_messages > 0 {
             let n = self
@@ -592,26 +559,6 @@ impl<'t> ChatBatch<'t> {
                 META_MESSAGE_COUNT,
                 n + std::mem::take(&mut self.new_messages),
             )?;
-        }
-        let touched: Vec<u64> = self.touched.drain().collect();
-        for conv in touched {
-            let Some(rec) = self.conv(conv)? else {
-                continue;
-            };
-            let members = self.member_ids(conv)?;
-            for u in members.iter() {
-                let Some((read, filed)) = self.read_positions.get((u.0, conv))?.map(|v| v.value())
-                else {
-                    continue;
-                };
-                if filed == rec.last_ms {
-                    continue;
-                }
-                self.activity.remove((u.0, filed, conv))?;
-                self.activity.insert((u.0, rec.last_ms, conv), ())?;
-                self.read_positions
-                    .insert((u.0, conv), (read, rec.last_ms))?;
-            }
         }
         Ok(())
     }
@@ -652,23 +599,26 @@ impl Store {
     }
 
     /// The user's conversations, newest activity first, at most `limit`.
+    ///
+    /// Reads every (conversation, read_seq) of the user and each conversation's record, sorts
+    /// by last activity, and builds full summaries only for the first `limit`.
     pub fn conversations_of(&self, user: UserId, limit: usize) -> Result<Vec<ConversationSummary>> {
         let tx = self.db.begin_read()?;
-        let activity = tx.open_table(ACTIVITY)?;
-        let mut ids = Vec::new();
-        for row in activity
-            .range((user.0, 0, 0)..=(user.0, u64::MAX, u64::MAX))?
-            .rev()
-            .take(limit)
-        {
-            let (k, _) = row?;
-            ids.push(ConversationId(k.value().2));
-        }
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(s) = summary_in(&tx, user, id)? {
-                out.push(s);
+        let positions = tx.open_table(READ_SEQS)?;
+        let convs = tx.open_table(CONVERSATIONS)?;
+        let mut found = Vec::new();
+        for row in positions.range((user.0, 0)..=(user.0, u64::MAX))? {
+            let (k, v) = row?;
+            let id = k.value().1;
+            if let Some(raw) = convs.get(id)? {
+                found.push((decode_conv(raw.value())?, id, v.value()));
             }
+        }
+        found.sort_unstable_by(|a, b| (b.0.last_ms, b.1).cmp(&(a.0.last_ms, a.1)));
+        found.truncate(limit);
+        let mut out = Vec::with_capacity(found.len());
+        for (rec, id, read_seq) in found {
+            out.push(summary_of(&tx, user, ConversationId(id), rec, read_seq)?);
         }
         Ok(out)
     }
@@ -738,7 +688,7 @@ impl Store {
     /// `(conversation, last_seq)` for every conversation of the user.
     pub fn last_seqs(&self, user: UserId) -> Result<Vec<(ConversationId, u64)>> {
         let tx = self.db.begin_read()?;
-        let positions = tx.open_table(READ_POSITIONS)?;
+        let positions = tx.open_table(READ_SEQS)?;
         let convs = tx.open_table(CONVERSATIONS)?;
         let mut out = Vec::new();
         for row in positions.range((user.0, 0)..=(user.0, u64::MAX))? {
@@ -763,7 +713,7 @@ impl Store {
             return Ok(None);
         }
         let users = tx.open_table(USERS)?;
-        let positions = tx.open_table(READ_POSITIONS)?;
+        let positions = tx.open_table(READ_SEQS)?;
         let mut out = Vec::new();
         for (id, role) in read_members(&members, conv.0)? {
             let name = match users.get(id.0)? {
@@ -772,7 +722,7 @@ impl Store {
             };
             let read_seq = positions
                 .get((id.0, conv.0))?
-                .map(|v| v.value().0)
+                .map(|v| v.value())
                 .unwrap_or(0);
             out.push(MemberInfo {
                 id,
@@ -807,7 +757,7 @@ impl Store {
     /// with `user` (for presence).
     pub fn contacts(&self, user: UserId, max_group: u64) -> Result<Vec<UserId>> {
         let tx = self.db.begin_read()?;
-        let positions = tx.open_table(READ_POSITIONS)?;
+        let positions = tx.open_table(READ_SEQS)?;
         let convs = tx.open_table(CONVERSATIONS)?;
         let members = tx.open_table(MEMBERS)?;
         let mut out = HashSet::new();
@@ -863,8 +813,8 @@ fn summary_in(
     user: UserId,
     conv: ConversationId,
 ) -> Result<Option<ConversationSummary>> {
-    let positions = tx.open_table(READ_POSITIONS)?;
-    let Some((read_seq, _)) = positions.get((user.0, conv.0))?.map(|v| v.value()) else {
+    let positions = tx.open_table(READ_SEQS)?;
+    let Some(read_seq) = positions.get((user.0, conv.0))?.map(|v| v.value()) else {
         return Ok(None);
     };
     let convs = tx.open_table(CONVERSATIONS)?;
@@ -872,6 +822,17 @@ fn summary_in(
         return Ok(None);
     };
     let rec = decode_conv(raw.value())?;
+    summary_of(tx, user, conv, rec, read_seq).map(Some)
+}
+
+/// The summary of a conversation whose record and the user's read seq are already read.
+fn summary_of(
+    tx: &redb::ReadTransaction,
+    user: UserId,
+    conv: ConversationId,
+    rec: ConvRecord,
+    read_seq: u64,
+) -> Result<ConversationSummary> {
     let peer = if rec.kind == ConversationKind::Direct {
         let members = tx.open_table(MEMBERS)?;
         let users = tx.open_table(USERS)?;
@@ -896,7 +857,7 @@ fn summary_in(
     } else {
         None
     };
-    Ok(Some(ConversationSummary {
+    Ok(ConversationSummary {
         id: conv,
         kind: rec.kind,
         title: rec.title,
@@ -907,5 +868,5 @@ fn summary_in(
         read_seq,
         peer,
         last_message,
-    }))
+    })
 }

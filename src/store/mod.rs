@@ -481,8 +481,7 @@ fn init_schema(db: &Database) -> Result<u64> {
     tx.open_table(USER_SESSIONS)?;
     tx.open_table(CONVERSATIONS)?;
     tx.open_table(MEMBERS)?;
-    tx.open_table(READ_POSITIONS)?;
-    tx.open_table(ACTIVITY)?;
+    tx.open_table(READ_SEQS)?;
     tx.open_table(DIRECT_PAIRS)?;
     tx.open_table(MESSAGES)?;
     tx.open_table(CLIENT_IDS)?;
@@ -502,6 +501,20 @@ fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<()> {
             1 => {
                 let n = tx.open_table(MESSAGES)?.len()?;
                 tx.open_table(META)?.insert(META_MESSAGE_COUNT, n)?;
+            }
+            // 2 → 3: keep only the read seq of each (user, conversation); drop the activity
+            // index (the list order is computed from the conversations' last_ms).
+            2 => {
+                {
+                    let old = tx.open_table(OLD_READ_POSITIONS)?;
+                    let mut new = tx.open_table(READ_SEQS)?;
+                    for row in old.iter()? {
+                        let (k, v) = row?;
+                        new.insert(k.value(), v.value().0)?;
+                    }
+                }
+                tx.delete_table(OLD_READ_POSITIONS)?;
+                tx.delete_table(OLD_ACTIVITY)?;
             }
             _ => {
                 return Err(StoreError::Corrupt(format!(

@@ -10,10 +10,13 @@ use redb::TableDefinition;
 
 /// The schema this build writes. Databases with a higher number are refused; lower ones are
 /// migrated forward on open.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 // What each schema version changed, oldest first (`store::migrate` applies the steps):
 // 1. The first release layout.
 // 2. `META_MESSAGE_COUNT` (messages stored, kept by every send; counted once on upgrade).
+// 3. `read_positions` (read_seq, activity_ms) + `activity` index replaced by `read_seqs`
+//    (read_seq only): the recent-conversations order is computed from `conversations.last_ms`
+//    when a list is read, so a message no longer rewrites one index entry per member.
 
 /// Small counters and settings: `schema_version`, `epoch` (random, set when the database is
 /// created or restored, so clients can tell a restored database from the one they knew),
@@ -52,18 +55,19 @@ pub const CONVERSATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("con
 /// in user-id order: used for membership checks and fan-out.
 pub const MEMBERS: TableDefinition<(u64, u64), u8> = TableDefinition::new("members");
 
-/// (user id, conversation id) → (read_seq, activity_ms): the conversations of a user, how far
-/// the user has read each one (never moves backwards; sending moves it to the sent message, so
-/// unread = last_seq - read_seq counts only others' messages), and the `last_ms` under which the
-/// conversation is currently filed in `ACTIVITY` for this user (so that entry can be found and
-/// moved exactly).
-pub const READ_POSITIONS: TableDefinition<(u64, u64), (u64, u64)> =
+/// (user id, conversation id) → read_seq: the conversations of a user and how far the user has
+/// read each one (never moves backwards; sending moves it to the sent message, so unread =
+/// last_seq - read_seq counts only others' messages). A user's conversation list is a range
+/// scan here; its "newest activity first" order comes from each conversation's `last_ms`.
+pub const READ_SEQS: TableDefinition<(u64, u64), u64> = TableDefinition::new("read_seqs");
+
+/// Schema ≤ 2 only (read by the upgrade step, then deleted): (user id, conversation id) →
+/// (read_seq, activity_ms).
+pub const OLD_READ_POSITIONS: TableDefinition<(u64, u64), (u64, u64)> =
     TableDefinition::new("read_positions");
 
-/// (user id, last_ms, conversation id) → (): a user's conversations by last activity; scanned
-/// in reverse for the "recent conversations" list. The old entry is removed whenever the
-/// conversation's last_ms moves (once per commit batch, not once per message).
-pub const ACTIVITY: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("activity");
+/// Schema ≤ 2 only (deleted by the upgrade step): (user id, last_ms, conversation id) → ().
+pub const OLD_ACTIVITY: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("activity");
 
 /// (lower user id, higher user id) → conversation id: the one direct conversation per pair.
 pub const DIRECT_PAIRS: TableDefinition<(u64, u64), u64> = TableDefinition::new("direct_pairs");

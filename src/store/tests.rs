@@ -177,6 +177,8 @@ fn schema1_database_is_upgraded() {
         ));
         let bob = s.conversations_of(users[1].id, 10).unwrap();
         assert_eq!(bob.len(), 2);
+        // 3: the list order now comes from the conversations' last activity.
+        assert!(bob[0].last_ms >= bob[1].last_ms, "newest activity first");
         let direct = bob
             .iter()
             .find(|c| c.kind == crate::model::ConversationKind::Direct)
