@@ -614,7 +614,7 @@ impl Store {
                 found.push((decode_conv(raw.value())?, id, v.value()));
             }
         }
-        found.sort_unstable_by(|a, b| (b.0.last_ms, b.1).cmp(&(a.0.last_ms, a.1)));
+        found.sort_unstable_by_key(|(rec, id, _)| std::cmp::Reverse((rec.last_ms, *id)));
         found.truncate(limit);
         let mut out = Vec::with_capacity(found.len());
         for (rec, id, read_seq) in found {
