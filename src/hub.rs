@@ -63,6 +63,14 @@ pub enum Outbound {
     Left { conversation: u64, frame: Encoded },
 }
 
+/// One message of a run handed to a conversation's members together (`Hub::send_run`).
+pub struct RunItem {
+    /// The session that sent it: it gets `ack` instead of `message`.
+    pub origin: u64,
+    pub message: Outbound,
+    pub ack: Outbound,
+}
+
 /// State shared between a session task and the hub.
 #[derive(Default)]
 pub struct SessionFlags {
@@ -240,6 +248,31 @@ impl Hub {
             .sum()
     }
 
+    /// Delivers a run of messages to one conversation's members: each session gets every item in
+    /// order, as the `message` or, for the session that sent it, as the `ack` (marked in
+    /// `acked`). Returns how many `message`s were queued.
+    pub fn send_run(&self, users: &[UserId], items: &[RunItem], acked: &mut [bool]) -> usize {
+        let mut n = 0;
+        for u in users {
+            let shard = self.shard_of(*u);
+            let Some(list) = shard.online.get(u) else {
+                continue;
+            };
+            for h in list {
+                for (item, done) in items.iter().zip(acked.iter_mut()) {
+                    if h.id == item.origin {
+                        h.deliver(item.ack.clone());
+                        *done = true;
+                    } else {
+                        h.deliver(item.message.clone());
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
     /// Tells every session of `user` to close because its login was revoked; returns how many.
     pub fn revoke_user(&self, user: UserId) -> usize {
         let shard = self.shard_of(user);
@@ -315,6 +348,48 @@ mod tests {
         drop(a);
         let _c = hub.reserve(UserId(3), 2).unwrap();
         drop(b);
+    }
+
+    #[test]
+    fn a_run_reaches_each_session_in_order_with_acks_for_the_sender() {
+        let hub = Hub::default();
+        let (a, mut ra) = handle(&hub, 1, 8);
+        let (b, mut rb) = handle(&hub, 2, 8);
+        hub.register(a.clone());
+        hub.register(b.clone());
+        let item = |origin: u64, seq: u64| RunItem {
+            origin,
+            message: Outbound::Message {
+                conversation: 9,
+                seq,
+                frame: Utf8Bytes::from(format!("m{seq}")),
+            },
+            ack: Outbound::Ack {
+                conversation: 9,
+                seq,
+                frame: Utf8Bytes::from(format!("a{seq}")),
+            },
+        };
+        let items = [item(a.id, 1), item(b.id, 2), item(a.id, 3)];
+        let mut acked = [false; 3];
+        // User 3 is offline; its origin (none here) is simply not reached.
+        let n = hub.send_run(&[UserId(1), UserId(2), UserId(3)], &items, &mut acked);
+        assert_eq!(n, 3, "messages to the non-senders");
+        assert_eq!(acked, [true, true, true]);
+        let texts = |r: &mut mpsc::Receiver<Outbound>| {
+            let mut v = Vec::new();
+            while let Ok(o) = r.try_recv() {
+                v.push(match o {
+                    Outbound::Message { frame, .. } | Outbound::Ack { frame, .. } => {
+                        frame.to_string()
+                    }
+                    _ => String::new(),
+                });
+            }
+            v
+        };
+        assert_eq!(texts(&mut ra), ["a1", "m2", "a3"]);
+        assert_eq!(texts(&mut rb), ["m1", "a2", "m3"]);
     }
 
     #[test]

@@ -150,11 +150,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let mut shutdown = self.app.shutdown.clone();
+        if *shutdown.borrow_and_update() {
+            return End::Close(1001, "server shutting down");
+        }
         let flags = self.handle.flags.clone();
+        // Made once and re-armed only when they fire: creating and dropping them on every
+        // outbox wake-up costs a lock each on the Notify waiter lists.
+        let stop = shutdown.changed();
+        tokio::pin!(stop);
+        let wake = flags.wake.notified();
+        tokio::pin!(wake);
         loop {
-            if *shutdown.borrow() {
-                return End::Close(1001, "server shutting down");
-            }
             let step = tokio::select! {
                 msg = self.ws.next() => match msg {
                     None => Err(End::Gone),
@@ -162,7 +168,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Some(Err(e)) => Err(ws_error(e)),
                 },
                 Some(out) = self.rx.recv() => Box::pin(self.on_outbound(out)).await,
-                _ = flags.wake.notified() => {
+                _ = &mut wake => {
+                    wake.set(flags.wake.notified());
                     if flags.revoked.load(Ordering::Acquire) {
                         Err(End::Close(1008, "signed out by an administrator"))
                     } else if flags.overflowed.load(Ordering::Acquire) {
@@ -179,7 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         Box::pin(self.write(Message::Ping(Default::default()))).await
                     }
                 }
-                _ = shutdown.changed() => Err(End::Close(1001, "server shutting down")),
+                _ = &mut stop => Err(End::Close(1001, "server shutting down")),
                 _ = std::future::ready(()), if !self.pending.is_empty() => Box::pin(self.catch_up_page()).await,
             };
             if let Err(end) = step {

@@ -7,19 +7,22 @@
 //! the fan-out, which sends each origin its ack or error and hands the results to the hub. So
 //! throughput is not one fsync per message, nothing is acknowledged or delivered before it is
 //! durable, and the next commit's fsync overlaps the previous batch's delivery. Ops that arrive
-//! during a commit form the next batch; batches are delivered in commit order.
+//! during a commit form the next batch; batches are delivered in commit order. A small batch
+//! committed while the fan-out thread is idle is delivered by the writer itself (one thread
+//! hand-off less for a lone message's ack; the order is the same since nothing is pending).
 //!
 //! It calls the store (`chat_batch`, plus reads for per-user conversation summaries) and the
 //! hub; it never touches sockets.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use crate::hub::{encode, Hub, Outbound, SessionHandle};
+use crate::hub::{encode, Hub, Outbound, RunItem, SessionHandle};
 use crate::metrics::Metrics;
-use crate::model::{now_ms, ConversationId, UserId};
+use crate::model::{now_ms, ConversationId, StoredMessage, UserId};
 use crate::proto::{self, ErrorCode, ServerFrame};
 use crate::store::chat::{ChatError, MemberCache, MembershipOutcome, SendOutcome, Target};
 use crate::store::Store;
@@ -86,15 +89,17 @@ impl Writer {
         // Two committed batches may wait for delivery; beyond that the writer waits too, so
         // memory stays bounded when delivery is the bottleneck.
         let (fan_tx, fan_rx) = std::sync::mpsc::sync_channel(2);
-        let fanout = Fanout {
+        let fanout = Arc::new(Fanout {
             store: store.clone(),
             hub,
             broadcast_group_max,
             stats: stats.clone(),
-        };
+            queued: AtomicUsize::new(0),
+        });
+        let fan = fanout.clone();
         let fan_thread = std::thread::Builder::new()
             .name("chatd-fanout".into())
-            .spawn(move || fanout.run(fan_rx))?;
+            .spawn(move || fan.run(fan_rx))?;
         let thread = std::thread::Builder::new()
             .name("chatd-writer".into())
             .spawn(move || {
@@ -104,7 +109,8 @@ impl Writer {
                     batch_max,
                     cache: MemberCache::default(),
                     stats,
-                    fanout: fan_tx,
+                    fanout,
+                    fan_tx,
                 };
                 w.run();
                 // Dropping the sender ends the fan-out thread once it has delivered everything.
@@ -127,9 +133,20 @@ struct WriterThread {
     batch_max: usize,
     cache: MemberCache,
     stats: Arc<Metrics>,
+    fanout: Arc<Fanout>,
     /// Committed batches, in commit order, to the fan-out thread.
-    fanout: std::sync::mpsc::SyncSender<Committed>,
+    fan_tx: std::sync::mpsc::SyncSender<Committed>,
 }
+
+/// A batch whose fan-out reaches at most this many members is delivered by the writer itself
+/// when the fan-out thread is idle: one thread hand-off less on the ack path when the server is
+/// not busy. (Under load the fan-out thread is busy and overlaps delivery with the next commit.)
+const INLINE_FANOUT_MAX: usize = 64;
+
+/// Most messages handed to a session in one go (a run, see `Fanout::dispatch`). About what a
+/// session writes per flush; longer runs would fill one outbox in a burst while the session
+/// has no chance to drain it, and close a client that is keeping up.
+const RUN_MAX: usize = 32;
 
 /// A committed batch: each op with its outcome, or every op with the commit error.
 enum Committed {
@@ -137,14 +154,35 @@ enum Committed {
     Failed(Vec<WriteOp>),
 }
 
+impl Committed {
+    /// Roughly how many sessions' outboxes delivering this batch touches.
+    fn reach(&self) -> usize {
+        match self {
+            Committed::Done(results) => results
+                .iter()
+                .map(|(_, r)| match r {
+                    Ok(Done::Sent(s)) => s.members.len(),
+                    Ok(Done::Read(Some((_, m)))) => m.len(),
+                    Ok(Done::Membership(m)) => m.members.len() + m.removed.len(),
+                    _ => 1,
+                })
+                .sum(),
+            Committed::Failed(ops) => ops.len(),
+        }
+    }
+}
+
 /// Sends acks, errors and fan-out for committed batches, on its own thread, so the writer can
 /// start the next commit (and its fsync) while the previous batch is being delivered. Batches
-/// arrive in commit order over one channel, so deliveries keep that order.
+/// arrive in commit order over one channel, so deliveries keep that order; the writer delivers a
+/// small batch itself only when `queued` is 0 (nothing of an earlier batch is left to deliver).
 struct Fanout {
     store: Store,
     hub: Arc<Hub>,
     broadcast_group_max: u64,
     stats: Arc<Metrics>,
+    /// Batches handed to the fan-out thread and not yet delivered.
+    queued: AtomicUsize,
 }
 
 fn chat_error(e: &ChatError) -> (ErrorCode, String) {
@@ -216,7 +254,15 @@ impl WriterThread {
                     Committed::Failed(std::mem::take(&mut batch))
                 }
             };
-            if self.fanout.send(committed).is_err() {
+            // Only this thread adds to `queued`, so 0 stays 0 until it hands over a batch.
+            if self.fanout.queued.load(Ordering::Acquire) == 0
+                && committed.reach() <= INLINE_FANOUT_MAX
+            {
+                self.fanout.dispatch(committed);
+                continue;
+            }
+            self.fanout.queued.fetch_add(1, Ordering::AcqRel);
+            if self.fan_tx.send(committed).is_err() {
                 tracing::error!("fan-out thread is gone; stopping the writer");
                 break;
             }
@@ -228,17 +274,45 @@ impl WriterThread {
 impl Fanout {
     fn run(&self, rx: std::sync::mpsc::Receiver<Committed>) {
         while let Ok(committed) = rx.recv() {
+            self.dispatch(committed);
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Sends the acks, errors and fan-out of one committed batch.
+    ///
+    /// Consecutive new messages to the same conversation form a run that is handed to each
+    /// member's sessions together, so a session woken by the first finds the rest already queued
+    /// and writes them all with one flush (one syscall instead of one per message).
+    fn dispatch(&self, committed: Committed) {
+        {
             match committed {
                 Committed::Done(results) => {
+                    let mut run: Vec<(WriteOp, SendOutcome)> = Vec::new();
                     for (op, r) in results {
                         match r {
-                            Ok(done) => self.deliver(op, done),
+                            Ok(Done::Sent(s)) if !s.created && !s.duplicate => {
+                                if run.len() >= RUN_MAX
+                                    || run.last().is_some_and(|(_, p)| {
+                                        p.message.conversation != s.message.conversation
+                                    })
+                                {
+                                    self.deliver_run(&mut run);
+                                }
+                                run.push((op, s));
+                            }
+                            Ok(done) => {
+                                self.deliver_run(&mut run);
+                                self.deliver(op, done);
+                            }
                             Err(e) => {
+                                self.deliver_run(&mut run);
                                 let (code, msg) = chat_error(&e);
                                 reply_error(&op, code, msg);
                             }
                         }
                     }
+                    self.deliver_run(&mut run);
                 }
                 Committed::Failed(ops) => {
                     for op in ops {
@@ -276,42 +350,52 @@ impl Fanout {
         }
     }
 
+    /// Delivers a run of new messages to one conversation (see `dispatch`) and empties it.
+    /// Nothing in a run changed membership, so every message has the same members.
+    fn deliver_run(&self, run: &mut Vec<(WriteOp, SendOutcome)>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if run.len() <= 1 {
+            if let Some((op, s)) = run.pop() {
+                self.deliver_send(&op, s);
+            }
+            return;
+        }
+        let items: Vec<RunItem> = run
+            .iter()
+            .map(|(op, s)| RunItem {
+                origin: op.origin.id,
+                message: message_out(&s.message),
+                ack: ack_out(op, &s.message),
+            })
+            .collect();
+        let mut acked = vec![false; items.len()];
+        let reached = self.hub.send_run(&run[0].1.members, &items, &mut acked);
+        // An origin session the hub no longer lists still gets its ack (if it is there at all).
+        for ((op, _), (item, done)) in run.iter().zip(items.into_iter().zip(acked)) {
+            if !done {
+                op.origin.deliver(item.ack);
+            }
+        }
+        self.stats.messages.fetch_add(run.len() as u64, Relaxed);
+        self.stats.deliveries.fetch_add(reached as u64, Relaxed);
+        run.clear();
+    }
+
     fn deliver_send(&self, op: &WriteOp, s: SendOutcome) {
         use std::sync::atomic::Ordering::Relaxed;
         let m = &s.message;
-        let Change::Send { client_id, .. } = &op.change else {
-            return;
-        };
         if s.created {
             // Both users learn about the new direct conversation before its first message.
             for u in s.members.iter() {
                 self.send_summary(*u, m.conversation, Some(m.seq - 1), None);
             }
         }
-        let ack = Outbound::Ack {
-            conversation: m.conversation.0,
-            seq: m.seq,
-            frame: encode(&ServerFrame::Ack {
-                reference: op.reference,
-                client_id: client_id.clone(),
-                conversation: m.conversation.0,
-                seq: m.seq,
-                time: m.time_ms,
-            }),
-        };
-        op.origin.deliver(ack);
+        op.origin.deliver(ack_out(op, m));
         if s.duplicate {
             return;
         }
         self.stats.messages.fetch_add(1, Relaxed);
-        let frame = encode(&ServerFrame::Message {
-            message: proto::Message::from_stored(m),
-        });
-        let out = Outbound::Message {
-            conversation: m.conversation.0,
-            seq: m.seq,
-            frame,
-        };
+        let out = message_out(m);
         let reached = self.hub.send_to_users(&s.members, &out, Some(op.origin.id));
         self.stats.deliveries.fetch_add(reached as u64, Relaxed);
     }
@@ -390,6 +474,36 @@ impl Fanout {
         }
         // An owner who removed someone got the answer (with ref) in the loop above; a leaving
         // actor got `removed` above.
+    }
+}
+
+/// The `ack` of a stored message for the session that sent it.
+fn ack_out(op: &WriteOp, m: &StoredMessage) -> Outbound {
+    let client_id = match &op.change {
+        Change::Send { client_id, .. } => client_id.clone(),
+        _ => m.client_id.clone(),
+    };
+    Outbound::Ack {
+        conversation: m.conversation.0,
+        seq: m.seq,
+        frame: encode(&ServerFrame::Ack {
+            reference: op.reference,
+            client_id,
+            conversation: m.conversation.0,
+            seq: m.seq,
+            time: m.time_ms,
+        }),
+    }
+}
+
+/// A stored message as delivered to the other members' sessions.
+fn message_out(m: &StoredMessage) -> Outbound {
+    Outbound::Message {
+        conversation: m.conversation.0,
+        seq: m.seq,
+        frame: encode(&ServerFrame::Message {
+            message: proto::Message::from_stored(m),
+        }),
     }
 }
 

@@ -121,11 +121,7 @@ fn summarize(tx: &ReadTransaction, path: &Path) -> Result<DbSummary> {
     let meta = tx.open_table(META)?;
     let get = |k: &str| -> Result<u64> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
     let schema = get(META_SCHEMA_VERSION)?;
-    let messages = if schema >= 2 {
-        get(META_MESSAGE_COUNT)?
-    } else {
-        tx.open_table(MESSAGES)?.len()?
-    };
+    let messages = tx.open_table(MESSAGES)?.len()?;
     Ok(DbSummary {
         schema,
         users: tx.open_table(USERS)?.len()?,

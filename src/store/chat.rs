@@ -183,8 +183,6 @@ pub struct ChatBatch<'t> {
     messages: Table<'t, (u64, u64), &'static [u8]>,
     client_ids: Table<'t, (u64, &'static str), (u64, u64)>,
     cache: &'t mut MemberCache,
-    /// Messages appended in this batch, added to `META_MESSAGE_COUNT` once in `finish`.
-    new_messages: u64,
 }
 
 impl<'t> ChatBatch<'t> {
@@ -199,7 +197,6 @@ impl<'t> ChatBatch<'t> {
             messages: tx.open_table(MESSAGES)?,
             client_ids: tx.open_table(CLIENT_IDS)?,
             cache,
-            new_messages: 0,
         })
     }
 
@@ -362,7 +359,6 @@ impl<'t> ChatBatch<'t> {
         self.client_ids
             .insert((sender.0, client_id), (conv_id, message.seq))?;
         self.put_conv(conv_id, &conv)?;
-        self.new_messages += 1;
         // The sender has read everything up to their own message (the newest one, so this
         // never moves the position backwards).
         self.read_seqs.insert((sender.0, conv_id), message.seq)?;
@@ -546,22 +542,6 @@ impl<'t> ChatBatch<'t> {
             last_seq: rec.last_seq,
         }))
     }
-
-    /// Adds this batch's new messages to the stored count.
-    fn finish(&mut self) -> Result<()> {
-        if self.new_messages > 0 {
-            let n = self
-                .meta
-                .get(META_MESSAGE_COUNT)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            self.meta.insert(
-                META_MESSAGE_COUNT,
-                n + std::mem::take(&mut self.new_messages),
-            )?;
-        }
-        Ok(())
-    }
 }
 
 impl Store {
@@ -577,10 +557,7 @@ impl Store {
             let mut batch = ChatBatch::open(&tx, cache)?;
             let r = f(&mut batch);
             match r {
-                Ok(r) => {
-                    batch.finish()?;
-                    Ok(r)
-                }
+                Ok(r) => Ok(r),
                 Err(e) => Err(e),
             }
         };

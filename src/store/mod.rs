@@ -257,13 +257,10 @@ impl Store {
     }
 
     /// Messages stored in the database (all conversations).
+    /// (redb keeps every table's length in its header, so this reads no rows.)
     pub fn message_count(&self) -> Result<u64> {
         let tx = self.db.begin_read()?;
-        let n = tx
-            .open_table(META)?
-            .get(META_MESSAGE_COUNT)?
-            .map(|v| v.value());
-        Ok(n.unwrap_or(0))
+        Ok(tx.open_table(MESSAGES)?.len()?)
     }
 
     /// Replaces a user's password hash and revokes all of the user's sessions and tokens.
@@ -497,7 +494,7 @@ fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<()> {
     let mut v = from;
     while v < SCHEMA_VERSION {
         match v {
-            // 1 → 2: count the stored messages once; sends keep the count from now on.
+            // 1 → 2: count the stored messages once; sends kept the count (until 3).
             1 => {
                 let n = tx.open_table(MESSAGES)?.len()?;
                 tx.open_table(META)?.insert(META_MESSAGE_COUNT, n)?;
@@ -515,6 +512,8 @@ fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<()> {
                 }
                 tx.delete_table(OLD_READ_POSITIONS)?;
                 tx.delete_table(OLD_ACTIVITY)?;
+                // redb keeps each table's length, so the message count needs no counter.
+                tx.open_table(META)?.remove(META_MESSAGE_COUNT)?;
             }
             _ => {
                 return Err(StoreError::Corrupt(format!(

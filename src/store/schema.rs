@@ -16,17 +16,19 @@ pub const SCHEMA_VERSION: u64 = 3;
 // 2. `META_MESSAGE_COUNT` (messages stored, kept by every send; counted once on upgrade).
 // 3. `read_positions` (read_seq, activity_ms) + `activity` index replaced by `read_seqs`
 //    (read_seq only): the recent-conversations order is computed from `conversations.last_ms`
-//    when a list is read, so a message no longer rewrites one index entry per member.
+//    when a list is read, so a message no longer rewrites one index entry per member. And
+//    `message_count` is gone again: redb keeps every table's length in its header.
 
 /// Small counters and settings: `schema_version`, `epoch` (random, set when the database is
 /// created or restored, so clients can tell a restored database from the one they knew),
-/// `next_user_id`, `next_conversation_id`, `message_count` (messages stored, since schema 2).
+/// `next_user_id`, `next_conversation_id` (and, in schema 2 only, `message_count`).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_EPOCH: &str = "epoch";
 pub const META_NEXT_USER: &str = "next_user_id";
 pub const META_NEXT_CONVERSATION: &str = "next_conversation_id";
+/// Schema 2 only (set by the 1 → 2 step, removed by 2 → 3).
 pub const META_MESSAGE_COUNT: &str = "message_count";
 
 /// user id → user record v1: name, password PHC string, flags (1 = admin, 2 = disabled),

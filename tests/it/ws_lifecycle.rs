@@ -168,8 +168,34 @@ async fn per_user_connection_limit_holds_for_simultaneous_upgrades() {
 /// wait for every ack. Returns the client_ids in ack order per sender.
 async fn flood_conversation(senders: Vec<Client>, conv: u64, n: usize, size: usize) -> Vec<String> {
     let mut tasks = Vec::new();
-    for (s, mut c) in senders.into_iter().enumerate() {
+    for (s, c) in senders.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
+            // All senders are alice, so each also receives the others' messages: it keeps
+            // reading while it sends (a sender that stopped reading would be a slow consumer
+            // too, and rightly be disconnected).
+            let welcome = c.welcome;
+            let (mut sink, mut stream) = c.ws.split();
+            let reader = tokio::spawn(async move {
+                let mut acked = 0;
+                while acked < n {
+                    let m = tokio::time::timeout(WAIT, stream.next())
+                        .await
+                        .expect("timed out waiting for acks")
+                        .expect("connection ended")
+                        .expect("read error");
+                    let Message::Text(t) = m else {
+                        assert!(!m.is_close(), "sender {s} closed: {m:?}");
+                        continue;
+                    };
+                    let f: Value = serde_json::from_str(t.as_str()).unwrap();
+                    match f["type"].as_str().unwrap() {
+                        "ack" => acked += 1,
+                        "error" => panic!("sender {s}: {f}"),
+                        _ => {}
+                    }
+                }
+                stream
+            });
             let mut ids = Vec::with_capacity(n);
             for i in 0..n {
                 let cid = format!("s{s}-{i}");
@@ -177,22 +203,15 @@ async fn flood_conversation(senders: Vec<Client>, conv: u64, n: usize, size: usi
                 let text = format!("{head}{}", "z".repeat(size - head.len()));
                 let f =
                     json!({"type": "send", "client_id": cid, "conversation": conv, "text": text});
-                c.ws.feed(Message::Text(f.to_string().into()))
+                sink.feed(Message::Text(f.to_string().into()))
                     .await
                     .unwrap();
                 ids.push(cid);
             }
-            c.ws.flush().await.unwrap();
-            let mut acked = 0;
-            while acked < n {
-                let f = c.recv().await;
-                match f["type"].as_str().unwrap() {
-                    "ack" => acked += 1,
-                    "error" => panic!("sender {s}: {f}"),
-                    _ => {}
-                }
-            }
-            (ids, c)
+            sink.flush().await.unwrap();
+            let stream = reader.await.unwrap();
+            let ws = sink.reunite(stream).unwrap();
+            (ids, Client { ws, welcome })
         }));
     }
     let mut all = Vec::new();
