@@ -555,11 +555,7 @@ impl Store {
         let tx = self.write()?;
         let result = {
             let mut batch = ChatBatch::open(&tx, cache)?;
-            let r = f(&mut batch);
-            match r {
-                Ok(r) => Ok(r),
-                Err(e) => Err(e),
-            }
+            f(&mut batch)
         };
         match result {
             Ok(r) => {
