@@ -2,8 +2,9 @@
 //! group membership) with group commit, then acknowledges and fans out.
 //!
 //! Sessions submit `WriteOp`s into a bounded queue. The thread takes the first waiting op, drains
-//! whatever else is queued (up to `Limits::writer_batch_max`), applies them all in one redb write
-//! transaction and commits once with fsync. Only then does it pass the batch to a second thread,
+//! whatever else is queued (up to `Limits::writer_batch_max`), appends them as one record to the
+//! write-ahead log with one fsync and applies them in one redb transaction
+//! (`Store::apply_logged`). Only then does it pass the batch to a second thread,
 //! the fan-out, which sends each origin its ack or error and hands the results to the hub. So
 //! throughput is not one fsync per message, nothing is acknowledged or delivered before it is
 //! durable, and the next commit's fsync overlaps the previous batch's delivery. Ops that arrive
@@ -24,35 +25,11 @@ use crate::hub::{encode, Hub, Outbound, RunItem, SessionHandle};
 use crate::metrics::Metrics;
 use crate::model::{now_ms, ConversationId, StoredMessage, UserId};
 use crate::proto::{self, ErrorCode, ServerFrame};
-use crate::store::chat::{ChatError, MemberCache, MembershipOutcome, SendOutcome, Target};
+use crate::store::chat::{ChatError, MemberCache, MembershipOutcome, SendOutcome};
+use crate::store::wal::LoggedOp;
 use crate::store::Store;
 
-/// One mutation requested by a session.
-#[derive(Debug)]
-pub enum Change {
-    Send {
-        target: Target,
-        client_id: String,
-        text: String,
-    },
-    Read {
-        conversation: ConversationId,
-        seq: u64,
-    },
-    CreateGroup {
-        title: String,
-        members: Vec<UserId>,
-    },
-    AddMembers {
-        conversation: ConversationId,
-        members: Vec<UserId>,
-    },
-    /// Removes `user`; `user == actor` means leaving.
-    RemoveMember {
-        conversation: ConversationId,
-        user: UserId,
-    },
-}
+pub use crate::store::chat::Change;
 
 /// A change plus who asked for it.
 pub struct WriteOp {
@@ -63,11 +40,7 @@ pub struct WriteOp {
     pub change: Change,
 }
 
-enum Done {
-    Sent(SendOutcome),
-    Read(Option<(u64, Arc<[UserId]>)>),
-    Membership(MembershipOutcome),
-}
+use crate::store::chat::Applied as Done;
 
 /// Handle to submit ops to the writer thread.
 #[derive(Clone)]
@@ -209,38 +182,16 @@ impl WriterThread {
             }
             let now = now_ms();
             let started = std::time::Instant::now();
-            let ops = &batch;
-            let result = self.store.chat_batch(&mut self.cache, |b| {
-                let mut out = Vec::with_capacity(ops.len());
-                for op in ops {
-                    let r = match &op.change {
-                        Change::Send {
-                            target,
-                            client_id,
-                            text,
-                        } => b
-                            .send(op.actor, &op.actor_name, *target, client_id, text, now)?
-                            .map(Done::Sent),
-                        Change::Read { conversation, seq } => {
-                            b.mark_read(op.actor, *conversation, *seq)?.map(Done::Read)
-                        }
-                        Change::CreateGroup { title, members } => b
-                            .create_group(op.actor, title, members, now)?
-                            .map(Done::Membership),
-                        Change::AddMembers {
-                            conversation,
-                            members,
-                        } => b
-                            .add_members(op.actor, *conversation, members)?
-                            .map(Done::Membership),
-                        Change::RemoveMember { conversation, user } => b
-                            .remove_member(op.actor, *conversation, *user)?
-                            .map(Done::Membership),
-                    };
-                    out.push(r);
-                }
-                Ok(out)
-            });
+            let logged: Vec<LoggedOp<'_>> = batch
+                .iter()
+                .map(|op| LoggedOp {
+                    actor: op.actor,
+                    actor_name: &op.actor_name,
+                    change: &op.change,
+                })
+                .collect();
+            let result = self.store.apply_logged(&mut self.cache, now, &logged);
+            drop(logged);
             self.stats
                 .commit_seconds
                 .observe_duration(started.elapsed());
@@ -266,6 +217,10 @@ impl WriterThread {
                 tracing::error!("fan-out thread is gone; stopping the writer");
                 break;
             }
+        }
+        // A clean stop leaves an empty log (a crash leaves it for `Store::open` to replay).
+        if let Err(e) = self.store.checkpoint() {
+            tracing::error!("final checkpoint failed (the log keeps every batch): {e}");
         }
         tracing::debug!("writer stopped");
     }

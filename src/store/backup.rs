@@ -182,13 +182,22 @@ pub struct Restored {
 pub fn restore(file: &Path, dir: &Path, now_ms: u64) -> Result<Restored> {
     inspect(file)?;
     let live = dir.join(DB_FILE);
+    let wal = dir.join(super::wal::WAL_FILE);
     if live.exists() {
-        // Taking the lock proves no server (or other command) has the database open.
-        match Database::create(&live) {
-            Ok(db) => drop(db),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(live)),
+        // Opening it proves no server (or other command) has the database open, and applies
+        // whatever its write-ahead log still holds, so the copy kept below is complete and
+        // the log is empty (it belongs to the replaced history, not to the restored one).
+        match Store::open(dir) {
+            Ok(store) => drop(store),
+            Err(StoreError::Locked(p)) => return Err(StoreError::Locked(p)),
             // A damaged current database is a good reason to restore; do not insist on it.
-            Err(_) => {}
+            Err(_) => {
+                if wal.exists() {
+                    let aside =
+                        dir.join(format!("{}.before-restore-{now_ms}", super::wal::WAL_FILE));
+                    std::fs::rename(&wal, aside).map_err(StoreError::Io)?;
+                }
+            }
         }
     }
     let staging = dir.join(format!("{DB_FILE}.restoring"));

@@ -41,6 +41,42 @@ pub enum Target {
     User(UserId),
 }
 
+/// One mutation the message writer applies (requested by a session; logged in the WAL).
+#[derive(Debug)]
+pub enum Change {
+    Send {
+        target: Target,
+        client_id: String,
+        text: String,
+    },
+    Read {
+        conversation: ConversationId,
+        seq: u64,
+    },
+    CreateGroup {
+        title: String,
+        members: Vec<UserId>,
+    },
+    AddMembers {
+        conversation: ConversationId,
+        members: Vec<UserId>,
+    },
+    /// Removes `user`; `user == actor` means leaving.
+    RemoveMember {
+        conversation: ConversationId,
+        user: UserId,
+    },
+}
+
+/// What one applied `Change` did.
+#[derive(Clone, Debug)]
+pub enum Applied {
+    Sent(SendOutcome),
+    /// The new read position and the members, if it moved.
+    Read(Option<(u64, Arc<[UserId]>)>),
+    Membership(MembershipOutcome),
+}
+
 /// What `send` did.
 #[derive(Clone, Debug)]
 pub struct SendOutcome {
@@ -186,7 +222,7 @@ pub struct ChatBatch<'t> {
 }
 
 impl<'t> ChatBatch<'t> {
-    fn open(tx: &'t WriteTransaction, cache: &'t mut MemberCache) -> Result<Self> {
+    pub(super) fn open(tx: &'t WriteTransaction, cache: &'t mut MemberCache) -> Result<Self> {
         Ok(ChatBatch {
             users: tx.open_table(USERS)?,
             meta: tx.open_table(META)?,
@@ -265,6 +301,46 @@ impl<'t> ChatBatch<'t> {
     fn refresh_cache(&mut self, conv: u64) -> Result<Arc<[UserId]>> {
         self.cache.map.remove(&conv);
         self.member_ids(conv)
+    }
+
+    /// Records the number of the logged batch this transaction applies (see `store::wal`).
+    pub(super) fn set_wal_applied(&mut self, number: u64) -> Result<()> {
+        self.meta.insert(META_WAL_APPLIED, number)?;
+        Ok(())
+    }
+
+    /// Applies one change requested by `actor` (named `actor_name`) at `now_ms`.
+    pub fn apply(
+        &mut self,
+        actor: UserId,
+        actor_name: &str,
+        change: &Change,
+        now_ms: u64,
+    ) -> Op<Applied> {
+        Ok(match change {
+            Change::Send {
+                target,
+                client_id,
+                text,
+            } => self
+                .send(actor, actor_name, *target, client_id, text, now_ms)?
+                .map(Applied::Sent),
+            Change::Read { conversation, seq } => self
+                .mark_read(actor, *conversation, *seq)?
+                .map(Applied::Read),
+            Change::CreateGroup { title, members } => self
+                .create_group(actor, title, members, now_ms)?
+                .map(Applied::Membership),
+            Change::AddMembers {
+                conversation,
+                members,
+            } => self
+                .add_members(actor, *conversation, members)?
+                .map(Applied::Membership),
+            Change::RemoveMember { conversation, user } => self
+                .remove_member(actor, *conversation, *user)?
+                .map(Applied::Membership),
+        })
     }
 
     /// Appends a message (or returns the original for a repeated client_id).

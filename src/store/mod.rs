@@ -3,8 +3,11 @@
 //!
 //! Callers get plain domain types (`model`) and `StoreError`s. Every method is blocking (redb does
 //! file I/O), so async code calls the store from `spawn_blocking` or a dedicated thread, never
-//! directly on a runtime worker. Every write transaction commits with `Durability::Immediate`:
-//! when a method returns `Ok`, the change is on disk (fsync'd) and may be acknowledged.
+//! directly on a runtime worker. When a method returns `Ok`, the change is on disk (fsync'd) and
+//! may be acknowledged: every write transaction commits with `Durability::Immediate`, except the
+//! message writer's batches, which are first appended to the write-ahead log (`wal`, fsync'd)
+//! and then committed to redb non-durably; `Store::open` re-applies whatever the last durable
+//! commit lacks.
 //! The store must not call into the HTTP, WebSocket or hub layers.
 
 pub mod backup;
@@ -13,10 +16,12 @@ mod codec;
 pub mod schema;
 #[cfg(test)]
 mod tests;
+pub mod wal;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
@@ -126,7 +131,27 @@ pub struct Store {
     db: Arc<Database>,
     /// Random id of this database's history; changes on restore (see `schema::META_EPOCH`).
     epoch: u64,
+    /// The write-ahead log of the message writer's batches (see `wal`).
+    journal: Arc<Mutex<Journal>>,
 }
+
+/// The log and what the writer needs to use it.
+struct Journal {
+    wal: wal::Wal,
+    /// Number of the next batch.
+    next: u64,
+    last_checkpoint: Instant,
+    /// Batches applied without a durable redb commit since the last checkpoint.
+    unpersisted: u64,
+    /// Set when a logged batch could neither be applied nor voided: logging more would make
+    /// recovery replay it before them, so no further batch is accepted.
+    broken: bool,
+}
+
+/// Checkpoint (durable redb commit, then an empty log) when the log is this big...
+const CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
+/// ... or this long after the previous checkpoint.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
 const USER_FLAG_ADMIN: u8 = 1;
 const USER_FLAG_DISABLED: u8 = 2;
@@ -147,10 +172,166 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let epoch = init_schema(&db)?;
-        Ok(Store {
+        let (wal, recovered) = wal::Wal::open(dir).map_err(|e| {
+            StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot open the log {}: {e}",
+                    dir.join(wal::WAL_FILE).display()
+                ),
+            ))
+        })?;
+        let store = Store {
             db: Arc::new(db),
             epoch,
-        })
+            journal: Arc::new(Mutex::new(Journal {
+                wal,
+                next: 1,
+                last_checkpoint: Instant::now(),
+                unpersisted: 0,
+                broken: false,
+            })),
+        };
+        store.recover(recovered)?;
+        Ok(store)
+    }
+
+    /// Re-applies the logged batches that the last durable commit does not have, makes them
+    /// durable and empties the log.
+    fn recover(&self, recovered: wal::Recovered) -> Result<()> {
+        let applied = self.meta(META_WAL_APPLIED)?.unwrap_or(0);
+        if recovered.dropped_bytes > 0 {
+            tracing::warn!(
+                bytes = recovered.dropped_bytes,
+                "cut off a torn record at the end of the log (a crash during a write; it was never acknowledged)"
+            );
+        }
+        let mut cache = chat::MemberCache::default();
+        let mut last = applied;
+        let mut replayed = 0;
+        for b in recovered.batches {
+            if b.epoch != self.epoch || b.number <= applied {
+                continue;
+            }
+            let ops: Vec<wal::LoggedOp<'_>> = b
+                .ops
+                .iter()
+                .map(|(actor, name, change)| wal::LoggedOp {
+                    actor: *actor,
+                    actor_name: name,
+                    change,
+                })
+                .collect();
+            self.apply_batch(&mut cache, b.number, b.now_ms, &ops, Durability::None)?;
+            last = b.number;
+            replayed += 1;
+        }
+        let mut j = self.lock_journal();
+        j.next = last + 1;
+        if replayed > 0 || !j.wal.is_empty() {
+            if replayed > 0 {
+                tracing::info!(
+                    batches = replayed,
+                    "recovered logged batches after an unclean stop"
+                );
+            }
+            j.unpersisted = replayed;
+            self.checkpoint_locked(&mut j)?;
+        }
+        Ok(())
+    }
+
+    fn lock_journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        // A panic while holding it leaves a usable log (every step is a whole record).
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a batch of changes for the message writer, durably: the batch is appended to the
+    /// log and fsync'd, then applied to redb with a non-durable commit. When this returns `Ok`,
+    /// every result may be acknowledged. Checkpoints now and then.
+    pub fn apply_logged(
+        &self,
+        cache: &mut chat::MemberCache,
+        now_ms: u64,
+        ops: &[wal::LoggedOp<'_>],
+    ) -> Result<Vec<std::result::Result<chat::Applied, chat::ChatError>>> {
+        let mut j = self.lock_journal();
+        if j.broken {
+            return Err(StoreError::Io(std::io::Error::other(
+                "the log could not be written earlier; restart chatd",
+            )));
+        }
+        let number = j.next;
+        j.wal
+            .append_batch(number, self.epoch, now_ms, ops)
+            .map_err(StoreError::Io)?;
+        j.next += 1;
+        match self.apply_batch(cache, number, now_ms, ops, Durability::None) {
+            Ok(results) => {
+                j.unpersisted += 1;
+                if j.wal.len() >= CHECKPOINT_BYTES
+                    || j.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
+                {
+                    if let Err(e) = self.checkpoint_locked(&mut j) {
+                        // The log still holds everything; the next checkpoint tries again.
+                        tracing::error!("checkpoint failed: {e}");
+                    }
+                }
+                Ok(results)
+            }
+            Err(e) => {
+                cache.clear();
+                if let Err(e2) = j.wal.append_abort(number) {
+                    tracing::error!("cannot void batch {number} in the log: {e2}");
+                    j.broken = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes every applied batch durable in redb and empties the log (a no-op if nothing is
+    /// pending). The writer calls it when it stops; `apply_logged` calls it periodically.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut j = self.lock_journal();
+        if j.unpersisted == 0 && j.wal.is_empty() {
+            return Ok(());
+        }
+        self.checkpoint_locked(&mut j)
+    }
+
+    fn checkpoint_locked(&self, j: &mut Journal) -> Result<()> {
+        // An Immediate commit persists every non-durable commit before it.
+        let tx = self.write()?;
+        tx.commit()?;
+        j.unpersisted = 0;
+        j.last_checkpoint = Instant::now();
+        j.wal.reset().map_err(StoreError::Io)?;
+        Ok(())
+    }
+
+    /// Applies `ops` as batch `number` in one write transaction with the given durability.
+    fn apply_batch(
+        &self,
+        cache: &mut chat::MemberCache,
+        number: u64,
+        now_ms: u64,
+        ops: &[wal::LoggedOp<'_>],
+        durability: Durability,
+    ) -> Result<Vec<std::result::Result<chat::Applied, chat::ChatError>>> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(durability)?;
+        let results = {
+            let mut b = chat::ChatBatch::open(&tx, cache)?;
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                out.push(b.apply(op.actor, op.actor_name, op.change, now_ms)?);
+            }
+            b.set_wal_applied(number)?;
+            out
+        };
+        tx.commit()?;
+        Ok(results)
     }
 
     /// The database epoch (see `schema::META_EPOCH`).

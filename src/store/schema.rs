@@ -28,6 +28,10 @@ pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_EPOCH: &str = "epoch";
 pub const META_NEXT_USER: &str = "next_user_id";
 pub const META_NEXT_CONVERSATION: &str = "next_conversation_id";
+/// The number of the last write-ahead-log batch applied to this database (see `store::wal`).
+/// Written by every logged batch; recovery re-applies only later batches.
+pub const META_WAL_APPLIED: &str = "wal_applied";
+
 /// Schema 2 only (set by the 1 → 2 step, removed by 2 → 3).
 pub const META_MESSAGE_COUNT: &str = "message_count";
 
