@@ -35,6 +35,20 @@ pub fn encode(frame: &ServerFrame) -> Encoded {
     }
 }
 
+/// Encodes the `message` frame of a borrowed stored message (catch-up's fast path: one
+/// allocation per message, no intermediate copies).
+pub fn encode_message_ref(m: &crate::model::MessageRef<'_>) -> Encoded {
+    match serde_json::to_string(&crate::proto::MessageFrameRef::new(m)) {
+        Ok(s) => Utf8Bytes::from(s),
+        Err(e) => {
+            tracing::error!("cannot encode a message frame: {e}");
+            Utf8Bytes::from_static(
+                r#"{"type":"error","code":"internal","message":"internal error"}"#,
+            )
+        }
+    }
+}
+
 /// What travels through a session's outbox.
 #[derive(Clone, Debug)]
 pub enum Outbound {
@@ -390,6 +404,33 @@ mod tests {
         };
         assert_eq!(texts(&mut ra), ["a1", "m2", "a3"]);
         assert_eq!(texts(&mut rb), ["m1", "a2", "m3"]);
+    }
+
+    #[test]
+    fn borrowed_message_frames_match_the_owned_encoding() {
+        use crate::model::{ConversationId, MessageRef, StoredMessage};
+        let owned = StoredMessage {
+            conversation: ConversationId(4),
+            seq: 17,
+            sender: UserId(2),
+            sender_name: "bob \"the\" builder".into(),
+            time_ms: 1_700_000_000_123,
+            client_id: "c-9".into(),
+            text: "<b>hi</b>\n\u{1F600} 你好".into(),
+        };
+        let borrowed = MessageRef {
+            conversation: owned.conversation,
+            seq: owned.seq,
+            sender: owned.sender,
+            sender_name: &owned.sender_name,
+            time_ms: owned.time_ms,
+            client_id: &owned.client_id,
+            text: &owned.text,
+        };
+        let a = encode(&ServerFrame::Message {
+            message: crate::proto::Message::from_stored(&owned),
+        });
+        assert_eq!(encode_message_ref(&borrowed).as_str(), a.as_str());
     }
 
     #[test]

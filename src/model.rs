@@ -147,6 +147,33 @@ pub struct StoredMessage {
     pub text: String,
 }
 
+/// A stored message borrowed from the database page it was read from (no copies): what
+/// catch-up turns straight into wire frames.
+#[derive(Clone, Copy, Debug)]
+pub struct MessageRef<'a> {
+    pub conversation: ConversationId,
+    pub seq: u64,
+    pub sender: UserId,
+    pub sender_name: &'a str,
+    pub time_ms: u64,
+    pub client_id: &'a str,
+    pub text: &'a str,
+}
+
+impl MessageRef<'_> {
+    pub fn to_stored(&self) -> StoredMessage {
+        StoredMessage {
+            conversation: self.conversation,
+            seq: self.seq,
+            sender: self.sender,
+            sender_name: self.sender_name.to_string(),
+            time_ms: self.time_ms,
+            client_id: self.client_id.to_string(),
+            text: self.text.to_string(),
+        }
+    }
+}
+
 /// A conversation as one user sees it in their list.
 #[derive(Clone, Debug)]
 pub struct ConversationSummary {

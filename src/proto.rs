@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ConversationKind, ConversationSummary, MemberInfo, StoredMessage};
+use crate::model::{ConversationKind, ConversationSummary, MemberInfo, MessageRef, StoredMessage};
 
 /// Bumped on any incompatible change to the frames below.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -240,6 +240,37 @@ impl Message {
             time: m.time_ms,
             client_id: m.client_id.clone(),
             text: m.text.clone(),
+        }
+    }
+}
+
+/// The `message` frame of a borrowed stored message: the same JSON as
+/// `ServerFrame::Message { message: Message::from_stored(..) }`, without copying the strings
+/// first (catch-up encodes every replayed message this way).
+#[derive(Serialize)]
+pub struct MessageFrameRef<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    conversation: u64,
+    seq: u64,
+    sender: u64,
+    sender_name: &'a str,
+    time: u64,
+    client_id: &'a str,
+    text: &'a str,
+}
+
+impl<'a> MessageFrameRef<'a> {
+    pub fn new(m: &MessageRef<'a>) -> Self {
+        MessageFrameRef {
+            kind: "message",
+            conversation: m.conversation.0,
+            seq: m.seq,
+            sender: m.sender.0,
+            sender_name: m.sender_name,
+            time: m.time_ms,
+            client_id: m.client_id,
+            text: m.text,
         }
     }
 }

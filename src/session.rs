@@ -387,9 +387,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let after = self.cursors.get(&conv).copied().unwrap_or(0);
         let page = self.app.config.limits.catchup_page;
         let user = self.user.id;
+        // Encoded on the blocking pool straight from the database pages.
         let read = self
             .app
-            .db(move |s| s.messages_after(user, ConversationId(conv), after, page))
+            .db(move |s| {
+                s.messages_after_map(user, ConversationId(conv), after, page, |m| {
+                    (m.seq, crate::hub::encode_message_ref(m))
+                })
+            })
             .await;
         let msgs = match read {
             Ok(Some(m)) => m,
@@ -405,15 +410,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         let full = msgs.len() >= page;
-        for m in &msgs {
+        for (seq, text) in msgs {
             let cursor = self.cursors.entry(conv).or_insert(0);
-            if m.seq != *cursor + 1 {
+            if seq != *cursor + 1 {
                 continue;
             }
-            *cursor = m.seq;
-            let text = encode(&ServerFrame::Message {
-                message: proto::Message::from_stored(m),
-            });
+            *cursor = seq;
             match tokio::time::timeout(
                 self.app.config.limits.write_timeout,
                 self.ws.feed(Message::Text(text)),

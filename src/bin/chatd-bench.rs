@@ -109,12 +109,21 @@ enum Scenario {
         #[arg(long, default_value_t = 512)]
         concurrency: usize,
     },
-    /// N clients reconnect at once, each missing `missed` messages
+    /// N clients reconnect at once, each missing `missed` messages, while `rooms` runs
     Catchup {
         #[arg(long, default_value_t = 10000)]
         clients: usize,
         #[arg(long, default_value_t = 100)]
         missed: usize,
+        /// Background `rooms` load during the catch-up: groups of 10 (0 = none)
+        #[arg(long, default_value_t = 100)]
+        rooms_groups: usize,
+        /// Background `rooms` ingest rate, messages/s
+        #[arg(long, default_value_t = 2000)]
+        rooms_rate: u64,
+        /// How long the background load sends
+        #[arg(long, default_value_t = 6)]
+        rooms_secs: u64,
     },
 }
 
@@ -417,6 +426,40 @@ async fn next_json(ws: &mut Ws) -> Res<Value> {
     }
 }
 
+/// Just the type (and seq) of a frame: catch-up clients read a million frames, and parsing
+/// each into a full `Value` would cost the generator more CPU than the server spends on it.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    seq: Option<u64>,
+}
+
+enum Kind {
+    Message(u64),
+    Synced,
+    Other,
+}
+
+async fn next_kind(ws: &mut Ws) -> Res<Kind> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let h: Head<'_> = serde_json::from_str(t.as_str()).map_err(|e| e.to_string())?;
+                return Ok(match h.kind {
+                    "message" => Kind::Message(h.seq.unwrap_or(0)),
+                    "synced" => Kind::Synced,
+                    _ => Kind::Other,
+                });
+            }
+            Some(Ok(Message::Close(f))) => return Err(format!("closed: {f:?}")),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("connection ended".into()),
+        }
+    }
+}
+
 /// Opens connections with bounded concurrency; `token_of(i)` picks the account.
 async fn connect_many(
     addr: SocketAddr,
@@ -520,6 +563,11 @@ struct Report {
     commit_mean_ms: f64,
     messages_per_commit: f64,
     upgrades_per_s: f64,
+    /// catchup: the background rooms load (acked, deliveries, latency while catching up).
+    background_acked: u64,
+    background_delivered: u64,
+    background_latency_p50_ms: f64,
+    background_latency_p99_ms: f64,
 }
 
 fn print_report(r: &Report) {
@@ -1001,12 +1049,26 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             r.server_cpu_s = cpu1 - cpu0;
             r.server_rss_mb = rss as f64 / 1048576.0;
         }
-        Scenario::Catchup { clients: n, missed } => {
+        Scenario::Catchup {
+            clients: n,
+            missed,
+            rooms_groups,
+            rooms_rate,
+            rooms_secs,
+        } => {
             r.scenario = "catchup".into();
-            r.params = format!("clients={n} missed={missed}");
+            r.params = format!(
+                "clients={n} missed={missed} background rooms={rooms_groups}x10 at {rooms_rate}/s"
+            );
             // Pairs (2i, 2i+1): each client of an odd user misses `missed` messages from its peer.
-            let users = n * 2;
+            // The rooms members come after them.
+            let room_users = rooms_groups * 10;
+            let users = n * 2 + room_users;
             let (store, seed) = seed_users(dir, users)?;
+            let gs: Vec<Vec<usize>> = (0..rooms_groups)
+                .map(|g| (n * 2 + g * 10..n * 2 + (g + 1) * 10).collect())
+                .collect();
+            let room_ids = seed_groups(&store, &seed, &gs)?;
             let pairs: Vec<(usize, usize)> = (0..n).map(|i| (2 * i + 1, 2 * i)).collect();
             let convs = seed_pairs(&store, &seed, &pairs)?;
             // The seed message is seq 1 (from the receiver); the missed ones follow.
@@ -1032,6 +1094,25 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             }
             drop(store);
             let srv = Server::start(bin, dir, &[])?;
+            // The rooms members are online first; their load runs through the catch-up.
+            let room_clients = connect_many(srv.addr, room_users, 256, |i| {
+                seed.tokens[n * 2 + i].clone()
+            })
+            .await?;
+            let bg_secs = rooms_secs;
+            let background = async {
+                let mut br = Report::default();
+                if room_users > 0 && rooms_rate > 0 {
+                    let plan = plans(
+                        room_users,
+                        rooms_rate,
+                        bg_secs,
+                        |s, _| json!({"conversation": room_ids[s / 10]}),
+                    );
+                    run_messaging(&srv, room_clients, plan, 9, bg_secs, &mut br).await;
+                }
+                br
+            };
             let (cpu0, _) = srv.usage();
             let t0 = Instant::now();
             let sem = Arc::new(tokio::sync::Semaphore::new(1024));
@@ -1068,10 +1149,8 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                     let mut n = 0u64;
                     let mut last = 1u64;
                     loop {
-                        let v = next_json(&mut ws).await?;
-                        match v["type"].as_str() {
-                            Some("message") => {
-                                let seq = v["seq"].as_u64().unwrap_or(0);
+                        match next_kind(&mut ws).await? {
+                            Kind::Message(seq) => {
                                 if seq != last + 1 {
                                     return Err(format!("gap or duplicate: {last} then {seq}"));
                                 }
@@ -1079,28 +1158,49 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                                 n += 1;
                                 got.fetch_add(1, Relaxed);
                             }
-                            Some("synced") => {
+                            Kind::Synced => {
                                 return Ok::<(u64, Duration), String>((n, t0.elapsed()))
                             }
-                            _ => {}
+                            Kind::Other => {}
                         }
                     }
                 }));
             }
-            let mut slowest = Duration::ZERO;
-            for t in tasks {
-                match t.await.map_err(|e| e.to_string())? {
-                    Ok((k, d)) => {
-                        r.delivered += k;
-                        slowest = slowest.max(d);
-                    }
-                    Err(e) => {
-                        r.errors += 1;
-                        if r.errors < 5 {
-                            eprintln!("client error: {e}");
+            let catch_up = async {
+                let mut slowest = Duration::ZERO;
+                let (mut delivered, mut errors) = (0u64, 0u64);
+                for t in tasks {
+                    match t.await {
+                        Ok(Ok((k, d))) => {
+                            delivered += k;
+                            slowest = slowest.max(d);
+                        }
+                        Ok(Err(e)) => {
+                            errors += 1;
+                            if errors < 5 {
+                                eprintln!("client error: {e}");
+                            }
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            eprintln!("client task failed: {e}");
                         }
                     }
                 }
+                (slowest, delivered, errors)
+            };
+            let ((slowest, delivered, errors), br) = tokio::join!(catch_up, background);
+            r.delivered = delivered;
+            r.errors = errors + br.errors;
+            r.duplicates = br.duplicates;
+            r.background_acked = br.acked;
+            r.background_delivered = br.delivered;
+            r.background_latency_p50_ms = br.latency_p50_ms;
+            r.background_latency_p99_ms = br.latency_p99_ms;
+            let bg_lost = br.expected_deliveries.saturating_sub(br.delivered);
+            if bg_lost > 0 {
+                eprintln!("background rooms: {bg_lost} deliveries lost");
+                r.errors += bg_lost;
             }
             progress.abort();
             eprintln!();

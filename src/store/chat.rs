@@ -15,7 +15,8 @@ use super::codec::{Dec, Enc};
 use super::schema::*;
 use super::{decode_user, Result, Store, StoreError};
 use crate::model::{
-    ConversationId, ConversationKind, ConversationSummary, MemberInfo, StoredMessage, UserId,
+    ConversationId, ConversationKind, ConversationSummary, MemberInfo, MessageRef, StoredMessage,
+    UserId,
 };
 
 /// Why one operation of a batch was refused.
@@ -176,6 +177,24 @@ fn encode_message(m: &StoredMessage) -> Vec<u8> {
         .str(&m.client_id)
         .str(&m.text)
         .0
+}
+
+/// Decodes a message record without copying its strings.
+fn decode_message_ref(conv: u64, seq: u64, raw: &[u8]) -> Result<MessageRef<'_>> {
+    let mut d = Dec::new(raw, 1, "message record version")?;
+    let sender = UserId(d.u64()?);
+    let sender_name = d.str()?;
+    let time_ms = d.u64()?;
+    let _kind = d.u8()?;
+    Ok(MessageRef {
+        conversation: ConversationId(conv),
+        seq,
+        sender,
+        sender_name,
+        time_ms,
+        client_id: d.str()?,
+        text: d.str()?,
+    })
 }
 
 fn decode_message(conv: u64, seq: u64, raw: &[u8]) -> Result<StoredMessage> {
@@ -690,18 +709,31 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Option<Vec<StoredMessage>>> {
+        self.messages_after_map(user, conv, after, limit, |m| m.to_stored())
+    }
+
+    /// Like `messages_after`, but hands each message to `f` as borrowed from the database page
+    /// (no per-field copies) and returns what `f` made of them.
+    pub fn messages_after_map<T>(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+        after: u64,
+        limit: usize,
+        mut f: impl FnMut(&MessageRef<'_>) -> T,
+    ) -> Result<Option<Vec<T>>> {
         let tx = self.db.begin_read()?;
         if tx.open_table(MEMBERS)?.get((conv.0, user.0))?.is_none() {
             return Ok(None);
         }
         let messages = tx.open_table(MESSAGES)?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(limit.min(1024));
         for row in messages
             .range((conv.0, after.saturating_add(1))..=(conv.0, u64::MAX))?
             .take(limit)
         {
             let (k, v) = row?;
-            out.push(decode_message(conv.0, k.value().1, v.value())?);
+            out.push(f(&decode_message_ref(conv.0, k.value().1, v.value())?));
         }
         Ok(Some(out))
     }

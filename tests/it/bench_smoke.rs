@@ -62,5 +62,17 @@ fn storm() {
 
 #[test]
 fn catchup() {
-    bench(&["catchup", "--clients", "50", "--missed", "100"]);
+    bench(&[
+        "catchup",
+        "--clients",
+        "50",
+        "--missed",
+        "100",
+        "--rooms-groups",
+        "3",
+        "--rooms-rate",
+        "60",
+        "--rooms-secs",
+        "1",
+    ]);
 }
