@@ -311,7 +311,7 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<(), String> {
         e => format!("cannot restore {}: {e}", file.display()),
     })?;
     let live = data_dir.join(DB_FILE);
-    same_owner_as_dir(&live, data_dir);
+    crate::store::same_owner_as_dir(&live, data_dir);
     println!(
         "restored {} into {}: {}",
         file.display(),
@@ -326,21 +326,6 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<(), String> {
     }
     println!("connected clients will start over from the restored history when they reconnect");
     Ok(())
-}
-
-/// When root restores into a directory that belongs to the service user, hands the new file to
-/// that user, or the server could not open it. Without the right to chown this does nothing (the
-/// file then already belongs to whoever may write the directory).
-fn same_owner_as_dir(path: &Path, dir: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(d), Ok(f)) = (std::fs::metadata(dir), std::fs::metadata(path)) {
-            if (d.uid(), d.gid()) != (f.uid(), f.gid()) {
-                let _ = std::os::unix::fs::chown(path, Some(d.uid()), Some(d.gid()));
-            }
-        }
-    }
 }
 
 /// The message for a store that would not open, naming the directory.

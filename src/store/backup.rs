@@ -191,14 +191,15 @@ pub fn restore(file: &Path, dir: &Path, now_ms: u64) -> Result<Restored> {
             Ok(store) => drop(store),
             Err(StoreError::Locked(p)) => return Err(StoreError::Locked(p)),
             // A damaged current database is a good reason to restore; do not insist on it.
-            Err(_) => {
-                if wal.exists() {
-                    let aside =
-                        dir.join(format!("{}.before-restore-{now_ms}", super::wal::WAL_FILE));
-                    std::fs::rename(&wal, aside).map_err(StoreError::Io)?;
-                }
-            }
+            Err(_) => {}
         }
+    }
+    // Whatever the log still holds (the current database could not take it, or there is no
+    // database beside it) belongs to the replaced history: keep it aside, never replay it onto
+    // the restored one.
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        let aside = dir.join(format!("{}.before-restore-{now_ms}", super::wal::WAL_FILE));
+        std::fs::rename(&wal, aside).map_err(StoreError::Io)?;
     }
     let staging = dir.join(format!("{DB_FILE}.restoring"));
     let _ = std::fs::remove_file(&staging);

@@ -125,6 +125,22 @@ pub enum AdminGrant {
     IfFirst,
 }
 
+/// When root (say, `chatd restore` or an admin command before the first start) creates a file
+/// in a data directory that belongs to the service user, hands the file to that user, or the
+/// server could not open it. Without the right to chown this does nothing (the file then
+/// already belongs to whoever may write the directory).
+pub fn same_owner_as_dir(path: &Path, dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(d), Ok(f)) = (std::fs::metadata(dir), std::fs::metadata(path)) {
+            if (d.uid(), d.gid()) != (f.uid(), f.gid()) {
+                let _ = std::os::unix::fs::chown(path, Some(d.uid()), Some(d.gid()));
+            }
+        }
+    }
+}
+
 /// Handle to the open database. Cheap to clone; all clones share one redb `Database`.
 #[derive(Clone)]
 pub struct Store {
@@ -161,6 +177,7 @@ impl Store {
     /// and migrates an older one.
     pub fn open(dir: &Path) -> Result<Store> {
         let path = dir.join(DB_FILE);
+        let new_db = !path.exists();
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
@@ -172,6 +189,9 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let epoch = init_schema(&db)?;
+        if new_db {
+            same_owner_as_dir(&path, dir);
+        }
         let (wal, recovered) = wal::Wal::open(dir).map_err(|e| {
             StoreError::Io(std::io::Error::new(
                 e.kind(),
@@ -210,7 +230,14 @@ impl Store {
         let mut last = applied;
         let mut replayed = 0;
         for b in recovered.batches {
-            if b.epoch != self.epoch || b.number <= applied {
+            if b.epoch != self.epoch {
+                tracing::warn!(
+                    batch = b.number,
+                    "the log holds a batch of another database (a different epoch); ignored"
+                );
+                continue;
+            }
+            if b.number <= applied {
                 continue;
             }
             let ops: Vec<wal::LoggedOp<'_>> = b

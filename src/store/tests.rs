@@ -777,4 +777,36 @@ fn logged_batches_are_replayed_after_a_crash() {
     // And once more from that state: nothing is applied twice.
     let r = Store::open(crash.path()).unwrap();
     assert_eq!(r.message_count().unwrap(), 5);
+    drop(r);
+
+    // Restoring over a crash image: the replaced database takes its log first (the copy kept
+    // aside is complete), and the log is never replayed onto the restored database, even
+    // though a backup of the same history has the same epoch.
+    let backup = tmp();
+    let file = backup.path().join("b.redb");
+    {
+        let early = tmp();
+        std::fs::copy(no_log.path().join(DB_FILE), early.path().join(DB_FILE)).unwrap();
+        Store::open(early.path()).unwrap().backup_to(&file).unwrap();
+    }
+    let again = tmp();
+    for f in [DB_FILE, WAL_FILE] {
+        std::fs::copy(live.path().join(f), again.path().join(f)).unwrap();
+    }
+    let restored = crate::store::backup::restore(&file, again.path(), 7).unwrap();
+    assert_eq!(restored.summary.messages, 0, "the backup had none");
+    let kept = restored.previous.unwrap();
+    let aside = tmp();
+    std::fs::copy(&kept, aside.path().join(DB_FILE)).unwrap();
+    assert_eq!(
+        Store::open(aside.path()).unwrap().message_count().unwrap(),
+        5,
+        "the replaced database got its logged batches before it was put aside"
+    );
+    let r = Store::open(again.path()).unwrap();
+    assert_eq!(
+        r.message_count().unwrap(),
+        0,
+        "nothing replayed onto the restored one"
+    );
 }

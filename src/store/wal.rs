@@ -84,6 +84,7 @@ impl Wal {
             // The new directory entry must survive a power loss before any ack relies on it.
             file.sync_all()?;
             File::open(dir)?.sync_all()?;
+            super::same_owner_as_dir(&path, dir);
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
