@@ -84,6 +84,8 @@ pub struct Metrics {
     pub deliveries: AtomicU64,
     pub commit_seconds: Histogram,
     pub commit_ops: Histogram,
+    /// Checkpoints: durable redb commits that make the logged batches durable in the database.
+    pub checkpoint_seconds: Histogram,
     /// Open HTTP connections (until they upgrade to WebSocket).
     pub http_connections: AtomicI64,
     /// Accepted WebSocket upgrades since start.
@@ -101,6 +103,7 @@ impl Default for Metrics {
             deliveries: AtomicU64::new(0),
             commit_seconds: Histogram::new(COMMIT_SECONDS),
             commit_ops: Histogram::new(COMMIT_OPS),
+            checkpoint_seconds: Histogram::new(COMMIT_SECONDS),
             http_connections: AtomicI64::new(0),
             ws_upgrades: AtomicU64::new(0),
             slow_closes: AtomicU64::new(0),
@@ -222,7 +225,12 @@ impl Metrics {
         self.commit_seconds.render(
             &mut out,
             "chatd_commit_duration_seconds",
-            "Time to commit one write transaction, fsync included.",
+            "Time to commit one batch of the message writer: log append and fsync, then the non-durable redb commit.",
+        );
+        self.checkpoint_seconds.render(
+            &mut out,
+            "chatd_checkpoint_duration_seconds",
+            "Time of one checkpoint (durable redb commit of the logged batches, then the log emptied).",
         );
         self.commit_ops.render(
             &mut out,

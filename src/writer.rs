@@ -210,12 +210,16 @@ impl WriterThread {
                 && committed.reach() <= INLINE_FANOUT_MAX
             {
                 self.fanout.dispatch(committed);
-                continue;
+            } else {
+                self.fanout.queued.fetch_add(1, Ordering::AcqRel);
+                if self.fan_tx.send(committed).is_err() {
+                    tracing::error!("fan-out thread is gone; stopping the writer");
+                    break;
+                }
             }
-            self.fanout.queued.fetch_add(1, Ordering::AcqRel);
-            if self.fan_tx.send(committed).is_err() {
-                tracing::error!("fan-out thread is gone; stopping the writer");
-                break;
+            // After the hand-off: a checkpoint delays the next batch, never this one's acks.
+            if let Some(took) = self.store.checkpoint_if_due() {
+                self.stats.checkpoint_seconds.observe_duration(took);
             }
         }
         // A clean stop leaves an empty log (a crash leaves it for `Store::open` to replay).

@@ -562,6 +562,9 @@ struct Report {
     /// Mean time of one redb commit inside the server (from its /metrics histogram).
     commit_mean_ms: f64,
     messages_per_commit: f64,
+    /// Checkpoints (durable redb commits of the logged batches) during the run, and their mean.
+    checkpoints: u64,
+    checkpoint_mean_ms: f64,
     upgrades_per_s: f64,
     /// catchup: the background rooms load (acked, deliveries, latency while catching up).
     background_acked: u64,
@@ -792,6 +795,14 @@ async fn run_messaging(
     (r.ack_p50_ms, r.ack_p99_ms) = (a50, a99);
     let commits = commits1.saturating_sub(commits0).max(1);
     r.messages_per_commit = msgs1.saturating_sub(msgs0) as f64 / commits as f64;
+    let v = srv
+        .metric_values(&[
+            "chatd_checkpoint_duration_seconds_sum",
+            "chatd_checkpoint_duration_seconds_count",
+        ])
+        .await;
+    r.checkpoints = v[1] as u64;
+    r.checkpoint_mean_ms = v[0] * 1000.0 / v[1].max(1.0);
 }
 
 /// Measures write(4 KiB)+fsync latency p50 in `dir`, the floor for any durable ack.

@@ -275,7 +275,8 @@ impl Store {
 
     /// Applies a batch of changes for the message writer, durably: the batch is appended to the
     /// log and fsync'd, then applied to redb with a non-durable commit. When this returns `Ok`,
-    /// every result may be acknowledged. Checkpoints now and then.
+    /// every result may be acknowledged. The writer calls `checkpoint_if_due` after handing
+    /// the results on, so a checkpoint never delays the acks of the batch before it.
     pub fn apply_logged(
         &self,
         cache: &mut chat::MemberCache,
@@ -296,14 +297,6 @@ impl Store {
         match self.apply_batch(cache, number, now_ms, ops, Durability::None) {
             Ok(results) => {
                 j.unpersisted += 1;
-                if j.wal.len() >= CHECKPOINT_BYTES
-                    || j.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
-                {
-                    if let Err(e) = self.checkpoint_locked(&mut j) {
-                        // The log still holds everything; the next checkpoint tries again.
-                        tracing::error!("checkpoint failed: {e}");
-                    }
-                }
                 Ok(results)
             }
             Err(e) => {
@@ -317,8 +310,26 @@ impl Store {
         }
     }
 
+    /// Checkpoints if the log has grown past `CHECKPOINT_BYTES` or the last checkpoint is
+    /// `CHECKPOINT_INTERVAL` old. A failure is logged: the log still holds everything and the
+    /// next call tries again.
+    /// Returns how long the checkpoint took, if one ran.
+    pub fn checkpoint_if_due(&self) -> Option<Duration> {
+        let mut j = self.lock_journal();
+        if j.unpersisted == 0
+            || (j.wal.len() < CHECKPOINT_BYTES && j.last_checkpoint.elapsed() < CHECKPOINT_INTERVAL)
+        {
+            return None;
+        }
+        let t = Instant::now();
+        if let Err(e) = self.checkpoint_locked(&mut j) {
+            tracing::error!("checkpoint failed: {e}");
+        }
+        Some(t.elapsed())
+    }
+
     /// Makes every applied batch durable in redb and empties the log (a no-op if nothing is
-    /// pending). The writer calls it when it stops; `apply_logged` calls it periodically.
+    /// pending). The writer calls it when it stops.
     pub fn checkpoint(&self) -> Result<()> {
         let mut j = self.lock_journal();
         if j.unpersisted == 0 && j.wal.is_empty() {
