@@ -62,9 +62,9 @@ pub async fn run<S>(
         tx,
         flags: Arc::new(SessionFlags::default()),
     };
-    if app.hub.register(handle.clone()) {
-        announce_presence(app.clone(), user.id);
-    }
+    // The first session of a user announces them online; the contacts for that come from the
+    // same read as the welcome's conversation list.
+    let announce = app.hub.register(handle.clone());
     tracing::debug!(user = %user.name, session = handle.id, "session started");
     let limits = &app.config.limits;
     let mut s = Session {
@@ -82,6 +82,7 @@ pub async fn run<S>(
         typing_last: HashMap::new(),
         last_seen: Instant::now(),
         welcome_seqs: None,
+        announce,
     };
     let end = s.run().await;
     let (id, uid) = (s.handle.id, s.user.id);
@@ -98,17 +99,19 @@ fn announce_presence(app: Arc<App>, user: UserId) {
     tokio::spawn(async move {
         let max = app.config.limits.broadcast_group_max;
         match app.db(move |s| s.contacts(user, max)).await {
-            Ok(contacts) => {
-                let online = app.hub.is_online(user);
-                let frame = Outbound::Frame(encode(&ServerFrame::Presence {
-                    user: user.0,
-                    online,
-                }));
-                app.hub.send_to_users(&contacts, &frame, None);
-            }
+            Ok(contacts) => send_presence(&app, user, &contacts),
             Err(e) => tracing::error!("presence of {user}: {e}"),
         }
     });
+}
+
+fn send_presence(app: &App, user: UserId, contacts: &[UserId]) {
+    let online = app.hub.is_online(user);
+    let frame = Outbound::Frame(encode(&ServerFrame::Presence {
+        user: user.0,
+        online,
+    }));
+    app.hub.send_to_users(contacts, &frame, None);
 }
 
 struct Session<S> {
@@ -134,6 +137,8 @@ struct Session<S> {
     /// `(conversation, last_seq)` of every conversation as read for `welcome`, when complete;
     /// used by the first `sync`.
     welcome_seqs: Option<Vec<(ConversationId, u64)>>,
+    /// This is the user's first session: `welcome` announces them to their contacts.
+    announce: bool,
 }
 
 fn not_found() -> (ErrorCode, &'static str) {
@@ -249,8 +254,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn welcome(&mut self) -> Step {
         let user = self.user.id;
         let max = self.app.config.limits.conversations_max;
-        let conversations = match self.app.db(move |s| s.conversations_of(user, max)).await {
-            Ok(c) => c,
+        let group_max = self.app.config.limits.broadcast_group_max;
+        let announce = std::mem::take(&mut self.announce);
+        let read = self
+            .app
+            .db(move |s| {
+                if announce {
+                    s.welcome_view(user, max, group_max)
+                        .map(|(c, k)| (c, Some(k)))
+                } else {
+                    s.conversations_of(user, max).map(|c| (c, None))
+                }
+            })
+            .await;
+        let conversations = match read {
+            Ok((c, contacts)) => {
+                if let Some(contacts) = contacts {
+                    send_presence(&self.app, user, &contacts);
+                }
+                c
+            }
             Err(e) => {
                 tracing::error!("welcome for {user}: {e}");
                 return Err(End::Close(1011, "internal error"));

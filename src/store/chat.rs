@@ -671,24 +671,22 @@ impl Store {
     /// Reads every (conversation, read_seq) of the user and each conversation's record, sorts
     /// by last activity, and builds full summaries only for the first `limit`.
     pub fn conversations_of(&self, user: UserId, limit: usize) -> Result<Vec<ConversationSummary>> {
+        conversations_in(&self.db.begin_read()?, user, limit)
+    }
+
+    /// What a new connection needs, from one snapshot: the user's conversations (as
+    /// `conversations_of`) and contacts (as `contacts`, for the presence announcement).
+    pub fn welcome_view(
+        &self,
+        user: UserId,
+        limit: usize,
+        max_group: u64,
+    ) -> Result<(Vec<ConversationSummary>, Vec<UserId>)> {
         let tx = self.db.begin_read()?;
-        let positions = tx.open_table(READ_SEQS)?;
-        let convs = tx.open_table(CONVERSATIONS)?;
-        let mut found = Vec::new();
-        for row in positions.range((user.0, 0)..=(user.0, u64::MAX))? {
-            let (k, v) = row?;
-            let id = k.value().1;
-            if let Some(raw) = convs.get(id)? {
-                found.push((decode_conv(raw.value())?, id, v.value()));
-            }
-        }
-        found.sort_unstable_by_key(|(rec, id, _)| std::cmp::Reverse((rec.last_ms, *id)));
-        found.truncate(limit);
-        let mut out = Vec::with_capacity(found.len());
-        for (rec, id, read_seq) in found {
-            out.push(summary_of(&tx, user, ConversationId(id), rec, read_seq)?);
-        }
-        Ok(out)
+        Ok((
+            conversations_in(&tx, user, limit)?,
+            contacts_in(&tx, user, max_group)?,
+        ))
     }
 
     /// One conversation as `user` sees it; `None` if it does not exist or `user` is not a member.
@@ -837,29 +835,7 @@ impl Store {
     /// Everyone who shares a direct conversation, or a group of at most `max_group` members,
     /// with `user` (for presence).
     pub fn contacts(&self, user: UserId, max_group: u64) -> Result<Vec<UserId>> {
-        let tx = self.db.begin_read()?;
-        let positions = tx.open_table(READ_SEQS)?;
-        let convs = tx.open_table(CONVERSATIONS)?;
-        let members = tx.open_table(MEMBERS)?;
-        let mut out = HashSet::new();
-        for row in positions.range((user.0, 0)..=(user.0, u64::MAX))? {
-            let (k, _) = row?;
-            let conv = k.value().1;
-            let Some(raw) = convs.get(conv)? else {
-                continue;
-            };
-            if decode_conv(raw.value())?.member_count > max_group {
-                continue;
-            }
-            for (m, _) in read_members(&members, conv)? {
-                if m != user {
-                    out.insert(m);
-                }
-            }
-        }
-        let mut v: Vec<UserId> = out.into_iter().collect();
-        v.sort();
-        Ok(v)
+        contacts_in(&self.db.begin_read()?, user, max_group)
     }
 
     /// Enabled accounts whose name contains `query` (case-insensitive), by name, at most `limit`.
@@ -950,4 +926,53 @@ fn summary_of(
         peer,
         last_message,
     })
+}
+
+fn conversations_in(
+    tx: &redb::ReadTransaction,
+    user: UserId,
+    limit: usize,
+) -> Result<Vec<ConversationSummary>> {
+    let positions = tx.open_table(READ_SEQS)?;
+    let convs = tx.open_table(CONVERSATIONS)?;
+    let mut found = Vec::new();
+    for row in positions.range((user.0, 0)..=(user.0, u64::MAX))? {
+        let (k, v) = row?;
+        let id = k.value().1;
+        if let Some(raw) = convs.get(id)? {
+            found.push((decode_conv(raw.value())?, id, v.value()));
+        }
+    }
+    found.sort_unstable_by_key(|(rec, id, _)| std::cmp::Reverse((rec.last_ms, *id)));
+    found.truncate(limit);
+    let mut out = Vec::with_capacity(found.len());
+    for (rec, id, read_seq) in found {
+        out.push(summary_of(tx, user, ConversationId(id), rec, read_seq)?);
+    }
+    Ok(out)
+}
+
+fn contacts_in(tx: &redb::ReadTransaction, user: UserId, max_group: u64) -> Result<Vec<UserId>> {
+    let positions = tx.open_table(READ_SEQS)?;
+    let convs = tx.open_table(CONVERSATIONS)?;
+    let members = tx.open_table(MEMBERS)?;
+    let mut out = HashSet::new();
+    for row in positions.range((user.0, 0)..=(user.0, u64::MAX))? {
+        let (k, _) = row?;
+        let conv = k.value().1;
+        let Some(raw) = convs.get(conv)? else {
+            continue;
+        };
+        if decode_conv(raw.value())?.member_count > max_group {
+            continue;
+        }
+        for (m, _) in read_members(&members, conv)? {
+            if m != user {
+                out.insert(m);
+            }
+        }
+    }
+    let mut v: Vec<UserId> = out.into_iter().collect();
+    v.sort();
+    Ok(v)
 }
