@@ -209,7 +209,7 @@ impl WriterThread {
             if self.fanout.queued.load(Ordering::Acquire) == 0
                 && committed.reach() <= INLINE_FANOUT_MAX
             {
-                self.fanout.dispatch(committed);
+                self.fanout.dispatch(vec![committed]);
             } else {
                 self.fanout.queued.fetch_add(1, Ordering::AcqRel);
                 if self.fan_tx.send(committed).is_err() {
@@ -232,22 +232,29 @@ impl WriterThread {
 
 impl Fanout {
     fn run(&self, rx: std::sync::mpsc::Receiver<Committed>) {
-        while let Ok(committed) = rx.recv() {
-            self.dispatch(committed);
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        while let Ok(first) = rx.recv() {
+            // Batches committed while the previous one was being delivered are delivered
+            // together (still in commit order), so their messages form longer runs.
+            let mut batches = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batches.push(more);
+            }
+            let n = batches.len();
+            self.dispatch(batches);
+            self.queued.fetch_sub(n, Ordering::AcqRel);
         }
     }
 
-    /// Sends the acks, errors and fan-out of one committed batch.
+    /// Sends the acks, errors and fan-out of committed batches, in commit order.
     ///
     /// Consecutive new messages to the same conversation form a run that is handed to each
     /// member's sessions together, so a session woken by the first finds the rest already queued
     /// and writes them all with one flush (one syscall instead of one per message).
-    fn dispatch(&self, committed: Committed) {
-        {
+    fn dispatch(&self, batches: Vec<Committed>) {
+        let mut run: Vec<(WriteOp, SendOutcome)> = Vec::new();
+        for committed in batches {
             match committed {
                 Committed::Done(results) => {
-                    let mut run: Vec<(WriteOp, SendOutcome)> = Vec::new();
                     for (op, r) in results {
                         match r {
                             Ok(Done::Sent(s)) if !s.created && !s.duplicate => {
@@ -271,9 +278,9 @@ impl Fanout {
                             }
                         }
                     }
-                    self.deliver_run(&mut run);
                 }
                 Committed::Failed(ops) => {
+                    self.deliver_run(&mut run);
                     for op in ops {
                         reply_error(
                             &op,
@@ -284,6 +291,7 @@ impl Fanout {
                 }
             }
         }
+        self.deliver_run(&mut run);
     }
 
     fn deliver(&self, op: WriteOp, done: Done) {
