@@ -290,9 +290,13 @@ impl Store {
             )));
         }
         let number = j.next;
-        j.wal
-            .append_batch(number, self.epoch, now_ms, ops)
-            .map_err(StoreError::Io)?;
+        if let Err(e) = j.wal.append_batch(number, self.epoch, now_ms, ops) {
+            if !j.wal.is_clean() {
+                tracing::error!("the log could not be repaired after a failed write: {e}");
+                j.broken = true;
+            }
+            return Err(StoreError::Io(e));
+        }
         j.next += 1;
         match self.apply_batch(cache, number, now_ms, ops, Durability::None) {
             Ok(results) => {

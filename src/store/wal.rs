@@ -67,6 +67,8 @@ pub struct Wal {
     path: PathBuf,
     len: u64,
     buf: Vec<u8>,
+    /// False once a failed append could not be cut off again.
+    clean: bool,
 }
 
 impl Wal {
@@ -99,6 +101,7 @@ impl Wal {
                 path,
                 len: good as u64,
                 buf: Vec::new(),
+                clean: true,
             },
             recovered,
         ))
@@ -137,12 +140,17 @@ impl Wal {
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&fnv1a(payload).to_le_bytes());
         self.buf.extend_from_slice(payload);
-        if let Err(e) = self.file.write_all(&self.buf) {
-            // Whatever part was written is a torn tail; cut it so later records stay readable.
-            let _ = self.file.set_len(self.len);
+        if let Err(e) = self
+            .file
+            .write_all(&self.buf)
+            .and_then(|()| self.file.sync_data())
+        {
+            // The record must not count: it was never acknowledged, and replaying it later
+            // would put it before batches that were. Cut it off; if even that fails, the log
+            // can no longer be trusted (`is_clean`).
+            self.clean = self.file.set_len(self.len).is_ok() && self.file.sync_all().is_ok();
             return Err(e);
         }
-        self.file.sync_data()?;
         self.len += self.buf.len() as u64;
         if self.buf.capacity() > 1024 * 1024 {
             self.buf = Vec::new();
@@ -157,6 +165,11 @@ impl Wal {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether the log holds exactly the records appended successfully.
+    pub fn is_clean(&self) -> bool {
+        self.clean
     }
 
     /// Empties the log (after a checkpoint made everything in it durable in redb).
