@@ -12,8 +12,8 @@
 //! committed while the fan-out thread is idle is delivered by the writer itself (one thread
 //! hand-off less for a lone message's ack; the order is the same since nothing is pending).
 //!
-//! It calls the store (`chat_batch`, plus reads for per-user conversation summaries) and the
-//! hub; it never touches sockets.
+//! It calls the store (`apply_logged`, `checkpoint_if_due`, plus reads for per-user conversation
+//! summaries) and the hub; it never touches sockets.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
-//! Conversations, members, messages and read positions: the batch API the message writer uses
-//! to apply many operations in one durable transaction (group commit), and the read queries
-//! (conversation list, history, members, directory) that sessions run on the blocking pool.
+//! Conversations, members, messages and read positions: the batch API (`ChatBatch`, `Change`)
+//! that applies many operations in one transaction — the message writer's logged batches
+//! (`Store::apply_logged`) and durable `Store::chat_batch` — and the read queries (conversation
+//! list, history, members, directory) that sessions run on the blocking pool.
 //!
 //! Batch operations return `Result<Result<T, ChatError>, StoreError>`: the outer error is fatal to
 //! the whole batch (nothing is committed), the inner one refuses just that operation (nothing of
