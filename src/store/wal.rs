@@ -368,6 +368,56 @@ mod tests {
     }
 
     #[test]
+    fn every_change_kind_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let changes = [
+            send("x"),
+            Change::Send {
+                target: Target::User(UserId(9)),
+                client_id: "y".into(),
+                text: String::new(),
+            },
+            Change::Read {
+                conversation: ConversationId(3),
+                seq: u64::MAX,
+            },
+            Change::CreateGroup {
+                title: "t".into(),
+                members: vec![],
+            },
+            Change::AddMembers {
+                conversation: ConversationId(5),
+                members: vec![UserId(1), UserId(2)],
+            },
+            Change::RemoveMember {
+                conversation: ConversationId(5),
+                user: UserId(2),
+            },
+        ];
+        let ops: Vec<LoggedOp<'_>> = changes
+            .iter()
+            .map(|c| LoggedOp {
+                actor: UserId(4),
+                actor_name: "dave",
+                change: c,
+            })
+            .collect();
+        Wal::open(dir.path())
+            .unwrap()
+            .0
+            .append_batch(7, 1, 2, &ops)
+            .unwrap();
+        let (_, rec) = Wal::open(dir.path()).unwrap();
+        let got: Vec<String> = rec.batches[0]
+            .ops
+            .iter()
+            .map(|(_, _, c)| format!("{c:?}"))
+            .collect();
+        let want: Vec<String> = changes.iter().map(|c| format!("{c:?}")).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn records_round_trip_aborts_void_and_torn_tails_are_cut() {
         let dir = tempfile::tempdir().unwrap();
         let changes = [
