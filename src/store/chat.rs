@@ -767,18 +767,10 @@ impl Store {
 
     /// `(conversation, last_seq)` for every conversation of the user.
     pub fn last_seqs(&self, user: UserId) -> Result<Vec<(ConversationId, u64)>> {
-        let tx = self.db.begin_read()?;
-        let positions = tx.open_table(READ_SEQS)?;
-        let convs = tx.open_table(CONVERSATIONS)?;
-        let mut out = Vec::new();
-        for row in positions.range((user.0, 0)..=(user.0, u64::MAX))? {
-            let (k, _) = row?;
-            let conv = k.value().1;
-            if let Some(raw) = convs.get(conv)? {
-                out.push((ConversationId(conv), decode_conv(raw.value())?.last_seq));
-            }
-        }
-        Ok(out)
+        Ok(records_of(&self.db.begin_read()?, user)?
+            .into_iter()
+            .map(|(rec, id, _)| (ConversationId(id), rec.last_seq))
+            .collect())
     }
 
     /// Members of a conversation with names and read positions; `None` if `user` is not one.
@@ -929,11 +921,8 @@ fn summary_of(
     })
 }
 
-fn conversations_in(
-    tx: &redb::ReadTransaction,
-    user: UserId,
-    limit: usize,
-) -> Result<Vec<ConversationSummary>> {
+/// Every conversation of `user`: its record, id and the user's read seq, in id order.
+fn records_of(tx: &redb::ReadTransaction, user: UserId) -> Result<Vec<(ConvRecord, u64, u64)>> {
     let positions = tx.open_table(READ_SEQS)?;
     let convs = tx.open_table(CONVERSATIONS)?;
     let mut found = Vec::new();
@@ -944,6 +933,15 @@ fn conversations_in(
             found.push((decode_conv(raw.value())?, id, v.value()));
         }
     }
+    Ok(found)
+}
+
+fn conversations_in(
+    tx: &redb::ReadTransaction,
+    user: UserId,
+    limit: usize,
+) -> Result<Vec<ConversationSummary>> {
+    let mut found = records_of(tx, user)?;
     found.sort_unstable_by_key(|(rec, id, _)| std::cmp::Reverse((rec.last_ms, *id)));
     found.truncate(limit);
     let mut out = Vec::with_capacity(found.len());
@@ -954,17 +952,10 @@ fn conversations_in(
 }
 
 fn contacts_in(tx: &redb::ReadTransaction, user: UserId, max_group: u64) -> Result<Vec<UserId>> {
-    let positions = tx.open_table(READ_SEQS)?;
-    let convs = tx.open_table(CONVERSATIONS)?;
     let members = tx.open_table(MEMBERS)?;
     let mut out = HashSet::new();
-    for row in positions.range((user.0, 0)..=(user.0, u64::MAX))? {
-        let (k, _) = row?;
-        let conv = k.value().1;
-        let Some(raw) = convs.get(conv)? else {
-            continue;
-        };
-        if decode_conv(raw.value())?.member_count > max_group {
+    for (rec, conv, _) in records_of(tx, user)? {
+        if rec.member_count > max_group {
             continue;
         }
         for (m, _) in read_members(&members, conv)? {

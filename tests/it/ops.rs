@@ -262,27 +262,28 @@ async fn database_from_an_older_chatd_is_upgraded_on_start() {
     assert_eq!(ack["seq"], 4);
 }
 
-/// SIGTERM while messages are in flight: the server finishes the commits it accepted, closes
-/// sessions with 1001, exits promptly, and every message it acknowledged is there after restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_under_load_keeps_every_acknowledged_message() {
+/// An acknowledged send: (conversation, seq, client_id).
+type Acked = (u64, u64, String);
+
+/// Four users each send `n` direct messages to `to` without waiting (pipelined) and read the
+/// acks apart, until the connection ends. Each task returns its acks and the close code.
+async fn pipelined_senders(
+    srv: &Server,
+    to: u64,
+    n: usize,
+    tag: &'static str,
+) -> Vec<tokio::task::JoinHandle<(Vec<Acked>, Option<u16>)>> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let mut srv = Server::start(&data, &[]);
-    let bob = user(&srv, "bob").await;
     let mut tasks = Vec::new();
     for s in 0..4 {
-        let u = user(&srv, &format!("sender{s}")).await;
-        let c = Client::connect_synced(&srv, &u).await;
-        let bob_id = bob.id;
+        let u = user(srv, &format!("{tag}{s}")).await;
+        let c = Client::connect_synced(srv, &u).await;
         tasks.push(tokio::spawn(async move {
             let (mut tx, mut rx) = c.ws.split();
-            // Pipelined: 150 sends without waiting (within the frame burst), acks read apart.
             let writer = tokio::spawn(async move {
-                for i in 0..150 {
-                    let f = json!({"type": "send", "client_id": format!("s{s}-{i}"), "to": bob_id, "text": format!("{s}/{i}")});
+                for i in 0..n {
+                    let f = json!({"type": "send", "client_id": format!("{tag}{s}-{i}"), "to": to, "text": format!("{s}/{i}")});
                     if tx.send(Message::Text(f.to_string().into())).await.is_err() {
                         break;
                     }
@@ -296,7 +297,11 @@ async fn sigterm_under_load_keeps_every_acknowledged_message() {
                     Message::Text(t) => {
                         let v: Value = serde_json::from_str(&t).unwrap();
                         if v["type"] == "ack" {
-                            acked.push((v["conversation"].as_u64().unwrap(), v["client_id"].as_str().unwrap().to_string()));
+                            acked.push((
+                                v["conversation"].as_u64().unwrap(),
+                                v["seq"].as_u64().unwrap(),
+                                v["client_id"].as_str().unwrap().to_string(),
+                            ));
                         }
                     }
                     Message::Close(c) => {
@@ -310,6 +315,19 @@ async fn sigterm_under_load_keeps_every_acknowledged_message() {
             (acked, close)
         }));
     }
+    tasks
+}
+
+/// SIGTERM while messages are in flight: the server finishes the commits it accepted, closes
+/// sessions with 1001, exits promptly, and every message it acknowledged is there after restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_keeps_every_acknowledged_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut srv = Server::start(&data, &[]);
+    let bob = user(&srv, "bob").await;
+    // Pipelined: 150 sends each without waiting (within the frame burst).
+    let tasks = pipelined_senders(&srv, bob.id, 150, "sender").await;
     // Let some acks flow, then stop the server mid-stream.
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     let t = std::time::Instant::now();
@@ -342,7 +360,7 @@ async fn sigterm_under_load_keeps_every_acknowledged_message() {
             stored.insert(m["client_id"].as_str().unwrap().to_string());
         }
     }
-    for (_, id) in &acked {
+    for (_, _, id) in &acked {
         assert!(
             stored.contains(id),
             "acknowledged {id} is missing after restart"
@@ -360,52 +378,18 @@ async fn sigterm_under_load_keeps_every_acknowledged_message() {
 /// acknowledged message is there with exactly the seq its ack named, and seqs have no gaps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_keeps_every_acknowledged_message_at_its_seq() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     // Enough sends (and a frame rate limit high enough for them) to still be mid-stream when
     // the kill comes.
     let mut srv = Server::start(&data, &["--max-frames-per-second", "100000"]);
     let bob = user(&srv, "bob").await;
-    let mut tasks = Vec::new();
-    for s in 0..4 {
-        let u = user(&srv, &format!("sender{s}")).await;
-        let c = Client::connect_synced(&srv, &u).await;
-        let bob_id = bob.id;
-        tasks.push(tokio::spawn(async move {
-            let (mut tx, mut rx) = c.ws.split();
-            let writer = tokio::spawn(async move {
-                for i in 0..2000 {
-                    let f = json!({"type": "send", "client_id": format!("k{s}-{i}"), "to": bob_id, "text": format!("{s}/{i}")});
-                    if tx.send(Message::Text(f.to_string().into())).await.is_err() {
-                        break;
-                    }
-                }
-                tx
-            });
-            let mut acked = Vec::new();
-            while let Some(Ok(m)) = rx.next().await {
-                if let Message::Text(t) = m {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    if v["type"] == "ack" {
-                        acked.push((
-                            v["conversation"].as_u64().unwrap(),
-                            v["seq"].as_u64().unwrap(),
-                            v["client_id"].as_str().unwrap().to_string(),
-                        ));
-                    }
-                }
-            }
-            let _ = writer.await;
-            acked
-        }));
-    }
+    let tasks = pipelined_senders(&srv, bob.id, 2000, "killed").await;
     tokio::time::sleep(std::time::Duration::from_millis(40)).await;
     srv.kill();
     let mut acked = Vec::new();
     for t in tasks {
-        acked.extend(t.await.unwrap());
+        acked.extend(t.await.unwrap().0);
     }
     assert!(!acked.is_empty());
 
