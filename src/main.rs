@@ -81,6 +81,19 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
 
 fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
     let mut config = Config::from_args(args, data_dir.to_path_buf())?;
+    // One descriptor per connection, plus the database, log, listeners and some slack.
+    let want = config.limits.max_connections as u64 + 256;
+    let (soft, hard) = server::raise_fd_limit(want);
+    if soft < want {
+        tracing::warn!(
+            limit = soft,
+            hard_limit = hard,
+            max_connections = config.limits.max_connections,
+            "the open-file limit caps connections below --max-connections (raise it: LimitNOFILE= in the unit, or ulimit -Hn)"
+        );
+    } else {
+        tracing::debug!(limit = soft, "open-file limit");
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(Arc::new(chatd::tls::Tls::load(cert, key)?));
     }

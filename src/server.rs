@@ -2,7 +2,8 @@
 //! `Limits::max_connections` at once), runs hyper's HTTP/1.1 on each with `http::handle`, and shuts
 //! down gracefully: stop accepting, let in-flight requests finish, wait up to
 //! `Limits::shutdown_grace` for connections to close. With `--tls-cert` each connection first
-//! completes a TLS handshake (`tls`).
+//! completes a TLS handshake (`tls`). At start, `raise_fd_limit` lifts the process's open-file
+//! soft limit so that many connections fit (every connection is a file descriptor).
 //!
 //! It calls `http` and nothing below it; it never touches the store.
 
@@ -22,6 +23,30 @@ use crate::app::App;
 use crate::http;
 
 /// Binds the listening socket, turning the usual failures into one clear sentence.
+/// Raises this process's open-file soft limit towards `want` (at most the hard limit): every
+/// connection is a file descriptor, and a shell's default soft limit (often 1,024) would cap
+/// the server far below `--max-connections`. Returns (soft limit now, hard limit).
+pub fn raise_fd_limit(want: u64) -> (u64, u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let hard = now.maximum.unwrap_or(u64::MAX);
+    let soft = now.current.unwrap_or(u64::MAX);
+    let target = want.min(hard);
+    if target > soft
+        && setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(target),
+                maximum: now.maximum,
+            },
+        )
+        .is_ok()
+    {
+        return (target, hard);
+    }
+    (soft, hard)
+}
+
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => format!(

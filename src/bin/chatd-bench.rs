@@ -1228,6 +1228,12 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Thousands of client sockets: take the whole hard limit (the server, our child, inherits
+    // it and raises its own as far as it needs).
+    let (soft, hard) = chatd::server::raise_fd_limit(u64::MAX);
+    if soft < 4096 {
+        eprintln!("chatd-bench: open-file limit {soft} (hard {hard}): large runs will fail");
+    }
     let base = cli.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("chatd-bench-{}-{}", std::process::id(), now_ms()));
     if let Err(e) = std::fs::create_dir_all(&dir) {

@@ -237,3 +237,31 @@ async fn oversized_request_heads_are_refused() {
     );
     assert_eq!(srv.get("/healthz", &[]).await.status, 200);
 }
+
+/// Started from a shell whose open-file soft limit is 256, the server raises its own (up to the
+/// hard limit) and takes more connections than the shell's limit would allow.
+#[tokio::test]
+async fn the_server_raises_its_open_file_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -Sn 256 && exec \"$0\" \"$@\"",
+        crate::support::BIN,
+    ]);
+    let srv = Server::start_command(cmd, dir.path(), &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", srv.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(soft > 256, "{line}");
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        held.push(tokio::net::TcpStream::connect(srv.addr).await.unwrap());
+    }
+    let r = http(srv.addr, "GET", "/healthz", &[], None).await;
+    assert_eq!(r.status, 200, "with 300 connections held");
+    drop(held);
+}

@@ -109,6 +109,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal by name (HUP, TERM, ...) with kill(1).
     pub fn signal(&self, sig: &str) {
         let pid = self.child.id().to_string();
