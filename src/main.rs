@@ -82,18 +82,9 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
 fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
     let mut config = Config::from_args(args, data_dir.to_path_buf())?;
     // One descriptor per connection, plus the database, log, listeners and some slack.
+    // (Reported once the server listens, so a failing start still prints one line.)
     let want = config.limits.max_connections as u64 + 256;
-    let (soft, hard) = server::raise_fd_limit(want);
-    if soft < want {
-        tracing::warn!(
-            limit = soft,
-            hard_limit = hard,
-            max_connections = config.limits.max_connections,
-            "the open-file limit caps connections below --max-connections (raise it: LimitNOFILE= in the unit, or ulimit -Hn)"
-        );
-    } else {
-        tracing::debug!(limit = soft, "open-file limit");
-    }
+    let fd_limit = server::raise_fd_limit(want);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(Arc::new(chatd::tls::Tls::load(cert, key)?));
     }
@@ -139,6 +130,16 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
             data_dir = %data_dir.display(),
             "listening on {scheme}://{local}"
         );
+        let (soft, hard) = fd_limit;
+        if soft < want {
+            tracing::info!(
+                open_files = soft,
+                hard_limit = hard,
+                "the open-file limit allows about {} connections (--max-connections is {}); raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn) for more",
+                soft.saturating_sub(256),
+                app.config.limits.max_connections
+            );
+        }
         tokio::spawn(chatd::tls::reload_on_sighup(app.config.tls.clone()));
         server::run(listener, app.clone(), server::shutdown_signal()).await;
         if let Some((task, path)) = control {
