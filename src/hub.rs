@@ -24,6 +24,10 @@ pub type Encoded = Utf8Bytes;
 /// Encodes a frame. Serializing our own types cannot fail; if it somehow did, the error is
 /// logged and an `internal` error frame goes out instead (never a silent drop).
 pub fn encode(frame: &ServerFrame) -> Encoded {
+    encode_json(frame)
+}
+
+fn encode_json(frame: &impl serde::Serialize) -> Encoded {
     match serde_json::to_string(frame) {
         Ok(s) => Utf8Bytes::from(s),
         Err(e) => {
@@ -38,15 +42,7 @@ pub fn encode(frame: &ServerFrame) -> Encoded {
 /// Encodes the `message` frame of a borrowed stored message (catch-up's fast path: one
 /// allocation per message, no intermediate copies).
 pub fn encode_message_ref(m: &crate::model::MessageRef<'_>) -> Encoded {
-    match serde_json::to_string(&crate::proto::MessageFrameRef::new(m)) {
-        Ok(s) => Utf8Bytes::from(s),
-        Err(e) => {
-            tracing::error!("cannot encode a message frame: {e}");
-            Utf8Bytes::from_static(
-                r#"{"type":"error","code":"internal","message":"internal error"}"#,
-            )
-        }
-    }
+    encode_json(&crate::proto::MessageFrameRef::new(m))
 }
 
 /// What travels through a session's outbox.

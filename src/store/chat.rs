@@ -684,10 +684,9 @@ impl Store {
         max_group: u64,
     ) -> Result<(Vec<ConversationSummary>, Vec<UserId>)> {
         let tx = self.db.begin_read()?;
-        Ok((
-            conversations_in(&tx, user, limit)?,
-            contacts_in(&tx, user, max_group)?,
-        ))
+        let records = records_of(&tx, user)?;
+        let contacts = contacts_among(&tx, user, &records, max_group)?;
+        Ok((summaries_of(&tx, user, records, limit)?, contacts))
     }
 
     /// One conversation as `user` sees it; `None` if it does not exist or `user` is not a member.
@@ -941,7 +940,16 @@ fn conversations_in(
     user: UserId,
     limit: usize,
 ) -> Result<Vec<ConversationSummary>> {
-    let mut found = records_of(tx, user)?;
+    summaries_of(tx, user, records_of(tx, user)?, limit)
+}
+
+/// The first `limit` of `user`'s conversations (from `records_of`), newest activity first.
+fn summaries_of(
+    tx: &redb::ReadTransaction,
+    user: UserId,
+    mut found: Vec<(ConvRecord, u64, u64)>,
+    limit: usize,
+) -> Result<Vec<ConversationSummary>> {
     found.sort_unstable_by_key(|(rec, id, _)| std::cmp::Reverse((rec.last_ms, *id)));
     found.truncate(limit);
     let mut out = Vec::with_capacity(found.len());
@@ -952,13 +960,23 @@ fn conversations_in(
 }
 
 fn contacts_in(tx: &redb::ReadTransaction, user: UserId, max_group: u64) -> Result<Vec<UserId>> {
+    contacts_among(tx, user, &records_of(tx, user)?, max_group)
+}
+
+/// The other members of `user`'s conversations (from `records_of`) of at most `max_group`.
+fn contacts_among(
+    tx: &redb::ReadTransaction,
+    user: UserId,
+    records: &[(ConvRecord, u64, u64)],
+    max_group: u64,
+) -> Result<Vec<UserId>> {
     let members = tx.open_table(MEMBERS)?;
     let mut out = HashSet::new();
-    for (rec, conv, _) in records_of(tx, user)? {
+    for (rec, conv, _) in records {
         if rec.member_count > max_group {
             continue;
         }
-        for (m, _) in read_members(&members, conv)? {
+        for (m, _) in read_members(&members, *conv)? {
             if m != user {
                 out.insert(m);
             }
