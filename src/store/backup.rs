@@ -182,7 +182,6 @@ pub struct Restored {
 pub fn restore(file: &Path, dir: &Path, now_ms: u64) -> Result<Restored> {
     inspect(file)?;
     let live = dir.join(DB_FILE);
-    let wal = dir.join(super::wal::WAL_FILE);
     if live.exists() {
         // Opening it proves no server (or other command) has the database open, and applies
         // whatever its write-ahead log still holds, so the copy kept below is complete and
@@ -197,9 +196,12 @@ pub fn restore(file: &Path, dir: &Path, now_ms: u64) -> Result<Restored> {
     // Whatever the log still holds (the current database could not take it, or there is no
     // database beside it) belongs to the replaced history: keep it aside, never replay it onto
     // the restored one.
-    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
-        let aside = dir.join(format!("{}.before-restore-{now_ms}", super::wal::WAL_FILE));
-        std::fs::rename(&wal, aside).map_err(StoreError::Io)?;
+    for name in super::wal::WAL_FILES {
+        let wal = dir.join(name);
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            let aside = dir.join(format!("{name}.before-restore-{now_ms}"));
+            std::fs::rename(&wal, aside).map_err(StoreError::Io)?;
+        }
     }
     let staging = dir.join(format!("{DB_FILE}.restoring"));
     let _ = std::fs::remove_file(&staging);

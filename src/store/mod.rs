@@ -13,6 +13,7 @@
 pub mod backup;
 pub mod chat;
 mod codec;
+mod dbfile;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -149,6 +150,10 @@ pub struct Store {
     epoch: u64,
     /// The write-ahead log of the message writer's batches (see `wal`).
     journal: Arc<Mutex<Journal>>,
+    /// redb's file, to defer a checkpoint's fsync to the syncer thread.
+    dbfile: dbfile::DbFile,
+    /// Wakes the syncer thread (see `spawn_syncer`); it ends when the last handle is dropped.
+    syncer: Arc<std::sync::mpsc::SyncSender<()>>,
 }
 
 /// The log and what the writer needs to use it.
@@ -168,6 +173,36 @@ struct Journal {
 const CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 /// ... or this long after the previous checkpoint.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// While the previous checkpoint's fsync is still under way, the next one waits for it unless
+/// the log has grown this big.
+const CHECKPOINT_BYTES_MAX: u64 = 4 * CHECKPOINT_BYTES;
+
+/// Starts the thread that completes deferred checkpoint fsyncs and then empties the log file
+/// they cover. If the fsync fails, nothing is emptied and the writer stops taking batches (the
+/// log holds them all; the next start replays them).
+fn spawn_syncer(
+    dbfile: dbfile::DbFile,
+    journal: Arc<Mutex<Journal>>,
+) -> Result<std::sync::mpsc::SyncSender<()>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("chatd-sync".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                let synced = dbfile.sync_deferred();
+                let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
+                let emptied = synced.and_then(|_| j.wal.finish_retire());
+                if let Err(e) = emptied {
+                    tracing::error!(
+                        "cannot complete a checkpoint ({e}); no more messages are accepted, the log keeps every batch: restart chatd"
+                    );
+                    j.broken = true;
+                }
+            }
+        })
+        .map_err(StoreError::Io)?;
+    Ok(tx)
+}
 
 const USER_FLAG_ADMIN: u8 = 1;
 const USER_FLAG_DISABLED: u8 = 2;
@@ -178,7 +213,20 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         let path = dir.join(DB_FILE);
         let new_db = !path.exists();
-        let db = match Database::create(&path) {
+        let dbfile = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .and_then(dbfile::DbFile::new)
+            .map_err(|e| {
+                StoreError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot open {}: {e}", path.display()),
+                ))
+            })?;
+        let db = match Database::builder().create_with_backend(dbfile.clone()) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
             Err(redb::DatabaseError::UpgradeRequired(v)) => {
@@ -195,22 +243,23 @@ impl Store {
         let (wal, recovered) = wal::Wal::open(dir).map_err(|e| {
             StoreError::Io(std::io::Error::new(
                 e.kind(),
-                format!(
-                    "cannot open the log {}: {e}",
-                    dir.join(wal::WAL_FILE).display()
-                ),
+                format!("cannot open the log in {}: {e}", dir.display()),
             ))
         })?;
+        let journal = Arc::new(Mutex::new(Journal {
+            wal,
+            next: 1,
+            last_checkpoint: Instant::now(),
+            unpersisted: 0,
+            broken: false,
+        }));
+        let syncer = spawn_syncer(dbfile.clone(), journal.clone())?;
         let store = Store {
             db: Arc::new(db),
             epoch,
-            journal: Arc::new(Mutex::new(Journal {
-                wal,
-                next: 1,
-                last_checkpoint: Instant::now(),
-                unpersisted: 0,
-                broken: false,
-            })),
+            journal,
+            dbfile,
+            syncer: Arc::new(syncer),
         };
         store.recover(recovered)?;
         Ok(store)
@@ -315,8 +364,10 @@ impl Store {
     }
 
     /// Checkpoints if the log has grown past `CHECKPOINT_BYTES` or the last checkpoint is
-    /// `CHECKPOINT_INTERVAL` old. A failure is logged: the log still holds everything and the
-    /// next call tries again.
+    /// `CHECKPOINT_INTERVAL` old. The checkpoint's fsync is left to the syncer thread, so this
+    /// costs the writer only redb's page writes; the next checkpoint waits until that fsync is
+    /// done (unless the log has grown to `CHECKPOINT_BYTES_MAX`, then it syncs itself). A
+    /// failure is logged: the log still holds everything and the next call tries again.
     /// Returns how long the checkpoint took, if one ran.
     pub fn checkpoint_if_due(&self) -> Option<Duration> {
         let mut j = self.lock_journal();
@@ -325,11 +376,57 @@ impl Store {
         {
             return None;
         }
+        let retiring = j.wal.retiring();
+        if retiring && j.wal.len() < CHECKPOINT_BYTES_MAX {
+            return None;
+        }
         let t = Instant::now();
-        if let Err(e) = self.checkpoint_locked(&mut j) {
+        let done = if retiring {
+            self.checkpoint_locked(&mut j)
+        } else {
+            self.checkpoint_deferred(&mut j, true)
+        };
+        if let Err(e) = done {
             tracing::error!("checkpoint failed: {e}");
         }
         Some(t.elapsed())
+    }
+
+    /// A durable redb commit whose fsync is deferred; the log switches to its other file and
+    /// the syncer thread empties the covered one after the fsync.
+    fn checkpoint_deferred(&self, j: &mut Journal, wake_syncer: bool) -> Result<()> {
+        let tx = self.write()?;
+        self.dbfile.defer_next_sync();
+        let committed = tx.commit();
+        // Unused if the commit failed before its sync; must not defer a later commit's.
+        self.dbfile.cancel_defer();
+        committed?;
+        j.unpersisted = 0;
+        j.last_checkpoint = Instant::now();
+        if j.wal.switch() {
+            if wake_syncer {
+                // A full channel means a wake-up is already pending; it covers this commit too.
+                let _ = self.syncer.try_send(());
+            }
+            Ok(())
+        } else {
+            // The other file is not empty (cannot happen while `retiring` is false): sync here.
+            self.dbfile.sync_deferred().map_err(StoreError::Io)?;
+            j.wal.reset().map_err(StoreError::Io)
+        }
+    }
+
+    /// A checkpoint as the writer makes it, minus its fsync: the state a crash can leave.
+    #[cfg(test)]
+    fn checkpoint_without_fsync(&self) -> Result<()> {
+        let mut j = self.lock_journal();
+        self.checkpoint_deferred(&mut j, false)
+    }
+
+    /// Whether the log still has a file waiting for a checkpoint's fsync.
+    #[cfg(test)]
+    fn log_retiring(&self) -> bool {
+        self.lock_journal().wal.retiring()
     }
 
     /// Makes every applied batch durable in redb and empties the log (a no-op if nothing is

@@ -27,8 +27,8 @@ use super::chat::Change;
 use super::codec::{Dec, DecodeError, Enc};
 use crate::model::{ConversationId, UserId};
 
-/// File name of the log inside the data directory.
-pub const WAL_FILE: &str = "chatd.wal";
+/// File names of the log's two halves inside the data directory.
+pub const WAL_FILES: [&str; 2] = ["chatd.wal", "chatd.wal2"];
 
 const MAGIC: &[u8; 4] = b"CWL1";
 const HEADER: usize = 16;
@@ -61,8 +61,19 @@ pub struct Recovered {
     pub dropped_bytes: u64,
 }
 
-/// The open log, appended to by the message writer only.
+/// The log, appended to by the message writer only. It is two files used in turn: a checkpoint
+/// whose fsync is still under way switches appends to the other (empty) file, and the file it
+/// covers is emptied once that fsync has completed (`finish_retire`), so the writer never waits
+/// for it.
 pub struct Wal {
+    files: [LogFile; 2],
+    active: usize,
+    /// The other file still holds batches that only a checkpoint still being synced covers.
+    retiring: bool,
+}
+
+/// One of the two files.
+struct LogFile {
     file: File,
     path: PathBuf,
     len: u64,
@@ -72,38 +83,25 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Opens (creating it if needed) the log in `dir` and reads back every intact record. A
-    /// damaged tail is cut off so appends continue after the last good record.
+    /// Opens (creating them if needed) both log files in `dir` and reads back every intact
+    /// record, in batch order. A damaged tail is cut off so appends continue after the last
+    /// good record.
     pub fn open(dir: &Path) -> std::io::Result<(Wal, Recovered)> {
-        let path = dir.join(WAL_FILE);
-        let created = !path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)?;
-        if created {
-            // The new directory entry must survive a power loss before any ack relies on it.
-            file.sync_all()?;
-            File::open(dir)?.sync_all()?;
-            super::same_owner_as_dir(&path, dir);
-        }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let (recovered, good) = parse(&bytes);
-        if (good as u64) < bytes.len() as u64 {
-            file.set_len(good as u64)?;
-            file.sync_all()?;
-        }
+        let (a, ra) = LogFile::open(dir, WAL_FILES[0])?;
+        let (b, rb) = LogFile::open(dir, WAL_FILES[1])?;
+        let mut batches = ra.batches;
+        batches.extend(rb.batches);
+        batches.sort_by_key(|b| b.number);
         Ok((
             Wal {
-                file,
-                path,
-                len: good as u64,
-                buf: Vec::new(),
-                clean: true,
+                files: [a, b],
+                active: 0,
+                retiring: false,
             },
-            recovered,
+            Recovered {
+                batches,
+                dropped_bytes: ra.dropped_bytes + rb.dropped_bytes,
+            },
         ))
     }
 
@@ -124,13 +122,102 @@ impl Wal {
         for op in ops {
             e = encode_change(e.u64(op.actor.0).str(op.actor_name), op.change);
         }
-        self.write_record(&e.0)
+        self.files[self.active].write_record(&e.0)
     }
 
     /// Voids batch `number` (logged, but its redb apply failed, so nothing of it was acked).
+    /// It is in the active file: nothing switches files between a batch and its abort.
     pub fn append_abort(&mut self, number: u64) -> std::io::Result<()> {
         let e = Enc::new(1).u8(KIND_ABORT).u64(number);
-        self.write_record(&e.0)
+        self.files[self.active].write_record(&e.0)
+    }
+
+    /// Bytes in the file being appended to.
+    pub fn len(&self) -> u64 {
+        self.files[self.active].len
+    }
+
+    /// Whether both files are empty.
+    pub fn is_empty(&self) -> bool {
+        self.files.iter().all(|f| f.len == 0)
+    }
+
+    /// Whether the active file holds exactly the records appended successfully.
+    pub fn is_clean(&self) -> bool {
+        self.files[self.active].clean
+    }
+
+    /// Whether a switched-away file still waits for `finish_retire`.
+    pub fn retiring(&self) -> bool {
+        self.retiring
+    }
+
+    /// Switches appends to the other file, which is empty (a checkpoint covering everything
+    /// logged so far has been committed; its fsync is still to come). Refused while the
+    /// previous switch is not finished.
+    pub fn switch(&mut self) -> bool {
+        if self.retiring || self.files[1 - self.active].len != 0 {
+            return false;
+        }
+        self.active = 1 - self.active;
+        self.retiring = true;
+        true
+    }
+
+    /// Empties the switched-away file (the checkpoint that covers it is now durable).
+    pub fn finish_retire(&mut self) -> std::io::Result<()> {
+        if self.retiring {
+            self.files[1 - self.active].reset()?;
+            self.retiring = false;
+        }
+        Ok(())
+    }
+
+    /// Empties both files (after a checkpoint made everything in them durable in redb).
+    pub fn reset(&mut self) -> std::io::Result<()> {
+        self.files[1 - self.active].reset()?;
+        self.retiring = false;
+        self.files[self.active].reset()
+    }
+
+    /// The path of the active file.
+    pub fn path(&self) -> &Path {
+        &self.files[self.active].path
+    }
+}
+
+impl LogFile {
+    fn open(dir: &Path, name: &str) -> std::io::Result<(LogFile, Recovered)> {
+        let path = dir.join(name);
+        let created = !path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        if created {
+            // The new directory entry must survive a power loss before any ack relies on it.
+            file.sync_all()?;
+            File::open(dir)?.sync_all()?;
+            super::same_owner_as_dir(&path, dir);
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let (recovered, good) = parse(&bytes);
+        if (good as u64) < bytes.len() as u64 {
+            file.set_len(good as u64)?;
+            file.sync_all()?;
+        }
+        Ok((
+            LogFile {
+                file,
+                path,
+                len: good as u64,
+                buf: Vec::new(),
+                clean: true,
+            },
+            recovered,
+        ))
     }
 
     fn write_record(&mut self, payload: &[u8]) -> std::io::Result<()> {
@@ -158,30 +245,14 @@ impl Wal {
         Ok(())
     }
 
-    /// Bytes in the log.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Whether the log holds exactly the records appended successfully.
-    pub fn is_clean(&self) -> bool {
-        self.clean
-    }
-
-    /// Empties the log (after a checkpoint made everything in it durable in redb).
-    pub fn reset(&mut self) -> std::io::Result<()> {
+    fn reset(&mut self) -> std::io::Result<()> {
+        if self.len == 0 && self.clean {
+            return Ok(());
+        }
         self.file.set_len(0)?;
         // From here appends start at 0 whether or not the sync below succeeds.
         self.len = 0;
         self.file.sync_all()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -448,7 +519,7 @@ mod tests {
             wal.append_batch(3, 9, 102, &ops[2..]).unwrap();
         }
         // A torn append: half a record at the end.
-        let path = dir.path().join(WAL_FILE);
+        let path = dir.path().join(WAL_FILES[0]);
         let whole = std::fs::metadata(&path).unwrap().len();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"CWL1\x40\x00\x00\x00garbage").unwrap();
@@ -485,5 +556,55 @@ mod tests {
         drop(wal);
         let (_, rec) = Wal::open(dir.path()).unwrap();
         assert!(rec.batches.is_empty());
+    }
+
+    #[test]
+    fn the_two_files_are_read_back_in_batch_order_and_emptied_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = send("x");
+        let ops = [LoggedOp {
+            actor: UserId(1),
+            actor_name: "alice",
+            change: &c,
+        }];
+        let numbers =
+            |rec: &Recovered| -> Vec<u64> { rec.batches.iter().map(|b| b.number).collect() };
+        let size = |i: usize| {
+            std::fs::metadata(dir.path().join(WAL_FILES[i]))
+                .unwrap()
+                .len()
+        };
+        {
+            let (mut wal, _) = Wal::open(dir.path()).unwrap();
+            wal.append_batch(1, 9, 100, &ops).unwrap();
+            wal.append_batch(2, 9, 100, &ops).unwrap();
+            assert!(wal.switch(), "a checkpoint switches to the empty file");
+            assert!(wal.retiring());
+            assert!(!wal.switch(), "not again before the first file is emptied");
+            wal.append_batch(3, 9, 100, &ops).unwrap();
+            assert!(size(0) > 0 && size(1) > 0);
+            assert_eq!(wal.len(), size(1), "len is the active file's");
+        }
+        // A crash before the checkpoint's fsync: both files count, oldest first.
+        let (mut wal, rec) = Wal::open(dir.path()).unwrap();
+        assert_eq!(numbers(&rec), [1, 2, 3]);
+        // Reopened, appends go to the first file again (the store checkpoints and empties
+        // both after recovering); the order comes from the batch numbers, not the files.
+        wal.append_batch(4, 9, 100, &ops).unwrap();
+        drop(wal);
+        let (mut wal, rec) = Wal::open(dir.path()).unwrap();
+        assert_eq!(numbers(&rec), [1, 2, 3, 4]);
+        wal.reset().unwrap();
+        assert!(wal.is_empty());
+        // The normal course: switch, the fsync completes, the covered file is emptied.
+        wal.append_batch(5, 9, 100, &ops).unwrap();
+        assert!(wal.switch());
+        wal.append_batch(6, 9, 100, &ops).unwrap();
+        wal.finish_retire().unwrap();
+        assert!(!wal.retiring());
+        assert_eq!(size(0), 0, "the covered file is empty");
+        drop(wal);
+        let (_, rec) = Wal::open(dir.path()).unwrap();
+        assert_eq!(numbers(&rec), [6]);
     }
 }
