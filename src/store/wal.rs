@@ -1,4 +1,4 @@
-//! The write-ahead log of chat mutations: `<data-dir>/chatd.wal`.
+//! The write-ahead log of chat mutations: `<data-dir>/chatd.wal` and `chatd.wal2`.
 //!
 //! Why: a durable redb commit writes every page the batch touched (a dozen 4 KiB pages for one
 //! message: four tables, their branch pages, the table tree, the freed-page list) and then
@@ -6,9 +6,11 @@
 //! message writer appends one record per batch (the batch's *inputs*: who asked for what, and
 //! the time) with a single `write` + `fdatasync`, acknowledges, and applies the batch to redb
 //! with a non-durable commit (pages stay in redb's write buffer). A checkpoint (a durable redb
-//! commit) now and then persists everything applied so far; the log is then emptied.
+//! commit) now and then persists everything applied so far. Its fsync runs on another thread
+//! (`dbfile`), so the log has two files: the checkpoint switches appends to the empty one, and
+//! the one it covers is emptied once that fsync is done.
 //!
-//! Recovery (`Store::open`): every record after the batch number stored in
+//! Recovery (`Store::open`): every record of both files after the batch number stored in
 //! `meta.wal_applied` is applied again, in order, on the last durable state. That reproduces
 //! the lost non-durable commits exactly: applying a batch is deterministic given the state and
 //! the record (the time is in the record), and every other writer in chatd commits durably,
