@@ -188,10 +188,14 @@ fn spawn_syncer(
     std::thread::Builder::new()
         .name("chatd-sync".into())
         .spawn(move || {
+            let lock = || journal.lock().unwrap_or_else(|p| p.into_inner());
             while rx.recv().is_ok() {
+                // The checkpoint before this switch has made its writes (both happen under
+                // the journal lock), so the fsync below covers it.
+                let switch = lock().wal.switches();
                 let synced = dbfile.sync_deferred();
-                let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
-                let emptied = synced.and_then(|_| j.wal.finish_retire());
+                let mut j = lock();
+                let emptied = synced.and_then(|_| j.wal.finish_retire(switch));
                 if let Err(e) = emptied {
                     tracing::error!(
                         "cannot complete a checkpoint ({e}); no more messages are accepted, the log keeps every batch: restart chatd"

@@ -72,6 +72,8 @@ pub struct Wal {
     active: usize,
     /// The other file still holds batches that only a checkpoint still being synced covers.
     retiring: bool,
+    /// Number of switches so far (so a late fsync cannot empty a file a newer switch left).
+    switches: u64,
 }
 
 /// One of the two files.
@@ -99,6 +101,7 @@ impl Wal {
                 files: [a, b],
                 active: 0,
                 retiring: false,
+                switches: 0,
             },
             Recovered {
                 batches,
@@ -163,12 +166,19 @@ impl Wal {
         }
         self.active = 1 - self.active;
         self.retiring = true;
+        self.switches += 1;
         true
     }
 
-    /// Empties the switched-away file (the checkpoint that covers it is now durable).
-    pub fn finish_retire(&mut self) -> std::io::Result<()> {
-        if self.retiring {
+    /// How many switches there have been.
+    pub fn switches(&self) -> u64 {
+        self.switches
+    }
+
+    /// Empties the switched-away file, if it is still the one switch number `switch` left: the
+    /// checkpoint made before that switch is now durable.
+    pub fn finish_retire(&mut self, switch: u64) -> std::io::Result<()> {
+        if self.retiring && self.switches == switch {
             self.files[1 - self.active].reset()?;
             self.retiring = false;
         }
@@ -602,7 +612,13 @@ mod tests {
         wal.append_batch(5, 9, 100, &ops).unwrap();
         assert!(wal.switch());
         wal.append_batch(6, 9, 100, &ops).unwrap();
-        wal.finish_retire().unwrap();
+        let n = wal.switches();
+        wal.finish_retire(n - 1).unwrap();
+        assert!(
+            wal.retiring(),
+            "an fsync from before this switch does not cover it"
+        );
+        wal.finish_retire(n).unwrap();
         assert!(!wal.retiring());
         assert_eq!(size(0), 0, "the covered file is empty");
         drop(wal);
