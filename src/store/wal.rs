@@ -23,7 +23,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::chat::Change;
 use super::codec::{Dec, DecodeError, Enc};
@@ -79,7 +79,6 @@ pub struct Wal {
 /// One of the two files.
 struct LogFile {
     file: File,
-    path: PathBuf,
     len: u64,
     buf: Vec<u8>,
     /// False once a failed append could not be cut off again.
@@ -191,11 +190,6 @@ impl Wal {
         self.retiring = false;
         self.files[self.active].reset()
     }
-
-    /// The path of the active file.
-    pub fn path(&self) -> &Path {
-        &self.files[self.active].path
-    }
 }
 
 impl LogFile {
@@ -223,7 +217,6 @@ impl LogFile {
         Ok((
             LogFile {
                 file,
-                path,
                 len: good as u64,
                 buf: Vec::new(),
                 clean: true,
