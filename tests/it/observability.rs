@@ -63,14 +63,24 @@ async fn metrics_count_connections_messages_and_commits() {
             .await;
         b.recv_type("message").await;
     }
-    let r = srv.get("/metrics", &[]).await;
+    // Counters are bumped after the frames are handed over, so the last delivery can reach
+    // the client a moment before it is counted.
+    let mut tries = 0;
+    let (r, text, s) = loop {
+        let r = srv.get("/metrics", &[]).await;
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
+        let s = samples(&text);
+        tries += 1;
+        if value(&s, "chatd_messages_delivered_total") >= 3.0 || tries == 50 {
+            break (r, text, s);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(r.status, 200);
     assert!(r
         .header("content-type")
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
-    let text = String::from_utf8(r.body.to_vec()).unwrap();
-    let s = samples(&text);
     assert_eq!(value(&s, "chatd_messages_stored_total"), 3.0, "{text}");
     assert_eq!(value(&s, "chatd_messages_delivered_total"), 3.0, "{text}");
     assert_eq!(value(&s, "chatd_messages_in_store"), 3.0);
