@@ -302,7 +302,14 @@ impl Store {
                     change,
                 })
                 .collect();
-            self.apply_batch(&mut cache, b.number, b.now_ms, &ops, Durability::None)?;
+            self.apply_batch(
+                &mut cache,
+                b.number,
+                b.now_ms,
+                &ops,
+                Durability::None,
+                || Ok(()),
+            )?;
             last = b.number;
             replayed += 1;
         }
@@ -343,15 +350,40 @@ impl Store {
             )));
         }
         let number = j.next;
-        if let Err(e) = j.wal.append_batch(number, self.epoch, now_ms, ops) {
+        let failed_log = |j: &mut Journal, e: std::io::Error| {
             if !j.wal.is_clean() {
                 tracing::error!("the log could not be repaired after a failed write: {e}");
                 j.broken = true;
             }
-            return Err(StoreError::Io(e));
+            StoreError::Io(e)
+        };
+        // The record's fsync runs on the log's sync thread while the batch is applied here;
+        // the redb commit waits for it, so nothing of a batch the disk refused becomes visible.
+        if let Err(e) = j.wal.begin_append(number, self.epoch, now_ms, ops) {
+            return Err(failed_log(&mut j, e));
         }
         j.next += 1;
-        match self.apply_batch(cache, number, now_ms, ops, Durability::None) {
+        let mut synced = None;
+        let applied = self.apply_batch(cache, number, now_ms, ops, Durability::None, || {
+            let r = j.wal.finish_append();
+            let ok = r.is_ok();
+            synced = Some(r);
+            if ok {
+                Ok(())
+            } else {
+                Err(StoreError::Io(std::io::Error::other(
+                    "the log's fsync failed",
+                )))
+            }
+        });
+        // The apply may have failed before it got to the commit (and so to the fsync).
+        let synced = synced.unwrap_or_else(|| j.wal.finish_append());
+        if let Err(e) = synced {
+            // Cut off again and not committed to redb: as if the batch never happened.
+            cache.clear();
+            return Err(failed_log(&mut j, e));
+        }
+        match applied {
             Ok(results) => {
                 j.unpersisted += 1;
                 Ok(results)
@@ -453,7 +485,8 @@ impl Store {
         Ok(())
     }
 
-    /// Applies `ops` as batch `number` in one write transaction with the given durability.
+    /// Applies `ops` as batch `number` in one write transaction with the given durability,
+    /// calling `before_commit` between the last change and the commit (an error aborts).
     fn apply_batch(
         &self,
         cache: &mut chat::MemberCache,
@@ -461,6 +494,7 @@ impl Store {
         now_ms: u64,
         ops: &[wal::LoggedOp<'_>],
         durability: Durability,
+        before_commit: impl FnOnce() -> Result<()>,
     ) -> Result<Vec<std::result::Result<chat::Applied, chat::ChatError>>> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(durability)?;
@@ -473,6 +507,8 @@ impl Store {
             b.set_wal_applied(number)?;
             out
         };
+        // An error here drops `tx`: redb aborts it.
+        before_commit()?;
         tx.commit()?;
         Ok(results)
     }

@@ -4,8 +4,10 @@
 //! message: four tables, their branch pages, the table tree, the freed-page list) and then
 //! fsyncs, so a lone message's ack waited for ~0.5 ms of scattered writes. With the log, the
 //! message writer appends one record per batch (the batch's *inputs*: who asked for what, and
-//! the time) with a single `write` + `fdatasync`, acknowledges, and applies the batch to redb
-//! with a non-durable commit (pages stay in redb's write buffer). A checkpoint (a durable redb
+//! the time) with a single `write` + `fdatasync` and applies the batch to redb with a
+//! non-durable commit (pages stay in redb's write buffer), then acknowledges. The `fdatasync`
+//! runs on the `chatd-logsync` thread while the writer applies the batch; the redb commit waits
+//! for it, so a batch becomes visible to readers only once its record is on disk. A checkpoint (a durable redb
 //! commit) now and then persists everything applied so far. Its fsync runs on another thread
 //! (`dbfile`), so the log has two files: the checkpoint switches appends to the empty one, and
 //! the one it covers is emptied once that fsync is done.
@@ -24,6 +26,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 
 use super::chat::Change;
 use super::codec::{Dec, DecodeError, Enc};
@@ -74,15 +78,60 @@ pub struct Wal {
     retiring: bool,
     /// Number of switches so far (so a late fsync cannot empty a file a newer switch left).
     switches: u64,
+    /// The thread that fsyncs a record written by `begin_append` while the writer goes on.
+    sync: LogSync,
+    /// The result of an fsync `begin_append` had to run itself.
+    sync_now: Option<std::io::Result<()>>,
 }
 
 /// One of the two files.
 struct LogFile {
-    file: File,
+    file: Arc<File>,
     len: u64,
     buf: Vec<u8>,
+    /// Length of a record written by `begin_append` whose fsync is still to be collected.
+    unsynced: Option<u64>,
     /// False once a failed append could not be cut off again.
     clean: bool,
+}
+
+/// A thread that runs `fdatasync` on the log file it is handed and answers with the result:
+/// the writer applies a batch to redb while the disk takes the batch's record.
+struct LogSync {
+    req: SyncSender<Arc<File>>,
+    done: Receiver<std::io::Result<()>>,
+}
+
+impl LogSync {
+    fn spawn() -> std::io::Result<LogSync> {
+        let (req, jobs) = sync_channel::<Arc<File>>(1);
+        let (answer, done) = sync_channel(1);
+        std::thread::Builder::new()
+            .name("chatd-logsync".into())
+            .spawn(move || {
+                // Ends when the log (holding `req`) is dropped.
+                while let Ok(file) = jobs.recv() {
+                    if answer.send(file.sync_data()).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(LogSync { req, done })
+    }
+
+    /// Starts an fsync of `file`; `wait` collects it. Runs it right here if the thread is gone.
+    fn start(&self, file: &Arc<File>) -> Option<std::io::Result<()>> {
+        match self.req.send(file.clone()) {
+            Ok(()) => None,
+            Err(_) => Some(file.sync_data()),
+        }
+    }
+
+    fn wait(&self) -> std::io::Result<()> {
+        self.done
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the log's sync thread is gone")))
+    }
 }
 
 impl Wal {
@@ -92,6 +141,7 @@ impl Wal {
     pub fn open(dir: &Path) -> std::io::Result<(Wal, Recovered)> {
         let (a, ra) = LogFile::open(dir, WAL_FILES[0])?;
         let (b, rb) = LogFile::open(dir, WAL_FILES[1])?;
+        let sync = LogSync::spawn()?;
         let mut batches = ra.batches;
         batches.extend(rb.batches);
         batches.sort_by_key(|b| b.number);
@@ -101,6 +151,8 @@ impl Wal {
                 active: 0,
                 retiring: false,
                 switches: 0,
+                sync,
+                sync_now: None,
             },
             Recovered {
                 batches,
@@ -117,16 +169,50 @@ impl Wal {
         now_ms: u64,
         ops: &[LoggedOp<'_>],
     ) -> std::io::Result<()> {
-        let mut e = Enc::new(1)
-            .u8(KIND_BATCH)
-            .u64(number)
-            .u64(epoch)
-            .u64(now_ms)
-            .u64(ops.len() as u64);
-        for op in ops {
-            e = encode_change(e.u64(op.actor.0).str(op.actor_name), op.change);
+        self.files[self.active].write_record(&batch_payload(number, epoch, now_ms, ops))
+    }
+
+    /// Writes a batch's record and starts its `fdatasync` on the sync thread, so the caller can
+    /// work meanwhile; `finish_append` waits for it and must come before any other call that
+    /// changes the log. Until then the record does not count: if its write fails here, or its
+    /// fsync fails there, it is cut off again.
+    pub fn begin_append(
+        &mut self,
+        number: u64,
+        epoch: u64,
+        now_ms: u64,
+        ops: &[LoggedOp<'_>],
+    ) -> std::io::Result<()> {
+        let f = &mut self.files[self.active];
+        f.write_unsynced(&batch_payload(number, epoch, now_ms, ops))?;
+        if let Some(r) = self.sync.start(&f.file) {
+            // No sync thread: the result is ready now; `finish_append` takes it from `sync_now`.
+            self.sync_now = Some(r);
         }
-        self.files[self.active].write_record(&e.0)
+        Ok(())
+    }
+
+    /// Waits for the fsync `begin_append` started. On success the record counts; on failure it
+    /// is cut off (see `is_clean`) and the error returned.
+    pub fn finish_append(&mut self) -> std::io::Result<()> {
+        let f = &mut self.files[self.active];
+        let Some(n) = f.unsynced.take() else {
+            return Ok(());
+        };
+        let synced = match self.sync_now.take() {
+            Some(r) => r,
+            None => self.sync.wait(),
+        };
+        match synced {
+            Ok(()) => {
+                f.len += n;
+                Ok(())
+            }
+            Err(e) => {
+                f.cut_off();
+                Err(e)
+            }
+        }
     }
 
     /// Voids batch `number` (logged, but its redb apply failed, so nothing of it was acked).
@@ -216,41 +302,59 @@ impl LogFile {
         }
         Ok((
             LogFile {
-                file,
+                file: Arc::new(file),
                 len: good as u64,
                 buf: Vec::new(),
+                unsynced: None,
                 clean: true,
             },
             recovered,
         ))
     }
 
+    /// Appends a record and waits until it is on disk.
     fn write_record(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        self.write_unsynced(payload)?;
+        let n = self.unsynced.take().unwrap_or(0);
+        if let Err(e) = self.file.sync_data() {
+            self.cut_off();
+            return Err(e);
+        }
+        self.len += n;
+        Ok(())
+    }
+
+    /// Writes a record after the last one that counts, without waiting for the disk; its
+    /// length is kept in `unsynced` until the caller's fsync decides whether it counts.
+    fn write_unsynced(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        debug_assert!(self.unsynced.is_none(), "one unsynced record at a time");
         self.buf.clear();
         self.buf.extend_from_slice(MAGIC);
         self.buf
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&fnv1a(payload).to_le_bytes());
         self.buf.extend_from_slice(payload);
-        if let Err(e) = self
-            .file
-            .write_all(&self.buf)
-            .and_then(|()| self.file.sync_data())
-        {
-            // The record must not count: it was never acknowledged, and replaying it later
-            // would put it before batches that were. Cut it off; if even that fails, the log
-            // can no longer be trusted (`is_clean`).
-            self.clean = self.file.set_len(self.len).is_ok() && self.file.sync_all().is_ok();
+        if let Err(e) = (&*self.file).write_all(&self.buf) {
+            self.cut_off();
             return Err(e);
         }
-        self.len += self.buf.len() as u64;
+        self.unsynced = Some(self.buf.len() as u64);
         if self.buf.capacity() > 1024 * 1024 {
             self.buf = Vec::new();
         }
         Ok(())
     }
 
+    /// A record that failed to reach the disk must not count: it was never acknowledged, and
+    /// replaying it later would put it before batches that were. Cuts the file back to the
+    /// records that count; if even that fails, the log can no longer be trusted (`is_clean`).
+    fn cut_off(&mut self) {
+        self.unsynced = None;
+        self.clean = self.file.set_len(self.len).is_ok() && self.file.sync_all().is_ok();
+    }
+
     fn reset(&mut self) -> std::io::Result<()> {
+        debug_assert!(self.unsynced.is_none(), "reset with a record in flight");
         if self.len == 0 && self.clean {
             return Ok(());
         }
@@ -259,6 +363,19 @@ impl LogFile {
         self.len = 0;
         self.file.sync_all()
     }
+}
+
+fn batch_payload(number: u64, epoch: u64, now_ms: u64, ops: &[LoggedOp<'_>]) -> Vec<u8> {
+    let mut e = Enc::new(1)
+        .u8(KIND_BATCH)
+        .u64(number)
+        .u64(epoch)
+        .u64(now_ms)
+        .u64(ops.len() as u64);
+    for op in ops {
+        e = encode_change(e.u64(op.actor.0).str(op.actor_name), op.change);
+    }
+    e.0
 }
 
 /// Reads records until the end or the first damaged one; returns them and the good length.
@@ -561,6 +678,38 @@ mod tests {
         drop(wal);
         let (_, rec) = Wal::open(dir.path()).unwrap();
         assert!(rec.batches.is_empty());
+    }
+
+    #[test]
+    fn a_record_whose_fsync_runs_on_the_sync_thread_counts_once_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = send("x");
+        let ops = [LoggedOp {
+            actor: UserId(1),
+            actor_name: "alice",
+            change: &c,
+        }];
+        {
+            let (mut wal, _) = Wal::open(dir.path()).unwrap();
+            wal.append_batch(1, 9, 100, &ops).unwrap();
+            let one = wal.len();
+            wal.begin_append(2, 9, 101, &ops).unwrap();
+            assert_eq!(wal.len(), one, "not counted before its fsync is collected");
+            wal.finish_append().unwrap();
+            assert_eq!(wal.len(), 2 * one);
+            assert!(wal.is_clean());
+            // Nothing in flight: collecting again is a no-op.
+            wal.finish_append().unwrap();
+            wal.begin_append(3, 9, 102, &ops).unwrap();
+            wal.finish_append().unwrap();
+            assert_eq!(wal.len(), 3 * one);
+        }
+        let (wal, rec) = Wal::open(dir.path()).unwrap();
+        let numbers: Vec<u64> = rec.batches.iter().map(|b| b.number).collect();
+        assert_eq!(numbers, [1, 2, 3]);
+        assert_eq!(rec.batches[2].now_ms, 102);
+        assert_eq!(rec.dropped_bytes, 0);
+        assert!(!wal.is_empty());
     }
 
     #[test]
