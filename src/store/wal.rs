@@ -7,10 +7,10 @@
 //! the time) with a single `write` + `fdatasync` and applies the batch to redb with a
 //! non-durable commit (pages stay in redb's write buffer), then acknowledges. The `fdatasync`
 //! runs on the `chatd-logsync` thread while the writer applies the batch; the redb commit waits
-//! for it, so a batch becomes visible to readers only once its record is on disk. A checkpoint (a durable redb
-//! commit) now and then persists everything applied so far. Its fsync runs on another thread
-//! (`dbfile`), so the log has two files: the checkpoint switches appends to the empty one, and
-//! the one it covers is emptied once that fsync is done.
+//! for it, so a batch becomes visible to readers only once its record is on disk. A checkpoint
+//! (a durable redb commit) now and then persists everything applied so far. Its fsync runs on
+//! another thread (`dbfile`), so the log has two files: the checkpoint switches appends to the
+//! empty one, and the one it covers is emptied once that fsync is done.
 //!
 //! Recovery (`Store::open`): every record of both files after the batch number stored in
 //! `meta.wal_applied` is applied again, in order, on the last durable state. That reproduces
