@@ -161,7 +161,8 @@ impl Wal {
         ))
     }
 
-    /// Appends a batch and waits until it is on disk (`fdatasync`).
+    /// Appends a batch and waits until it is on disk: `begin_append` + `finish_append`.
+    #[cfg(test)]
     pub fn append_batch(
         &mut self,
         number: u64,
@@ -169,7 +170,8 @@ impl Wal {
         now_ms: u64,
         ops: &[LoggedOp<'_>],
     ) -> std::io::Result<()> {
-        self.files[self.active].write_record(&batch_payload(number, epoch, now_ms, ops))
+        self.begin_append(number, epoch, now_ms, ops)?;
+        self.finish_append()
     }
 
     /// Writes a batch's record and starts its `fdatasync` on the sync thread, so the caller can
@@ -560,6 +562,15 @@ mod tests {
         }
     }
 
+    /// One op of alice's.
+    fn by_alice(change: &Change) -> [LoggedOp<'_>; 1] {
+        [LoggedOp {
+            actor: UserId(1),
+            actor_name: "alice",
+            change,
+        }]
+    }
+
     #[test]
     fn every_change_kind_round_trips() {
         let dir = tempfile::tempdir().unwrap();
@@ -684,11 +695,7 @@ mod tests {
     fn a_record_whose_fsync_runs_on_the_sync_thread_counts_once_collected() {
         let dir = tempfile::tempdir().unwrap();
         let c = send("x");
-        let ops = [LoggedOp {
-            actor: UserId(1),
-            actor_name: "alice",
-            change: &c,
-        }];
+        let ops = by_alice(&c);
         {
             let (mut wal, _) = Wal::open(dir.path()).unwrap();
             wal.append_batch(1, 9, 100, &ops).unwrap();
@@ -716,11 +723,7 @@ mod tests {
     fn the_two_files_are_read_back_in_batch_order_and_emptied_in_turn() {
         let dir = tempfile::tempdir().unwrap();
         let c = send("x");
-        let ops = [LoggedOp {
-            actor: UserId(1),
-            actor_name: "alice",
-            change: &c,
-        }];
+        let ops = by_alice(&c);
         let numbers =
             |rec: &Recovered| -> Vec<u64> { rec.batches.iter().map(|b| b.number).collect() };
         let size = |i: usize| {
