@@ -419,20 +419,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 })
             })
             .await;
-        let msgs = match read {
+        let (msgs, more) = match read {
             Ok(Some(m)) => m,
             Ok(None) => {
                 // No longer a member.
                 self.pending.remove(&conv);
                 self.cursors.remove(&conv);
-                Vec::new()
+                (Vec::new(), false)
             }
             Err(e) => {
                 tracing::error!("catch-up of {conv} for {user}: {e}");
                 return Err(End::Close(1011, "internal error"));
             }
         };
-        let full = msgs.len() >= page;
         for (seq, text) in msgs {
             let cursor = self.cursors.entry(conv).or_insert(0);
             if seq != *cursor + 1 {
@@ -450,7 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(_) => return Err(End::Gone),
             }
         }
-        if !full {
+        if !more {
             self.pending.remove(&conv);
         }
         if self.pending.is_empty() {

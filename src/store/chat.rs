@@ -707,11 +707,15 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Option<Vec<StoredMessage>>> {
-        self.messages_after_map(user, conv, after, limit, |m| m.to_stored())
+        Ok(self
+            .messages_after_map(user, conv, after, limit, |m| m.to_stored())?
+            .map(|(messages, _)| messages))
     }
 
     /// Like `messages_after`, but hands each message to `f` as borrowed from the database page
-    /// (no per-field copies) and returns what `f` made of them.
+    /// (no per-field copies) and returns what `f` made of them, and whether more messages follow
+    /// the last one returned (so a caller paging through them needs no extra read to find the
+    /// end).
     pub fn messages_after_map<T>(
         &self,
         user: UserId,
@@ -719,21 +723,20 @@ impl Store {
         after: u64,
         limit: usize,
         mut f: impl FnMut(&MessageRef<'_>) -> T,
-    ) -> Result<Option<Vec<T>>> {
+    ) -> Result<Option<(Vec<T>, bool)>> {
         let tx = self.db.begin_read()?;
         if tx.open_table(MEMBERS)?.get((conv.0, user.0))?.is_none() {
             return Ok(None);
         }
         let messages = tx.open_table(MESSAGES)?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        for row in messages
-            .range((conv.0, after.saturating_add(1))..=(conv.0, u64::MAX))?
-            .take(limit)
-        {
+        let mut rows = messages.range((conv.0, after.saturating_add(1))..=(conv.0, u64::MAX))?;
+        for row in rows.by_ref().take(limit) {
             let (k, v) = row?;
             out.push(f(&decode_message_ref(conv.0, k.value().1, v.value())?));
         }
-        Ok(Some(out))
+        let more = rows.next().transpose()?.is_some();
+        Ok(Some((out, more)))
     }
 
     /// The newest `limit` messages with seq < `before`, oldest first. Membership is checked.
