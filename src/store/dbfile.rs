@@ -1,27 +1,33 @@
-//! The redb file backend: redb's own `FileBackend`, except that the `fdatasync` of a
-//! checkpoint can be taken off the message writer's thread.
+//! The redb file backend: redb's own `FileBackend`, except that a checkpoint's page writes and
+//! its `fdatasync` can be taken off the message writer's thread.
 //!
 //! Why: a checkpoint (the durable redb commit that lets the write-ahead log be emptied) writes
-//! every page changed since the previous one and then waits for `fdatasync`; the wait was most
-//! of the checkpoint's 60–150 ms, and the writer could not log or acknowledge anything
-//! meanwhile. Here the store asks for the next sync to be deferred (`defer_next_sync`); redb's
-//! commit then returns after its writes, and the checkpoint thread calls `sync_deferred` later.
+//! every page changed since the previous one and then waits for `fdatasync`. The wait was most
+//! of the checkpoint's 60–150 ms; once it was deferred, the thousands of scattered 4 KiB
+//! `pwrite`s (one per changed page, 15–20 ms with 2,000 active conversations) were what held the
+//! writer. Here the store asks for the next sync to be deferred (`defer_next_sync`); until that
+//! commit's `sync_data`, its writes are only copied into memory (`held`, a memcpy per page
+//! instead of a syscall), redb's commit returns, and the checkpoint thread's `sync_deferred`
+//! later writes them to the file in offset order and calls `fdatasync`. Reads see held bytes
+//! over the file's, so redb reads what it wrote.
 //!
 //! Safety: until that sync has completed, the file is in the state of a commit interrupted
-//! before its fsync, which redb recovers from on its own (the new header's checksums fail and
-//! it uses the previous commit, whose pages the new commit did not overwrite). What could break
-//! that is a later write over the previous commit's pages, or a shrink of the file, before the
-//! sync: so every `write`, `set_len` and undeferred `sync_data` first completes a pending
-//! sync, holding the lock that `sync_deferred` holds. Non-durable commits write nothing to the
-//! file (their pages stay in redb's write buffer), so they do not wait. The log that covers the
+//! before its fsync (any subset of its writes on disk, here possibly none), which redb recovers
+//! from on its own (the new header's checksums fail and it uses the previous commit, whose pages
+//! the new commit did not overwrite). What could break that is a later write over the previous
+//! commit's pages, or a shrink of the file, before the sync: so every `write`, `set_len` and
+//! undeferred `sync_data` first completes a pending sync (held writes, then `fdatasync`),
+//! holding the lock that `sync_deferred` holds. Non-durable commits write nothing to the file
+//! (their pages stay in redb's write buffer), so they do not wait. The log that covers the
 //! deferred commit is kept until `sync_deferred` has returned `Ok` (see `Store`). Only `store`
 //! uses this.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
@@ -37,6 +43,11 @@ struct Shared {
     /// True while a deferred sync is owed. Held while syncing and writing.
     pending: Mutex<bool>,
     defer_next: AtomicBool,
+    /// Writes of the deferred commit not yet on the file. Changed only under `pending`;
+    /// readers take its read lock across their file read.
+    held: RwLock<Held>,
+    /// `held` is not empty (lets reads skip its lock).
+    holding: AtomicBool,
 }
 
 impl DbFile {
@@ -45,6 +56,8 @@ impl DbFile {
             inner: FileBackend::new(file).map_err(io::Error::other)?,
             pending: Mutex::new(false),
             defer_next: AtomicBool::new(false),
+            held: RwLock::new(Held::default()),
+            holding: AtomicBool::new(false),
         })))
     }
 
@@ -60,8 +73,14 @@ impl DbFile {
     }
 
     /// Withdraws a `defer_next_sync` that no commit used (the commit failed before its sync).
-    pub fn cancel_defer(&self) {
-        self.0.defer_next.store(false, Ordering::Release);
+    /// Whatever that commit wrote goes to the file now, as it would have without deferring.
+    pub fn cancel_defer(&self) -> io::Result<()> {
+        let pending = self.lock();
+        if self.0.defer_next.swap(false, Ordering::AcqRel) && !*pending {
+            self.write_held()?;
+            self.clear_held();
+        }
+        Ok(())
     }
 
     /// Completes an owed sync. `Ok(true)` if one was owed and is done, `Ok(false)` if none was
@@ -71,17 +90,137 @@ impl DbFile {
         if !*pending {
             return Ok(false);
         }
-        self.0.inner.sync_data()?;
-        *pending = false;
+        self.settle(&mut pending)?;
         Ok(true)
     }
 
+    /// Writes held bytes to the file, then syncs, if a sync is owed. Called with `pending`
+    /// locked. On error everything stays held and owed.
     fn settle(&self, pending: &mut bool) -> io::Result<()> {
         if *pending {
+            self.write_held()?;
             self.0.inner.sync_data()?;
+            self.clear_held();
             *pending = false;
         }
         Ok(())
+    }
+
+    fn held(&self) -> std::sync::RwLockReadGuard<'_, Held> {
+        self.0.held.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn held_mut(&self) -> std::sync::RwLockWriteGuard<'_, Held> {
+        self.0.held.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes every held range to the file, in offset order; they stay held (readers keep
+    /// seeing them) until `clear_held`.
+    fn write_held(&self) -> io::Result<()> {
+        if !self.0.holding.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let held = self.held();
+        for (offset, range) in &held.ranges {
+            self.0.inner.write(*offset, held.bytes(*range))?;
+        }
+        Ok(())
+    }
+
+    fn clear_held(&self) {
+        if self.0.holding.load(Ordering::Acquire) {
+            self.held_mut().clear();
+            self.0.holding.store(false, Ordering::Release);
+        }
+    }
+
+    /// Keeps a write in memory, replacing whatever held bytes it overlaps.
+    fn hold(&self, offset: u64, data: &[u8]) {
+        self.held_mut().insert(offset, data);
+        self.0.holding.store(true, Ordering::Release);
+    }
+
+    /// Reads the file, with held bytes laid over it.
+    fn read_through(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let held = self.held();
+        let end = offset + out.len() as u64;
+        let hit = held.overlapping(offset, end);
+        let covered = hit
+            .iter()
+            .any(|(o, r)| *o <= offset && *o + r.1 as u64 >= end);
+        if !covered {
+            self.0.inner.read(offset, out)?;
+        }
+        for (o, r) in hit {
+            let d = held.bytes(r);
+            let from = o.max(offset);
+            let to = (o + d.len() as u64).min(end);
+            out[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&d[(from - o) as usize..(to - o) as usize]);
+        }
+        Ok(())
+    }
+}
+
+/// Held writes: their bytes appended to one buffer (kept between checkpoints, so copying a
+/// checkpoint's pages in does not fault in fresh memory each time), and the file ranges they
+/// cover, which never overlap.
+#[derive(Default)]
+struct Held {
+    buf: Vec<u8>,
+    /// File offset → (start in `buf`, length).
+    ranges: BTreeMap<u64, (usize, usize)>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Held({} ranges)", self.ranges.len())
+    }
+}
+
+impl Held {
+    /// Above this, the buffer is freed when emptied rather than kept for the next checkpoint.
+    const KEEP: usize = 64 << 20;
+
+    fn bytes(&self, (start, len): (usize, usize)) -> &[u8] {
+        &self.buf[start..start + len]
+    }
+
+    /// Held ranges that overlap `offset..end`, highest first.
+    fn overlapping(&self, offset: u64, end: u64) -> Vec<(u64, (usize, usize))> {
+        // Ranges never overlap, so going down from `end` their ends decrease too.
+        self.ranges
+            .range(..end)
+            .rev()
+            .take_while(|(o, r)| **o + r.1 as u64 > offset)
+            .map(|(o, r)| (*o, *r))
+            .collect()
+    }
+
+    fn insert(&mut self, offset: u64, data: &[u8]) {
+        let end = offset + data.len() as u64;
+        for (o, (start, len)) in self.overlapping(offset, end) {
+            self.ranges.remove(&o);
+            if o < offset {
+                self.ranges.insert(o, (start, (offset - o) as usize));
+            }
+            let o_end = o + len as u64;
+            if o_end > end {
+                let cut = (end - o) as usize;
+                self.ranges.insert(end, (start + cut, len - cut));
+            }
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(data);
+        self.ranges.insert(offset, (start, data.len()));
+    }
+
+    fn clear(&mut self) {
+        self.ranges.clear();
+        self.buf.clear();
+        if self.buf.capacity() > Self::KEEP {
+            self.buf = Vec::new();
+        }
     }
 }
 
@@ -91,6 +230,9 @@ impl StorageBackend for DbFile {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        if self.0.holding.load(Ordering::Acquire) {
+            return self.read_through(offset, out);
+        }
         self.0.inner.read(offset, out)
     }
 
@@ -106,14 +248,19 @@ impl StorageBackend for DbFile {
             *pending = true;
             return Ok(());
         }
-        self.0.inner.sync_data()?;
-        *pending = false;
-        Ok(())
+        // Held bytes without an owed sync cannot exist here (`cancel_defer` writes them), but
+        // if they did, this sync must cover them.
+        *pending = true;
+        self.settle(&mut pending)
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut pending = self.lock();
         self.settle(&mut pending)?;
+        if self.0.defer_next.load(Ordering::Acquire) {
+            self.hold(offset, data);
+            return Ok(());
+        }
         self.0.inner.write(offset, data)
     }
 
@@ -150,5 +297,109 @@ impl StorageBackend for DbFile {
 
     fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
         self.0.inner.query_lock_range(start, end)
+    }
+}
+
+#[cfg(test)]
+impl DbFile {
+    /// Puts held bytes on the file without syncing: the state a crash during `sync_deferred`
+    /// can leave.
+    pub fn write_held_unsynced(&self) -> io::Result<()> {
+        let _pending = self.lock();
+        self.write_held()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(dir: &tempfile::TempDir) -> DbFile {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("db"))
+            .unwrap();
+        DbFile::new(f).unwrap()
+    }
+
+    fn read(f: &DbFile, offset: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0; len];
+        f.read(offset, &mut out).unwrap();
+        out
+    }
+
+    fn on_disk(dir: &tempfile::TempDir) -> Vec<u8> {
+        std::fs::read(dir.path().join("db")).unwrap()
+    }
+
+    /// A deferred commit's writes (overlapping each other in every way) are read back at once,
+    /// reach the file only with the deferred sync, and a later write settles them first.
+    #[test]
+    fn deferred_writes_are_read_back_and_written_with_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(&dir);
+        f.set_len(64).unwrap();
+        f.write(0, &[1; 64]).unwrap();
+        let mut model = vec![1u8; 64];
+        f.defer_next_sync();
+        for (offset, len, byte) in [
+            (8, 16, 2),  // inside
+            (4, 8, 3),   // over the start of the previous one
+            (20, 8, 4),  // over its end
+            (10, 4, 5),  // splits one in two
+            (30, 10, 6), // alone
+            (28, 14, 7), // covers one whole
+        ] {
+            f.write(offset, &vec![byte; len]).unwrap();
+            model[offset as usize..offset as usize + len].fill(byte);
+        }
+        assert_eq!(on_disk(&dir), vec![1; 64], "nothing written yet");
+        for (offset, len) in [(0, 64), (5, 1), (9, 20), (28, 14), (29, 3), (40, 24)] {
+            assert_eq!(
+                read(&f, offset, len),
+                model[offset as usize..offset as usize + len],
+                "read {offset}+{len}"
+            );
+        }
+        f.sync_data().unwrap(); // the commit's sync: deferred
+        assert_eq!(on_disk(&dir), vec![1; 64]);
+        assert_eq!(read(&f, 0, 64), model);
+        assert!(f.sync_deferred().unwrap());
+        assert_eq!(on_disk(&dir), model);
+        assert!(!f.sync_deferred().unwrap(), "nothing owed any more");
+        assert_eq!(read(&f, 0, 64), model);
+
+        // Deferred again; the next ordinary write completes the owed sync before it.
+        f.defer_next_sync();
+        f.write(0, &[8; 4]).unwrap();
+        f.sync_data().unwrap();
+        model[..4].fill(8);
+        f.write(60, &[9; 4]).unwrap();
+        model[60..].fill(9);
+        assert_eq!(on_disk(&dir), model);
+        assert!(!f.sync_deferred().unwrap());
+    }
+
+    /// A deferred commit that fails before its sync: what it wrote goes to the file, as it would
+    /// have without deferring, and nothing stays held.
+    #[test]
+    fn a_cancelled_deferral_writes_what_was_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(&dir);
+        f.set_len(16).unwrap();
+        f.defer_next_sync();
+        f.write(4, &[5; 4]).unwrap();
+        assert_eq!(on_disk(&dir), vec![0; 16]);
+        f.cancel_defer().unwrap();
+        let mut want = vec![0u8; 16];
+        want[4..8].fill(5);
+        assert_eq!(on_disk(&dir), want);
+        assert!(!f.0.holding.load(Ordering::Acquire));
+        f.write(0, &[1; 2]).unwrap();
+        want[..2].fill(1);
+        assert_eq!(on_disk(&dir), want, "later writes go straight to the file");
     }
 }

@@ -435,8 +435,9 @@ impl Store {
         self.dbfile.defer_next_sync();
         let committed = tx.commit();
         // Unused if the commit failed before its sync; must not defer a later commit's.
-        self.dbfile.cancel_defer();
+        let cancelled = self.dbfile.cancel_defer();
         committed?;
+        cancelled.map_err(StoreError::Io)?;
         j.unpersisted = 0;
         j.last_checkpoint = Instant::now();
         if j.wal.switch() {
