@@ -198,6 +198,10 @@ impl Held {
     }
 
     fn insert(&mut self, offset: u64, data: &[u8]) {
+        if data.is_empty() {
+            // Would split a range at `offset` and then take the right part's key.
+            return;
+        }
         let end = offset + data.len() as u64;
         for (o, (start, len)) in self.overlapping(offset, end) {
             self.ranges.remove(&o);
@@ -352,6 +356,7 @@ mod tests {
             (10, 4, 5),  // splits one in two
             (30, 10, 6), // alone
             (28, 14, 7), // covers one whole
+            (33, 0, 9),  // empty, inside one: changes nothing
         ] {
             f.write(offset, &vec![byte; len]).unwrap();
             model[offset as usize..offset as usize + len].fill(byte);
