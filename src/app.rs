@@ -1,7 +1,7 @@
 //! The shared state of one running server: configuration, the store handle, authentication
 //! state, the hub (who is online), the message writer, and the shutdown signal. Handlers and
 //! sessions receive an `Arc<App>`; there is no global. `App::db` is how async code reaches the
-//! blocking store: on tokio's blocking pool, never on a runtime worker.
+//! blocking store: on the store reader threads (`readers`), never on a runtime worker.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::readers::Readers;
 use crate::store::{Store, StoreError};
 use crate::writer::Writer;
 
@@ -20,6 +21,8 @@ pub struct App {
     pub auth: Auth,
     pub hub: Arc<Hub>,
     pub writer: Writer,
+    /// The threads that run `App::db` calls.
+    readers: Readers,
     /// Counters and histograms for /metrics.
     pub metrics: Arc<Metrics>,
     /// When the server started (for uptime).
@@ -50,6 +53,7 @@ impl App {
             l.broadcast_group_max,
             stats.clone(),
         )?;
+        let readers = Readers::start(store.clone(), l.store_readers)?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let sessions = Arc::new(Semaphore::new(l.max_connections));
         Ok((
@@ -59,6 +63,7 @@ impl App {
                 auth,
                 hub,
                 writer,
+                readers,
                 metrics: stats,
                 started: std::time::Instant::now(),
                 sessions,
@@ -74,18 +79,12 @@ impl App {
         let _ = self.shutdown_tx.send(true);
     }
 
-    /// Runs a store operation on the blocking pool and waits for it.
+    /// Runs a store operation on a store reader thread and waits for it.
     pub async fn db<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || f(&store)).await {
-            Ok(r) => r,
-            Err(e) => Err(StoreError::Io(std::io::Error::other(format!(
-                "store task failed: {e}"
-            )))),
-        }
+        self.readers.run(f).await
     }
 }

@@ -97,6 +97,10 @@ pub struct Limits {
     pub writer_queue: usize,
     /// Most operations committed in one transaction.
     pub writer_batch_max: usize,
+    /// Threads running store reads for sessions and HTTP handlers (`App::db`). Reads are
+    /// short CPU work on cached pages, so about the core count; a few more let reads that
+    /// wait for the disk overlap.
+    pub store_readers: usize,
 }
 
 impl Default for Limits {
@@ -132,6 +136,7 @@ impl Default for Limits {
             broadcast_group_max: 256,
             writer_queue: 8192,
             writer_batch_max: 2048,
+            store_readers: 4,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - `hub`: who is online and fan-out of encoded frames to bounded per-session outboxes.
 //! - `writer`: the group-commit thread applying every chat mutation, then acking and fanning out.
 //! - `store`: the only code that touches redb; every table and transaction.
+//! - `readers`: the threads that run store reads for async code (`App::db`).
 //! - `metrics`: lock-free counters and histograms, rendered for Prometheus at /metrics.
 //! - `model`: identifiers and domain records shared by all of the above.
 //! - `admin`: the `chatd user|token|backup|restore` commands, working on the store (or, for a
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod ratelimit;
+pub mod readers;
 pub mod server;
 pub mod session;
 pub mod store;

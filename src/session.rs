@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::app::App;
-use crate::hub::{encode, Outbound, Reservation, SessionFlags, SessionHandle};
+use crate::hub::{encode, FrameBuf, Outbound, Reservation, SessionFlags, SessionHandle};
 use crate::model::{self, ConversationId, User, UserId};
 use crate::proto::{self, ClientEnvelope, ClientFrame, ErrorCode, ServerFrame};
 use crate::ratelimit::TokenBucket;
@@ -410,13 +410,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let after = self.cursors.get(&conv).copied().unwrap_or(0);
         let page = self.app.config.limits.catchup_page;
         let user = self.user.id;
-        // Encoded on the blocking pool straight from the database pages.
+        // Encoded on a store reader straight from the database pages, into one buffer.
         let read = self
             .app
             .db(move |s| {
-                s.messages_after_map(user, ConversationId(conv), after, page, |m| {
-                    (m.seq, crate::hub::encode_message_ref(m))
-                })
+                let mut buf = FrameBuf::with_capacity(page, 256);
+                let more = s.messages_after_map(user, ConversationId(conv), after, page, |m| {
+                    buf.push_message(m)
+                })?;
+                Ok(more.map(|(_, more)| (buf.into_frames(), more)))
             })
             .await;
         let (msgs, more) = match read {

@@ -1148,9 +1148,13 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                         "authorization",
                         format!("Bearer {token}").parse().map_err(|_| "token")?,
                     );
-                    let (mut ws, _) = tokio_tungstenite::client_async(req, stream)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    // tungstenite zero-fills its whole read buffer on every read: the
+                    // default 128 KiB cost more than the reads themselves.
+                    let cfg = WebSocketConfig::default().read_buffer_size(16 * 1024);
+                    let (mut ws, _) =
+                        tokio_tungstenite::client_async_with_config(req, stream, Some(cfg))
+                            .await
+                            .map_err(|e| e.to_string())?;
                     next_json(&mut ws).await?;
                     send(
                         &mut ws,

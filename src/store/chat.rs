@@ -1,7 +1,7 @@
 //! Conversations, members, messages and read positions: the batch API (`ChatBatch`, `Change`)
 //! that applies many operations in one transaction — the message writer's logged batches
 //! (`Store::apply_logged`) and durable `Store::chat_batch` — and the read queries (conversation
-//! list, history, members, directory) that sessions run on the blocking pool.
+//! list, history, members, directory) that sessions run on the store reader threads (`readers`).
 //!
 //! Batch operations return `Result<Result<T, ChatError>, StoreError>`: the outer error is fatal to
 //! the whole batch (nothing is committed), the inner one refuses just that operation (nothing of

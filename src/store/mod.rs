@@ -2,12 +2,12 @@
 //! `schema`), every transaction, and the encoding of records (`codec`).
 //!
 //! Callers get plain domain types (`model`) and `StoreError`s. Every method is blocking (redb does
-//! file I/O), so async code calls the store from `spawn_blocking` or a dedicated thread, never
-//! directly on a runtime worker. When a method returns `Ok`, the change is on disk (fsync'd) and
-//! may be acknowledged: every write transaction commits with `Durability::Immediate`, except the
-//! message writer's batches, which are first appended to the write-ahead log (`wal`, fsync'd)
-//! and then committed to redb non-durably; `Store::open` re-applies whatever the last durable
-//! commit lacks.
+//! file I/O), so async code calls the store from a dedicated thread (`readers`, the writer) or
+//! `spawn_blocking`, never directly on a runtime worker. When a method returns `Ok`, the change
+//! is on disk (fsync'd) and may be acknowledged: every write transaction commits with
+//! `Durability::Immediate`, except the message writer's batches, which are first appended to
+//! the write-ahead log (`wal`, fsync'd) and then committed to redb non-durably; `Store::open`
+//! re-applies whatever the last durable commit lacks.
 //! The store must not call into the HTTP, WebSocket or hub layers.
 
 pub mod backup;
