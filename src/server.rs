@@ -16,13 +16,12 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Semaphore};
 
 use crate::app::App;
 use crate::http;
 
-/// Binds the listening socket, turning the usual failures into one clear sentence.
 /// Raises this process's open-file soft limit towards `want` (at most the hard limit): every
 /// connection is a file descriptor, and a shell's default soft limit (often 1,024) would cap
 /// the server far below `--max-connections`. Returns (soft limit now, hard limit).
@@ -47,8 +46,26 @@ pub fn raise_fd_limit(want: u64) -> (u64, u64) {
     (soft, hard)
 }
 
+/// Connections the kernel completes and queues for `accept` (it caps this at
+/// `net.core.somaxconn`, 4,096 by default). std and tokio ask for 128: when everyone reconnects
+/// after a restart, a queue that short overflows while the accept task waits for a worker, and
+/// each handshake the kernel drops that way costs its client a 1 s retransmission.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket (backlog `LISTEN_BACKLOG`), turning the usual failures into one
+/// clear sentence.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => format!(
             "cannot listen on {addr}: the address is already in use (is chatd or another program already running on port {}?)",
             addr.port()
@@ -211,5 +228,45 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("received SIGINT"),
         _ = term => tracing::info!("received SIGTERM"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections the kernel completes before the server gets to `accept` them: with the
+    /// usual backlog of 128 the 129th handshake would be dropped (and retried a second later).
+    #[tokio::test]
+    async fn the_listen_queue_holds_a_reconnect_burst() {
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // The kernel caps the backlog at net.core.somaxconn (4,096 on current kernels).
+        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let want = 400.min(cap);
+        let mut held = Vec::new();
+        for i in 0..want {
+            let c = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await;
+            match c {
+                Ok(Ok(s)) => held.push(s),
+                _ => panic!("handshake {i} dropped with {i} waiting to be accepted"),
+            }
+        }
+        // Each of them is really queued for accept.
+        for _ in 0..want {
+            tokio::time::timeout(Duration::from_secs(5), listener.accept())
+                .await
+                .expect("queued connection")
+                .expect("accept");
+        }
     }
 }

@@ -208,11 +208,7 @@ impl Server {
 
     /// (CPU seconds utime+stime, RSS bytes) of the server process.
     fn usage(&self) -> (f64, u64) {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0)
-            + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        let cpu = cpu_s(&self.pid.to_string());
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         let rss_kb: u64 = status
@@ -221,8 +217,7 @@ impl Server {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|x| x.parse().ok())
             .unwrap_or(0);
-        // CLK_TCK is 100 on Linux.
-        (ticks as f64 / 100.0, rss_kb * 1024)
+        (cpu, rss_kb * 1024)
     }
 
     /// (commits, messages stored) from /metrics.
@@ -255,6 +250,17 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// utime+stime in seconds of a process ("self" for the generator) from /proc.
+fn cpu_s(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    // CLK_TCK is 100 on Linux.
+    ticks as f64 / 100.0
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> Res<String> {
@@ -550,6 +556,8 @@ struct Report {
     rate_per_s: f64,
     deliveries_per_s: f64,
     server_cpu_s: f64,
+    /// The load generator's own CPU over the same interval (it shares the machine).
+    bench_cpu_s: f64,
     deliveries_per_cpu_s: f64,
     server_rss_mb: f64,
     rss_per_conn_kb: f64,
@@ -742,6 +750,7 @@ async fn run_messaging(
 ) {
     let c = Arc::new(Counters::default());
     let (cpu0, _) = srv.usage();
+    let g0 = cpu_s("self");
     let (commits0, msgs0) = srv.metrics().await;
     let t0 = Instant::now();
     let stop_at = t0 + Duration::from_secs(secs) + Duration::from_millis(3500);
@@ -771,6 +780,7 @@ async fn run_messaging(
     prog.abort();
     eprintln!();
     let (cpu1, rss) = srv.usage();
+    r.bench_cpu_s = cpu_s("self") - g0;
     let (commits1, msgs1) = srv.metrics().await;
     let wall = secs as f64;
     r.wall_s = wall;
@@ -919,6 +929,7 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             // server; planned time = actual send time.
             let c = Arc::new(Counters::default());
             let (cpu0, _) = srv.usage();
+            let g0 = cpu_s("self");
             let (commits0, msgs0) = srv.metrics().await;
             let t0 = Instant::now();
             let stop_at = t0 + Duration::from_secs(secs) + Duration::from_secs(3);
@@ -979,6 +990,7 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                 let _ = t.await;
             }
             let (cpu1, rss) = srv.usage();
+            r.bench_cpu_s = cpu_s("self") - g0;
             let (commits1, msgs1) = srv.metrics().await;
             r.wall_s = secs as f64;
             r.sent = c.sent.load(Relaxed);
@@ -1049,6 +1061,7 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             drop(store);
             let srv = Server::start(bin, dir, &[])?;
             let (cpu0, _) = srv.usage();
+            let g0 = cpu_s("self");
             let t0 = Instant::now();
             let clients = connect_many(srv.addr, conns, concurrency, |i| {
                 seed.tokens[i % users].clone()
@@ -1057,6 +1070,7 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             r.wall_s = t0.elapsed().as_secs_f64();
             r.upgrades_per_s = clients.len() as f64 / r.wall_s;
             let (cpu1, rss) = srv.usage();
+            r.bench_cpu_s = cpu_s("self") - g0;
             r.server_cpu_s = cpu1 - cpu0;
             r.server_rss_mb = rss as f64 / 1048576.0;
         }
@@ -1125,6 +1139,7 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                 br
             };
             let (cpu0, _) = srv.usage();
+            let g0 = cpu_s("self");
             let t0 = Instant::now();
             let sem = Arc::new(tokio::sync::Semaphore::new(1024));
             let got = Arc::new(AtomicU64::new(0));
@@ -1223,6 +1238,7 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             r.wall_s = slowest.as_secs_f64();
             r.deliveries_per_s = r.delivered as f64 / r.wall_s.max(0.001);
             let (cpu1, rss) = srv.usage();
+            r.bench_cpu_s = cpu_s("self") - g0;
             r.server_cpu_s = cpu1 - cpu0;
             r.server_rss_mb = rss as f64 / 1048576.0;
         }
