@@ -1188,8 +1188,10 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                                 n += 1;
                                 got.fetch_add(1, Relaxed);
                             }
+                            // The connection stays open (as a reconnected client's would)
+                            // until every client has caught up.
                             Kind::Synced => {
-                                return Ok::<(u64, Duration), String>((n, t0.elapsed()))
+                                return Ok::<(u64, Duration, Ws), String>((n, t0.elapsed(), ws))
                             }
                             Kind::Other => {}
                         }
@@ -1199,11 +1201,13 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             let catch_up = async {
                 let mut slowest = Duration::ZERO;
                 let (mut delivered, mut errors) = (0u64, 0u64);
+                let mut open = Vec::with_capacity(tasks.len());
                 for t in tasks {
                     match t.await {
-                        Ok(Ok((k, d))) => {
+                        Ok(Ok((k, d, ws))) => {
                             delivered += k;
                             slowest = slowest.max(d);
+                            open.push(ws);
                         }
                         Ok(Err(e)) => {
                             errors += 1;
@@ -1217,9 +1221,9 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                         }
                     }
                 }
-                (slowest, delivered, errors)
+                (slowest, delivered, errors, open)
             };
-            let ((slowest, delivered, errors), br) = tokio::join!(catch_up, background);
+            let ((slowest, delivered, errors, open), br) = tokio::join!(catch_up, background);
             r.delivered = delivered;
             r.errors = errors + br.errors;
             r.duplicates = br.duplicates;
@@ -1241,6 +1245,7 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             r.bench_cpu_s = cpu_s("self") - g0;
             r.server_cpu_s = cpu1 - cpu0;
             r.server_rss_mb = rss as f64 / 1048576.0;
+            drop(open);
         }
     }
     Ok(r)
