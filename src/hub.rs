@@ -9,6 +9,7 @@
 //! A frame is encoded once per fan-out and shared by reference count with every recipient.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -45,8 +46,19 @@ const INTERNAL_FRAME: &str = r#"{"type":"error","code":"internal","message":"int
 /// server CPU).
 pub struct FrameBuf {
     buf: Vec<u8>,
-    /// Where each frame ends in `buf`, with the key it was pushed with.
+    /// Where each frame ends in `buf`, with its key: a message's seq (for a `messages` frame,
+    /// its last message's).
     ends: Vec<(u64, usize)>,
+    /// The `messages` frame being written, if any.
+    batch: Option<Batch>,
+}
+
+struct Batch {
+    conversation: u64,
+    /// Where the frame starts in `buf`.
+    start: usize,
+    items: usize,
+    last_seq: u64,
 }
 
 impl FrameBuf {
@@ -55,6 +67,65 @@ impl FrameBuf {
         FrameBuf {
             buf: Vec::with_capacity(frames.saturating_mul(bytes_each)),
             ends: Vec::with_capacity(frames),
+            batch: None,
+        }
+    }
+
+    /// Starts a `messages` frame of `conversation` (ending any open one).
+    pub fn begin_batch(&mut self, conversation: u64) {
+        self.end_batch();
+        let start = self.buf.len();
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            self.buf,
+            r#"{{"type":"messages","conversation":{conversation},"messages":["#
+        );
+        self.batch = Some(Batch {
+            conversation,
+            start,
+            items: 0,
+            last_seq: 0,
+        });
+    }
+
+    /// Appends a message to the open `messages` frame (without one, it is a `message` frame).
+    pub fn push_batch_item(&mut self, m: &crate::model::MessageRef<'_>) {
+        let Some(b) = self.batch.as_mut() else {
+            return self.push_message(m);
+        };
+        let start = self.buf.len();
+        if b.items > 0 {
+            self.buf.push(b',');
+        }
+        match serde_json::to_writer(&mut self.buf, &crate::proto::MessageFrameRef::item(m)) {
+            Ok(()) => {
+                b.items += 1;
+                b.last_seq = m.seq;
+            }
+            Err(e) => {
+                // Never a silent gap: the messages so far, this error in place of the message
+                // (its seq, so the cursor moves past it, as with `push_message`), then the rest.
+                tracing::error!("cannot encode a frame: {e}");
+                self.buf.truncate(start);
+                let conversation = b.conversation;
+                self.end_batch();
+                self.buf.extend_from_slice(INTERNAL_FRAME.as_bytes());
+                self.ends.push((m.seq, self.buf.len()));
+                self.begin_batch(conversation);
+            }
+        }
+    }
+
+    /// Closes the open `messages` frame; one with no messages is dropped.
+    pub fn end_batch(&mut self) {
+        let Some(b) = self.batch.take() else {
+            return;
+        };
+        if b.items == 0 {
+            self.buf.truncate(b.start);
+        } else {
+            self.buf.extend_from_slice(b"]}");
+            self.ends.push((b.last_seq, self.buf.len()));
         }
     }
 
@@ -71,7 +142,8 @@ impl FrameBuf {
     }
 
     /// The frames in order, each with its key; they share the one buffer.
-    pub fn into_frames(self) -> Vec<(u64, Encoded)> {
+    pub fn into_frames(mut self) -> Vec<(u64, Encoded)> {
+        self.end_batch();
         let bytes = bytes::Bytes::from(self.buf);
         let mut start = 0;
         self.ends
@@ -488,6 +560,30 @@ mod tests {
             (Some(18), Some(""))
         );
         assert_eq!(frames[2].1.as_str(), a.as_str());
+
+        // A `messages` frame is exactly the typed frame's JSON, keyed by its last seq; an empty
+        // one is left out.
+        let typed = encode(&ServerFrame::Messages {
+            conversation: 4,
+            messages: vec![
+                crate::proto::Message::from_stored(&owned),
+                crate::proto::Message::from_stored(&StoredMessage {
+                    seq: 18,
+                    text: String::new(),
+                    ..owned.clone()
+                }),
+            ],
+        });
+        let mut buf = FrameBuf::with_capacity(2, 64);
+        buf.begin_batch(4);
+        buf.end_batch();
+        buf.begin_batch(4);
+        buf.push_batch_item(&borrowed);
+        buf.push_batch_item(&next);
+        let frames = buf.into_frames();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].0, 18);
+        assert_eq!(frames[0].1.as_str(), typed.as_str());
     }
 
     #[test]

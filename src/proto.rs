@@ -35,6 +35,10 @@ pub enum ClientFrame {
     Sync {
         #[serde(default)]
         cursors: Vec<Cursor>,
+        /// Replayed messages come as `messages` frames (one per page of a conversation)
+        /// instead of one `message` frame each. Live messages are `message` frames either way.
+        #[serde(default)]
+        batch: bool,
     },
     /// Post a text message. Exactly one of `conversation` and `to` must be given.
     Send {
@@ -247,10 +251,11 @@ impl Message {
 /// The `message` frame of a borrowed stored message: the same JSON as
 /// `ServerFrame::Message { message: Message::from_stored(..) }`, without copying the strings
 /// first (catch-up encodes every replayed message this way).
+/// Without `type` it is one element of a `messages` frame's array.
 #[derive(Serialize)]
 pub struct MessageFrameRef<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
     conversation: u64,
     seq: u64,
     sender: u64,
@@ -263,7 +268,15 @@ pub struct MessageFrameRef<'a> {
 impl<'a> MessageFrameRef<'a> {
     pub fn new(m: &MessageRef<'a>) -> Self {
         MessageFrameRef {
-            kind: "message",
+            kind: Some("message"),
+            ..Self::item(m)
+        }
+    }
+
+    /// The same message as an element of a `messages` frame (no `type`).
+    pub fn item(m: &MessageRef<'a>) -> Self {
+        MessageFrameRef {
+            kind: None,
             conversation: m.conversation.0,
             seq: m.seq,
             sender: m.sender.0,
@@ -304,6 +317,13 @@ pub enum ServerFrame {
     Message {
         #[serde(flatten)]
         message: Message,
+    },
+    /// Replayed messages of one conversation, ascending and continuing the client's cursor with
+    /// no gap (after a `sync` with `batch: true`). Catch-up writes this frame itself
+    /// (`hub::FrameBuf`) from the database pages; this variant is its typed form.
+    Messages {
+        conversation: u64,
+        messages: Vec<Message>,
     },
     /// The sender's own device: the message with `client_id` is stored durably as `seq`.
     Ack {

@@ -78,6 +78,7 @@ pub async fn run<S>(
         cursors: HashMap::new(),
         pending: BTreeSet::new(),
         sync_ref: None,
+        batch: false,
         limited_streak: 0,
         typing_last: HashMap::new(),
         last_seen: Instant::now(),
@@ -128,6 +129,8 @@ struct Session<S> {
     pending: BTreeSet<u64>,
     /// `Some(ref)` while the first catch-up after a `sync` is running.
     sync_ref: Option<Option<u64>>,
+    /// The client asked for replayed messages in `messages` frames.
+    batch: bool,
     bucket: TokenBucket,
     limited_streak: u32,
     /// conversation → when this connection last forwarded typing for it.
@@ -410,13 +413,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let after = self.cursors.get(&conv).copied().unwrap_or(0);
         let page = self.app.config.limits.catchup_page;
         let user = self.user.id;
-        // Encoded on a store reader straight from the database pages, into one buffer.
+        let batch = self.batch;
+        // Encoded on a store reader straight from the database pages, into one buffer: one
+        // `message` frame each, or one `messages` frame of those that continue the cursor.
         let read = self
             .app
             .db(move |s| {
                 let mut buf = FrameBuf::with_capacity(page, 256);
+                let mut next = after + 1;
+                if batch {
+                    buf.begin_batch(conv);
+                }
                 let more = s.messages_after_map(user, ConversationId(conv), after, page, |m| {
-                    buf.push_message(m)
+                    if !batch {
+                        buf.push_message(m);
+                    } else if m.seq == next {
+                        buf.push_batch_item(m);
+                        next += 1;
+                    }
                 })?;
                 Ok(more.map(|(_, more)| (buf.into_frames(), more)))
             })
@@ -436,7 +450,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         for (seq, text) in msgs {
             let cursor = self.cursors.entry(conv).or_insert(0);
-            if seq != *cursor + 1 {
+            // A `messages` frame is keyed by its last seq (its first continues the cursor).
+            if (!batch && seq != *cursor + 1) || seq <= *cursor {
                 continue;
             }
             *cursor = seq;
@@ -562,7 +577,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let limits = self.app.config.limits.clone();
         let user = self.user.id;
         match frame {
-            ClientFrame::Sync { cursors } => self.start_sync(r, cursors).await,
+            ClientFrame::Sync { cursors, batch } => {
+                self.batch = batch;
+                self.start_sync(r, cursors).await
+            }
             ClientFrame::Send {
                 client_id,
                 conversation,
@@ -973,7 +991,9 @@ mod tests {
         assert_eq!(e.reference, Some(1));
         assert!(matches!(e.frame, ClientFrame::Send { to: Some(2), .. }));
         let e: ClientEnvelope = serde_json::from_str(r#"{"type":"sync"}"#).unwrap();
-        assert!(matches!(e.frame, ClientFrame::Sync { ref cursors } if cursors.is_empty()));
+        assert!(
+            matches!(e.frame, ClientFrame::Sync { ref cursors, batch } if cursors.is_empty() && !batch)
+        );
         let e: ClientEnvelope = serde_json::from_str(r#"{"type":"conversations"}"#).unwrap();
         assert!(matches!(e.frame, ClientFrame::Conversations));
     }

@@ -52,6 +52,9 @@ function onFrame(f) {
       return;
     case "message":
       return onMessage(f);
+    case "messages": // replayed after sync, a page at a time
+      for (const m of f.messages) onMessage(m);
+      return;
     case "ack":
       return onAck(f);
     case "history":
@@ -96,7 +99,7 @@ function onWelcome(w) {
     conn.markReady();
   };
   // A long absence can mean a long catch-up; give up waiting (not the connection) after 5 min.
-  conn.request({ type: "sync", cursors }, 300000).then(caughtUp, (e) => e.code === "timeout" && caughtUp());
+  conn.request({ type: "sync", cursors, batch: true }, 300000).then(caughtUp, (e) => e.code === "timeout" && caughtUp());
   flushOutbox();
   // Read receipts and presence may have changed while we were away.
   if (S.current && S.current.id) refreshOpen(S.current.id);

@@ -124,6 +124,10 @@ enum Scenario {
         /// How long the background load sends
         #[arg(long, default_value_t = 6)]
         rooms_secs: u64,
+        /// Ask for one `message` frame per replayed message instead of `messages` frames of
+        /// up to a page each (`sync` with `batch: true`, as the web client does)
+        #[arg(long)]
+        no_batch: bool,
     },
 }
 
@@ -439,10 +443,19 @@ struct Head<'a> {
     #[serde(rename = "type", borrow)]
     kind: &'a str,
     seq: Option<u64>,
+    /// A `messages` frame's messages (just their seqs).
+    messages: Option<Vec<SeqOnly>>,
+}
+
+#[derive(serde::Deserialize)]
+struct SeqOnly {
+    seq: u64,
 }
 
 enum Kind {
     Message(u64),
+    /// The seqs of a `messages` frame, in order.
+    Messages(Vec<u64>),
     Synced,
     Other,
 }
@@ -454,6 +467,13 @@ async fn next_kind(ws: &mut Ws) -> Res<Kind> {
                 let h: Head<'_> = serde_json::from_str(t.as_str()).map_err(|e| e.to_string())?;
                 return Ok(match h.kind {
                     "message" => Kind::Message(h.seq.unwrap_or(0)),
+                    "messages" => Kind::Messages(
+                        h.messages
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|m| m.seq)
+                            .collect(),
+                    ),
                     "synced" => Kind::Synced,
                     _ => Kind::Other,
                 });
@@ -1080,10 +1100,12 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             rooms_groups,
             rooms_rate,
             rooms_secs,
+            no_batch,
         } => {
             r.scenario = "catchup".into();
             r.params = format!(
-                "clients={n} missed={missed} background rooms={rooms_groups}x10 at {rooms_rate}/s"
+                "clients={n} missed={missed} background rooms={rooms_groups}x10 at {rooms_rate}/s{}",
+                if no_batch { " no-batch" } else { "" }
             );
             // Pairs (2i, 2i+1): each client of an odd user misses `missed` messages from its peer.
             // The rooms members come after them.
@@ -1173,20 +1195,31 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
                     next_json(&mut ws).await?;
                     send(
                         &mut ws,
-                        &json!({"type":"sync","cursors":[{"conversation":conv,"seq":1}]}),
+                        &json!({"type":"sync","cursors":[{"conversation":conv,"seq":1}],
+                                "batch": !no_batch}),
                     )
                     .await?;
                     let mut n = 0u64;
                     let mut last = 1u64;
+                    let mut next_seq = |seq: u64| {
+                        if seq != last + 1 {
+                            return Err(format!("gap or duplicate: {last} then {seq}"));
+                        }
+                        last = seq;
+                        n += 1;
+                        Ok(())
+                    };
                     loop {
                         match next_kind(&mut ws).await? {
                             Kind::Message(seq) => {
-                                if seq != last + 1 {
-                                    return Err(format!("gap or duplicate: {last} then {seq}"));
-                                }
-                                last = seq;
-                                n += 1;
+                                next_seq(seq)?;
                                 got.fetch_add(1, Relaxed);
+                            }
+                            Kind::Messages(seqs) => {
+                                for &seq in &seqs {
+                                    next_seq(seq)?;
+                                }
+                                got.fetch_add(seqs.len() as u64, Relaxed);
                             }
                             // The connection stays open (as a reconnected client's would)
                             // until every client has caught up.

@@ -195,4 +195,32 @@ async fn resume_after_restart_delivers_every_missed_message_once() {
         }
     }
     assert_eq!(seqs, (2..=150).collect::<Vec<_>>());
+
+    // The same catch-up with `batch`: a `messages` frame per page (100 + 49), same messages.
+    let mut c = Client::connect(&srv, &bob).await;
+    c.send(json!({"type": "sync", "cursors": [{"conversation": conv, "seq": 1}], "batch": true, "ref": 2}))
+        .await;
+    let (synced, frames) = c.recv_until("synced").await;
+    assert_eq!(synced["ref"], 2);
+    let mut items = Vec::new();
+    for f in &frames {
+        assert_eq!(f["type"], "messages", "{f}");
+        assert_eq!(f["conversation"], conv);
+        items.extend(f["messages"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(frames.len(), 2);
+    let seqs: Vec<u64> = items.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (2..=150).collect::<Vec<_>>());
+    assert_eq!(items[0]["text"], "n2");
+    assert_eq!(items[0]["conversation"], conv);
+    assert_eq!(items[0]["sender"], alice.id);
+    assert!(items[0].get("type").is_none());
+    // Live messages on a batch connection are still `message` frames.
+    let mut a = Client::connect_synced(&srv, &alice).await;
+    a.say(json!({"conversation": conv}), "x151", "live").await;
+    let m = c.recv_type("message").await;
+    assert_eq!(
+        (m["seq"].as_u64(), m["text"].as_str()),
+        (Some(151), Some("live"))
+    );
 }
