@@ -46,25 +46,114 @@ type Step = Result<(), End>;
 /// Most outbox items written before one flush.
 const WRITE_BATCH: usize = 64;
 
+/// A session registered with the hub, and what its `welcome` needs, made before the upgrade is
+/// answered in one store-reader job: the credential lookup, the per-user limit, the
+/// registration, then the welcome read. Registering before that read means every message
+/// committed after it reaches the outbox, so none falls between the two.
+pub struct Opened {
+    user: User,
+    handle: SessionHandle,
+    rx: mpsc::Receiver<Outbound>,
+    slot: Reservation,
+    /// The user's first session: `welcome` announces them to `contacts`.
+    contacts: Option<Vec<UserId>>,
+    conversations: Vec<model::ConversationSummary>,
+}
+
+/// The outcome of `open`.
+pub enum Open {
+    Ready(Box<Opened>),
+    /// No valid session for the credential.
+    NoSession,
+    /// The user is at `Limits::max_connections_per_user`.
+    TooMany,
+}
+
+/// Looks up the credential, takes a per-user slot, registers the session with the hub and reads
+/// the welcome, all in one job on a store reader. On `Ready` the caller either runs the
+/// session (`run`) or gives it up (`abandon`).
+pub async fn open(app: &Arc<App>, token_hash: [u8; 32]) -> Result<Open, crate::store::StoreError> {
+    let l = &app.config.limits;
+    let (tx, rx) = mpsc::channel(l.outbox_frames);
+    let flags = Arc::new(SessionFlags::default());
+    let id = app.hub.next_session_id();
+    let hub = app.hub.clone();
+    let (per_user, max, group_max) = (
+        l.max_connections_per_user,
+        l.conversations_max,
+        l.broadcast_group_max,
+    );
+    let opened = app
+        .db(move |s| {
+            let Some(user) = s.session_user(&token_hash, model::now_ms())? else {
+                return Ok(Err(Open::NoSession));
+            };
+            let Some(slot) = hub.reserve(user.id, per_user) else {
+                return Ok(Err(Open::TooMany));
+            };
+            let handle = SessionHandle {
+                id,
+                user: user.id,
+                tx,
+                flags,
+            };
+            // The first session of a user announces them online; the contacts for that come
+            // from the same read as the welcome's conversation list.
+            let first = hub.register(handle.clone());
+            let read = if first {
+                s.welcome_view(user.id, max, group_max)
+                    .map(|(c, k)| (c, Some(k)))
+            } else {
+                s.conversations_of(user.id, max).map(|c| (c, None))
+            };
+            match read {
+                Ok((conversations, contacts)) => {
+                    Ok(Ok((user, handle, slot, conversations, contacts)))
+                }
+                Err(e) => {
+                    hub.unregister(user.id, id);
+                    Err(e)
+                }
+            }
+        })
+        .await?;
+    Ok(match opened {
+        Err(refused) => refused,
+        Ok((user, handle, slot, conversations, contacts)) => Open::Ready(Box::new(Opened {
+            user,
+            handle,
+            rx,
+            slot,
+            contacts,
+            conversations,
+        })),
+    })
+}
+
+/// Undoes `open` for a session that will not run (the upgrade failed).
+pub fn abandon(app: &Arc<App>, opened: &Opened) {
+    if app.hub.unregister(opened.user.id, opened.handle.id) {
+        announce_presence(app.clone(), opened.user.id);
+    }
+}
+
 /// Runs a session until the connection ends. `_permit` is held for the session's lifetime.
 pub async fn run<S>(
     ws: WebSocketStream<S>,
     app: Arc<App>,
-    user: User,
-    _slots: (OwnedSemaphorePermit, Reservation),
+    opened: Box<Opened>,
+    _permit: OwnedSemaphorePermit,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (tx, rx) = mpsc::channel(app.config.limits.outbox_frames);
-    let handle = SessionHandle {
-        id: app.hub.next_session_id(),
-        user: user.id,
-        tx,
-        flags: Arc::new(SessionFlags::default()),
-    };
-    // The first session of a user announces them online; the contacts for that come from the
-    // same read as the welcome's conversation list.
-    let announce = app.hub.register(handle.clone());
+    let Opened {
+        user,
+        handle,
+        rx,
+        slot: _slot,
+        contacts,
+        conversations,
+    } = *opened;
     tracing::debug!(user = %user.name, session = handle.id, "session started");
     let limits = &app.config.limits;
     let mut s = Session {
@@ -83,7 +172,7 @@ pub async fn run<S>(
         typing_last: HashMap::new(),
         last_seen: Instant::now(),
         welcome_seqs: None,
-        announce,
+        welcome: Some((conversations, contacts)),
     };
     let end = s.run().await;
     let (id, uid) = (s.handle.id, s.user.id);
@@ -140,9 +229,12 @@ struct Session<S> {
     /// `(conversation, last_seq)` of every conversation as read for `welcome`, when complete;
     /// used by the first `sync`.
     welcome_seqs: Option<Vec<(ConversationId, u64)>>,
-    /// This is the user's first session: `welcome` announces them to their contacts.
-    announce: bool,
+    /// What `open` read for the welcome (taken when it is sent).
+    welcome: Option<WelcomeRead>,
 }
+
+/// The conversation list and, for a user's first session, the contacts to announce to.
+type WelcomeRead = (Vec<model::ConversationSummary>, Option<Vec<UserId>>);
 
 fn not_found() -> (ErrorCode, &'static str) {
     (ErrorCode::NotFound, "no such conversation")
@@ -257,31 +349,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn welcome(&mut self) -> Step {
         let user = self.user.id;
         let max = self.app.config.limits.conversations_max;
-        let group_max = self.app.config.limits.broadcast_group_max;
-        let announce = std::mem::take(&mut self.announce);
-        let read = self
-            .app
-            .db(move |s| {
-                if announce {
-                    s.welcome_view(user, max, group_max)
-                        .map(|(c, k)| (c, Some(k)))
-                } else {
-                    s.conversations_of(user, max).map(|c| (c, None))
-                }
-            })
-            .await;
-        let conversations = match read {
-            Ok((c, contacts)) => {
-                if let Some(contacts) = contacts {
-                    send_presence(&self.app, user, &contacts);
-                }
-                c
-            }
-            Err(e) => {
-                tracing::error!("welcome for {user}: {e}");
-                return Err(End::Close(1011, "internal error"));
-            }
-        };
+        let (conversations, contacts) = self.welcome.take().unwrap_or_default();
+        if let Some(contacts) = contacts {
+            send_presence(&self.app, user, &contacts);
+        }
         // The first sync can start from these instead of reading them again: anything newer
         // reaches this session live as a gap and is caught up from the store.
         if conversations.len() < max {

@@ -1,7 +1,8 @@
 //! The WebSocket upgrade at `GET /ws`: checks the request is a WebSocket handshake, the Origin is
-//! ours or allowed, the session is valid, the user is under the per-user connection limit and the
-//! server under its total; then answers 101 and hands the upgraded socket, wrapped with an
-//! explicit `WebSocketConfig`, to `session::run`. Every refusal happens before the upgrade, as a
+//! ours or allowed and the server under its connection total; `session::open` then checks the
+//! credential and the per-user limit, registers the session and reads its welcome in one store
+//! job; then it answers 101 and hands the upgraded socket, wrapped with an explicit
+//! `WebSocketConfig`, to `session::run` (or, if the upgrade fails, `session::abandon`). Every refusal happens before the upgrade, as a
 //! plain HTTP status with a JSON error.
 
 use std::sync::Arc;
@@ -17,10 +18,12 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use super::api::{current_user, unauthorized};
+use super::api::{request_token, unauthorized};
 use super::reply::{self, Resp};
 use crate::app::App;
+use crate::auth;
 use crate::config::Limits;
+use crate::session::{self, Open};
 
 fn has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token: &str) -> bool {
     headers
@@ -92,18 +95,8 @@ pub async fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
             "WebSocket connections from this origin are not allowed",
         );
     }
-    let user = match current_user(&app, headers).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return unauthorized(),
-        Err(r) => return r,
-    };
-    let limits = &app.config.limits;
-    let Some(slot) = app.hub.reserve(user.id, limits.max_connections_per_user) else {
-        return reply::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_connections",
-            "this account has too many open connections; close a tab or device",
-        );
+    let Some(hash) = request_token(headers).and_then(auth::token_hash) else {
+        return unauthorized();
     };
     let Ok(permit) = app.sessions.clone().try_acquire_owned() else {
         return reply::error(
@@ -112,7 +105,21 @@ pub async fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
             "the server has too many connections; try again later",
         );
     };
-    let config = ws_config(limits);
+    // One store-reader job: the session lookup, the per-user limit, the hub registration and
+    // the welcome read.
+    let opened = match session::open(&app, hash).await {
+        Ok(Open::Ready(o)) => o,
+        Ok(Open::NoSession) => return unauthorized(),
+        Ok(Open::TooMany) => {
+            return reply::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                "this account has too many open connections; close a tab or device",
+            )
+        }
+        Err(e) => return reply::internal(&e),
+    };
+    let config = ws_config(&app.config.limits);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -126,9 +133,12 @@ pub async fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
                 app.metrics
                     .ws_upgrades
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                crate::session::run(ws, app, user, (permit, slot)).await;
+                session::run(ws, app, opened, permit).await;
             }
-            Err(e) => tracing::debug!("upgrade failed: {e}"),
+            Err(e) => {
+                tracing::debug!("upgrade failed: {e}");
+                session::abandon(&app, &opened);
+            }
         }
     });
     let mut resp = reply::empty(StatusCode::SWITCHING_PROTOCOLS);
