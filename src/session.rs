@@ -53,11 +53,38 @@ const WRITE_BATCH: usize = 64;
 pub struct Opened {
     user: User,
     handle: SessionHandle,
+    registered: Registered,
     rx: mpsc::Receiver<Outbound>,
     slot: Reservation,
     /// The user's first session: `welcome` announces them to `contacts`.
     contacts: Option<Vec<UserId>>,
     conversations: Vec<model::ConversationSummary>,
+}
+
+/// A session's entry in the hub. Dropped without `leave` (the request was dropped while its
+/// store job ran, the job failed or panicked, the upgrade failed) it still removes the entry, so
+/// no dead session stays "online".
+struct Registered {
+    hub: Arc<crate::hub::Hub>,
+    user: UserId,
+    id: u64,
+    left: bool,
+}
+
+impl Registered {
+    /// Removes the entry; true if it was the user's last session.
+    fn leave(mut self) -> bool {
+        self.left = true;
+        self.hub.unregister(self.user, self.id)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if !self.left {
+            self.hub.unregister(self.user, self.id);
+        }
+    }
 }
 
 /// The outcome of `open`.
@@ -100,40 +127,51 @@ pub async fn open(app: &Arc<App>, token_hash: [u8; 32]) -> Result<Open, crate::s
             // The first session of a user announces them online; the contacts for that come
             // from the same read as the welcome's conversation list.
             let first = hub.register(handle.clone());
+            let registered = Registered {
+                hub: hub.clone(),
+                user: user.id,
+                id,
+                left: false,
+            };
             let read = if first {
                 s.welcome_view(user.id, max, group_max)
                     .map(|(c, k)| (c, Some(k)))
             } else {
                 s.conversations_of(user.id, max).map(|c| (c, None))
             };
-            match read {
-                Ok((conversations, contacts)) => {
-                    Ok(Ok((user, handle, slot, conversations, contacts)))
-                }
-                Err(e) => {
-                    hub.unregister(user.id, id);
-                    Err(e)
-                }
-            }
+            // On an error `registered` is dropped here, which unregisters.
+            let (conversations, contacts) = read?;
+            Ok(Ok((
+                user,
+                handle,
+                registered,
+                slot,
+                conversations,
+                contacts,
+            )))
         })
         .await?;
     Ok(match opened {
         Err(refused) => refused,
-        Ok((user, handle, slot, conversations, contacts)) => Open::Ready(Box::new(Opened {
-            user,
-            handle,
-            rx,
-            slot,
-            contacts,
-            conversations,
-        })),
+        Ok((user, handle, registered, slot, conversations, contacts)) => {
+            Open::Ready(Box::new(Opened {
+                user,
+                handle,
+                registered,
+                rx,
+                slot,
+                contacts,
+                conversations,
+            }))
+        }
     })
 }
 
 /// Undoes `open` for a session that will not run (the upgrade failed).
-pub fn abandon(app: &Arc<App>, opened: &Opened) {
-    if app.hub.unregister(opened.user.id, opened.handle.id) {
-        announce_presence(app.clone(), opened.user.id);
+pub fn abandon(app: &Arc<App>, opened: Opened) {
+    let user = opened.user.id;
+    if opened.registered.leave() {
+        announce_presence(app.clone(), user);
     }
 }
 
@@ -149,6 +187,7 @@ pub async fn run<S>(
     let Opened {
         user,
         handle,
+        registered,
         rx,
         slot: _slot,
         contacts,
@@ -177,7 +216,7 @@ pub async fn run<S>(
     let end = s.run().await;
     let (id, uid) = (s.handle.id, s.user.id);
     Box::pin(s.finish(end)).await;
-    if app.hub.unregister(uid, id) {
+    if registered.leave() {
         announce_presence(app.clone(), uid);
     }
     tracing::debug!(user = uid.0, session = id, "session ended");
@@ -1028,6 +1067,35 @@ fn classify_parse_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registration_dropped_unused_leaves_no_one_online() {
+        let hub = Arc::new(crate::hub::Hub::default());
+        let reg = |id| {
+            let (tx, _rx) = mpsc::channel(1);
+            hub.register(SessionHandle {
+                id,
+                user: UserId(5),
+                tx,
+                flags: Arc::new(SessionFlags::default()),
+            });
+            Registered {
+                hub: hub.clone(),
+                user: UserId(5),
+                id,
+                left: false,
+            }
+        };
+        // An open whose request went away: dropped, not left.
+        let (a, b) = (reg(1), reg(2));
+        drop(a);
+        assert!(hub.is_online(UserId(5)));
+        // The last one leaving says so; nothing is removed twice.
+        assert!(b.leave());
+        assert!(!hub.is_online(UserId(5)));
+        drop(reg(3));
+        assert!(!hub.is_online(UserId(5)));
+    }
 
     fn parse_err(text: &str) -> (Option<u64>, Option<String>, ErrorCode) {
         let e = serde_json::from_str::<ClientEnvelope>(text).unwrap_err();

@@ -137,7 +137,7 @@ pub async fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
             }
             Err(e) => {
                 tracing::debug!("upgrade failed: {e}");
-                session::abandon(&app, &opened);
+                session::abandon(&app, *opened);
             }
         }
     });
