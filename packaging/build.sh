@@ -47,7 +47,8 @@ usage() {
 }
 
 # Per architecture: Rust target triple, dist name, C compiler / archiver for ring's build script,
-# the Debian package providing that compiler.
+# the Debian packages providing that compiler and the target's C headers (ring's C code includes
+# <stdint.h>; without the headers the cross gcc falls through to the host's and fails).
 triple_of() {
     case $1 in
     x86_64) echo x86_64-unknown-linux-musl ;;
@@ -80,8 +81,8 @@ ar_of() {
 apt_pkg_of() {
     case $1 in
     x86_64) echo musl-tools ;;
-    aarch64) echo gcc-aarch64-linux-gnu ;;
-    armv7) echo gcc-arm-linux-gnueabihf ;;
+    aarch64) echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
+    armv7) echo gcc-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
     esac
 }
 
@@ -110,7 +111,10 @@ if [ "$install_deps" = 1 ]; then
     [ "$(id -u)" = 0 ] || die "--install-deps runs apt-get and needs root"
     command -v apt-get >/dev/null || die "--install-deps supports Debian/Ubuntu (apt-get) only"
     pkgs=(file binutils)
-    for a in "${arches[@]}"; do pkgs+=("$(apt_pkg_of "$a")"); done
+    for a in "${arches[@]}"; do
+        read -ra more <<<"$(apt_pkg_of "$a")"
+        pkgs+=("${more[@]}")
+    done
     note "installing ${pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
