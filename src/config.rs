@@ -67,7 +67,12 @@ pub struct Limits {
     /// of it is resident (its default is 128 KiB). Chat frames are small; larger ones just take
     /// more reads.
     pub ws_read_buffer: usize,
-    /// Bytes of unsent frames a socket may hold before the client counts as stuck (closed).
+    /// tungstenite's cap on a connection's unsent bytes. Frames are handed over one at a time
+    /// and each waits for the previous one to be written, so this is in effect the largest
+    /// frame the server can send (a stuck client is closed by `write_timeout`, not by this):
+    /// it must exceed the largest frame built, the `welcome` with `conversations_max`
+    /// conversations (up to ~1.6 KiB each with escaped titles and previews). A frame over it
+    /// would end the connection, so the session logs it as a bug.
     pub ws_max_write_buffer: usize,
     /// Time one socket write may take before the client counts as stuck (closed).
     pub write_timeout: Duration,
@@ -87,6 +92,10 @@ pub struct Limits {
     pub catchup_page: usize,
     /// Most messages per `history` reply.
     pub history_max: u32,
+    /// A catch-up page or `history` reply also ends once its message texts add up to this many
+    /// bytes (it always holds at least one message), so a page of long messages stays one
+    /// modest frame: encoded, at most ~6× this (JSON escapes) plus one message.
+    pub page_text_bytes: usize,
     /// Most conversations listed in `welcome`/`conversations`.
     pub conversations_max: usize,
     /// Presence and read receipts are broadcast only in groups up to this size.
@@ -122,7 +131,7 @@ impl Default for Limits {
             max_message_bytes: 16 * 1024,
             max_frame_bytes: 6 * 16 * 1024 + 4096,
             ws_read_buffer: 1024,
-            ws_max_write_buffer: 1024 * 1024,
+            ws_max_write_buffer: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             outbox_frames: 1024,
             max_connections_per_user: 16,
@@ -132,6 +141,7 @@ impl Default for Limits {
             typing_interval: Duration::from_secs(2),
             catchup_page: 100,
             history_max: 100,
+            page_text_bytes: 64 * 1024,
             conversations_max: 1000,
             broadcast_group_max: 256,
             writer_queue: 8192,

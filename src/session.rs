@@ -522,6 +522,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let after = self.cursors.get(&conv).copied().unwrap_or(0);
         let page = self.app.config.limits.catchup_page;
+        let text_bytes = self.app.config.limits.page_text_bytes;
         let user = self.user.id;
         let batch = self.batch;
         // Encoded on a store reader straight from the database pages, into one buffer: one
@@ -534,7 +535,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if batch {
                     buf.begin_batch(conv);
                 }
-                let more = s.messages_after_map(user, ConversationId(conv), after, page, |m| {
+                let conv_id = ConversationId(conv);
+                let more = s.messages_after_map(user, conv_id, after, page, text_bytes, |m| {
                     if !batch {
                         buf.push_message(m);
                     } else if m.seq == next {
@@ -759,9 +761,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 let before = before.unwrap_or(u64::MAX);
                 let conv = ConversationId(conversation);
+                let text_bytes = limits.page_text_bytes;
                 let res = self
                     .app
-                    .db(move |s| s.history(user, conv, before, limit as usize))
+                    .db(move |s| s.history(user, conv, before, limit as usize, text_bytes))
                     .await;
                 match res {
                     Ok(Some(msgs)) => {
@@ -1034,7 +1037,15 @@ fn ws_error(e: WsError) -> End {
         WsError::Capacity(_) => End::Close(1009, "frame too large"),
         WsError::Utf8(_) => End::Close(1007, "invalid UTF-8"),
         WsError::Protocol(_) => End::Close(1002, "protocol error"),
-        WsError::WriteBufferFull(_) => End::Gone,
+        WsError::WriteBufferFull(m) => {
+            // Frames wait for the previous one to be written, so only a frame bigger than
+            // `ws_max_write_buffer` gets here: a server bug, not the client's doing.
+            tracing::error!(
+                bytes = m.len(),
+                "a frame is larger than the write buffer limit; closing the connection"
+            );
+            End::Gone
+        }
         _ => End::Gone,
     }
 }

@@ -708,20 +708,22 @@ impl Store {
         limit: usize,
     ) -> Result<Option<Vec<StoredMessage>>> {
         Ok(self
-            .messages_after_map(user, conv, after, limit, |m| m.to_stored())?
+            .messages_after_map(user, conv, after, limit, usize::MAX, |m| m.to_stored())?
             .map(|(messages, _)| messages))
     }
 
     /// Like `messages_after`, but hands each message to `f` as borrowed from the database page
     /// (no per-field copies) and returns what `f` made of them, and whether more messages follow
     /// the last one returned (so a caller paging through them needs no extra read to find the
-    /// end).
+    /// end). The page also ends once its texts add up to `text_bytes` (it always holds at least
+    /// one message), so a page of long messages stays small enough for one frame.
     pub fn messages_after_map<T>(
         &self,
         user: UserId,
         conv: ConversationId,
         after: u64,
         limit: usize,
+        text_bytes: usize,
         mut f: impl FnMut(&MessageRef<'_>) -> T,
     ) -> Result<Option<(Vec<T>, bool)>> {
         let tx = self.db.begin_read()?;
@@ -731,21 +733,31 @@ impl Store {
         let messages = tx.open_table(MESSAGES)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         let mut rows = messages.range((conv.0, after.saturating_add(1))..=(conv.0, u64::MAX))?;
-        for row in rows.by_ref().take(limit) {
-            let (k, v) = row?;
-            out.push(f(&decode_message_ref(conv.0, k.value().1, v.value())?));
+        let mut bytes = 0usize;
+        if limit > 0 {
+            for row in rows.by_ref() {
+                let (k, v) = row?;
+                let m = decode_message_ref(conv.0, k.value().1, v.value())?;
+                bytes = bytes.saturating_add(m.text.len());
+                out.push(f(&m));
+                if out.len() >= limit || bytes >= text_bytes {
+                    break;
+                }
+            }
         }
         let more = rows.next().transpose()?.is_some();
         Ok(Some((out, more)))
     }
 
-    /// The newest `limit` messages with seq < `before`, oldest first. Membership is checked.
+    /// The newest `limit` messages with seq < `before`, oldest first; fewer once their texts add
+    /// up to `text_bytes` (at least one). Membership is checked.
     pub fn history(
         &self,
         user: UserId,
         conv: ConversationId,
         before: u64,
         limit: usize,
+        text_bytes: usize,
     ) -> Result<Option<Vec<StoredMessage>>> {
         let tx = self.db.begin_read()?;
         if tx.open_table(MEMBERS)?.get((conv.0, user.0))?.is_none() {
@@ -753,14 +765,16 @@ impl Store {
         }
         let messages = tx.open_table(MESSAGES)?;
         let mut out = Vec::new();
-        if before > 1 {
-            for row in messages
-                .range((conv.0, 1)..(conv.0, before))?
-                .rev()
-                .take(limit)
-            {
+        let mut bytes = 0usize;
+        if before > 1 && limit > 0 {
+            for row in messages.range((conv.0, 1)..(conv.0, before))?.rev() {
                 let (k, v) = row?;
-                out.push(decode_message(conv.0, k.value().1, v.value())?);
+                let m = decode_message(conv.0, k.value().1, v.value())?;
+                bytes = bytes.saturating_add(m.text.len());
+                out.push(m);
+                if out.len() >= limit || bytes >= text_bytes {
+                    break;
+                }
             }
         }
         out.reverse();

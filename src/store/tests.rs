@@ -189,7 +189,7 @@ fn schema1_database_is_upgraded() {
             "bob's read position survives the upgrade"
         );
         let page = s
-            .history(users[1].id, direct.id, u64::MAX, 10)
+            .history(users[1].id, direct.id, u64::MAX, 10, usize::MAX)
             .unwrap()
             .unwrap();
         let texts: Vec<&str> = page.iter().map(|m| m.text.as_str()).collect();
@@ -254,6 +254,62 @@ mod chat {
             .collect()
     }
 
+    /// Catch-up pages and history replies end at `limit` messages or once their texts reach
+    /// the byte budget, whichever comes first, and always hold at least one message.
+    #[test]
+    fn pages_end_at_a_text_byte_budget() {
+        let dir = tmp();
+        let s = Store::open(dir.path()).unwrap();
+        let u = users(&s, &["a", "b"]);
+        let mut cache = MemberCache::default();
+        let long = "x".repeat(1000);
+        let conv = s
+            .chat_batch(&mut cache, |b| {
+                let mut conv = None;
+                for i in 0..10 {
+                    let text = if i == 5 { "short" } else { long.as_str() };
+                    let r = b
+                        .send(u[0], "a", Target::User(u[1]), &format!("c{i}"), text, 100)?
+                        .unwrap();
+                    conv = Some(r.message.conversation);
+                }
+                Ok(conv.unwrap())
+            })
+            .unwrap();
+        let seqs = |after: u64, limit: usize, bytes: usize| {
+            let (v, more) = s
+                .messages_after_map(u[1], conv, after, limit, bytes, |m| m.seq)
+                .unwrap()
+                .unwrap();
+            (v, more)
+        };
+        // 2,500 bytes: the third 1,000-byte text reaches it.
+        assert_eq!(seqs(0, 100, 2500), (vec![1, 2, 3], true));
+        assert_eq!(
+            seqs(3, 100, 2500),
+            (vec![4, 5, 6, 7], true),
+            "seq 6 is short"
+        );
+        assert_eq!(seqs(7, 100, 2500), (vec![8, 9, 10], false));
+        assert_eq!(seqs(0, 2, usize::MAX), (vec![1, 2], true));
+        // A single message bigger than the budget still makes a page of one.
+        assert_eq!(seqs(0, 100, 10), (vec![1], true));
+        assert_eq!(seqs(10, 100, 10), (vec![], false));
+        let hist = |before: u64, limit: usize, bytes: usize| -> Vec<u64> {
+            s.history(u[1], conv, before, limit, bytes)
+                .unwrap()
+                .unwrap()
+                .iter()
+                .map(|m| m.seq)
+                .collect()
+        };
+        assert_eq!(hist(u64::MAX, 100, 2500), vec![8, 9, 10]);
+        assert_eq!(hist(8, 100, 2500), vec![4, 5, 6, 7]);
+        assert_eq!(hist(u64::MAX, 2, usize::MAX), vec![9, 10]);
+        assert_eq!(hist(u64::MAX, 100, 1), vec![10]);
+        assert_eq!(hist(1, 100, 1), Vec::<u64>::new());
+    }
+
     #[test]
     fn direct_conversation_is_one_per_pair_and_sends_are_idempotent() {
         let dir = tmp();
@@ -312,12 +368,18 @@ mod chat {
         // Everything survives a reopen, and ids keep counting.
         let s = Store::open(dir.path()).unwrap();
         let conv = first.message.conversation;
-        let h = s.history(u[0], conv, u64::MAX, 10).unwrap().unwrap();
+        let h = s
+            .history(u[0], conv, u64::MAX, 10, usize::MAX)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
             ["hi", "yo"]
         );
-        assert!(s.history(u[2], conv, u64::MAX, 10).unwrap().is_none());
+        assert!(s
+            .history(u[2], conv, u64::MAX, 10, usize::MAX)
+            .unwrap()
+            .is_none());
         let after = s.messages_after(u[1], conv, 1, 10).unwrap().unwrap();
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].sender_name, "b");
@@ -731,7 +793,10 @@ fn logged_batches_are_replayed_after_a_crash() {
             > 0,
         "not checkpointed yet"
     );
-    let expected = s.history(a.id, conv, u64::MAX, 100).unwrap().unwrap();
+    let expected = s
+        .history(a.id, conv, u64::MAX, 100, usize::MAX)
+        .unwrap()
+        .unwrap();
     assert_eq!(expected.len(), 5);
     // The crash image, and the same without the log (what redb alone has on disk).
     let no_log = tmp();
@@ -748,7 +813,10 @@ fn logged_batches_are_replayed_after_a_crash() {
     );
     drop(bare);
     let r = Store::open(crash.path()).unwrap();
-    let got = r.history(a.id, conv, u64::MAX, 100).unwrap().unwrap();
+    let got = r
+        .history(a.id, conv, u64::MAX, 100, usize::MAX)
+        .unwrap()
+        .unwrap();
     let view = |v: &[StoredMessage]| -> Vec<(u64, u64, String, String, u64)> {
         v.iter()
             .map(|m| {
@@ -863,7 +931,7 @@ fn a_crash_before_a_checkpoints_fsync_loses_nothing() {
     );
     let texts = |st: &Store| -> Vec<String> {
         let conv = st.conversations_of(a.id, 10).unwrap()[0].id;
-        st.history(a.id, conv, u64::MAX, 100)
+        st.history(a.id, conv, u64::MAX, 100, usize::MAX)
             .unwrap()
             .unwrap()
             .into_iter()

@@ -224,3 +224,73 @@ async fn resume_after_restart_delivers_every_missed_message_once() {
         (Some(151), Some("live"))
     );
 }
+
+/// Long messages: a page of 100 maximal messages (16 KiB each, and worse once JSON escapes
+/// them) is far bigger than one connection's write buffer. Catch-up (with and without `batch`)
+/// and `history` must still deliver all of them, in frames a connection can take.
+#[tokio::test]
+async fn long_messages_catch_up_and_history_in_bounded_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let mut a = Client::connect_synced(&srv, &alice).await;
+    // Control characters are escaped as \u00XX: six bytes on the wire for each byte.
+    let escaped: String = "\u{1}".repeat(16 * 1024);
+    let plain: String = "y".repeat(16 * 1024);
+    let ack = a.say(json!({"to": bob.id}), "l0", &escaped).await;
+    let conv = ack["conversation"].as_u64().unwrap();
+    for i in 1..120 {
+        let text = if i % 2 == 0 { &escaped } else { &plain };
+        a.say(json!({"conversation": conv}), &format!("l{i}"), text)
+            .await;
+    }
+    for batch in [true, false] {
+        let mut b = Client::connect(&srv, &bob).await;
+        b.send(json!({"type": "sync", "batch": batch, "ref": 1}))
+            .await;
+        let (synced, frames) = b.recv_until("synced").await;
+        assert_eq!(synced["ref"], 1);
+        let mut seqs = Vec::new();
+        for f in &frames {
+            match f["type"].as_str() {
+                Some("messages") => {
+                    for m in f["messages"].as_array().unwrap() {
+                        seqs.push(m["seq"].as_u64().unwrap());
+                    }
+                }
+                Some("message") => seqs.push(f["seq"].as_u64().unwrap()),
+                _ => {}
+            }
+        }
+        assert_eq!(seqs, (1..=120).collect::<Vec<_>>(), "batch {batch}");
+        // History pages back through all of them; a reply may hold fewer than `limit` when
+        // the messages are long, and says whether older ones remain.
+        let mut got = Vec::new();
+        let mut before: Option<u64> = None;
+        loop {
+            let mut req = json!({"type": "history", "conversation": conv, "limit": 100});
+            if let Some(s) = before {
+                req["before"] = json!(s);
+            }
+            let h = b.request(req).await;
+            assert_eq!(h["type"], "history", "{h}");
+            let msgs = h["messages"].as_array().unwrap();
+            assert!(!msgs.is_empty());
+            for m in msgs.iter().rev() {
+                got.push(m["seq"].as_u64().unwrap());
+                let want = if m["seq"].as_u64().unwrap() % 2 == 1 {
+                    &escaped
+                } else {
+                    &plain
+                };
+                assert_eq!(m["text"].as_str(), Some(want.as_str()));
+            }
+            if h["complete"] == true {
+                break;
+            }
+            before = msgs[0]["seq"].as_u64();
+        }
+        assert_eq!(got, (1..=120).rev().collect::<Vec<_>>());
+    }
+}
