@@ -71,7 +71,8 @@ pub struct Limits {
     /// and each waits for the previous one to be written, so this is in effect the largest
     /// frame the server can send (a stuck client is closed by `write_timeout`, not by this):
     /// it must exceed the largest frame built, the `welcome` with `conversations_max`
-    /// conversations (up to ~1.6 KiB each with escaped titles and previews). A frame over it
+    /// conversations (up to ~1.6 KiB each with escaped titles and previews), and a page of
+    /// messages (`from_args` raises it for a large `--max-message-bytes`). A frame over it
     /// would end the connection, so the session logs it as a bug.
     pub ws_max_write_buffer: usize,
     /// Time one socket write may take before the client counts as stuck (closed).
@@ -190,6 +191,14 @@ impl Config {
             frame_burst: args.max_frames_per_second.saturating_mul(2),
             frame_refill: Duration::from_secs(1) / args.max_frames_per_second,
             ..Limits::default()
+        };
+        // The largest frame sent must fit the write cap: a page of texts up to
+        // `page_text_bytes` plus one message, every byte escaped (6×), and the fields of up to
+        // 100 messages.
+        let page_max = 6 * (limits.page_text_bytes + limits.max_message_bytes) + 100 * 1024;
+        let limits = Limits {
+            ws_max_write_buffer: limits.ws_max_write_buffer.max(page_max),
+            ..limits
         };
         Ok(Config {
             listen: SocketAddr::new(args.bind, args.port),

@@ -294,3 +294,28 @@ async fn long_messages_catch_up_and_history_in_bounded_frames() {
         assert_eq!(got, (1..=120).rev().collect::<Vec<_>>());
     }
 }
+
+/// At the largest configurable message size, a message whose every byte JSON escapes to six
+/// (a ~6 MiB frame) still reaches its recipient, live and by catch-up.
+#[tokio::test]
+async fn a_maximal_message_at_the_largest_configured_size_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--max-message-bytes", "1048576"]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let mut a = Client::connect_synced(&srv, &alice).await;
+    let mut b = Client::connect_synced(&srv, &bob).await;
+    let text: String = "\u{1}".repeat(1024 * 1024);
+    a.say(json!({"to": bob.id}), "big", &text).await;
+    let live = b.recv_type("message").await;
+    assert_eq!(live["text"].as_str().map(str::len), Some(text.len()));
+    let mut c = Client::connect(&srv, &bob).await;
+    c.send(json!({"type": "sync", "batch": true, "ref": 1}))
+        .await;
+    let (_, frames) = c.recv_until("synced").await;
+    let m = frames
+        .iter()
+        .find(|f| f["type"] == "messages")
+        .expect("a messages frame");
+    assert_eq!(m["messages"][0]["text"].as_str(), Some(text.as_str()));
+}
