@@ -136,6 +136,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CHATD_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
     pub max_connections_per_user: usize,
 
+    /// Memory for the database's page cache, in MiB: recently read pages and the writes of the
+    /// last half second. Default: an eighth of the machine's memory, between 32 and 1024
+    #[arg(long, env = "CHATD_CACHE_MB")]
+    pub cache_mb: Option<u64>,
+
     /// PEM certificate chain: serve https and wss (with --tls-key). Send SIGHUP to reload a
     /// renewed certificate without a restart
     #[arg(

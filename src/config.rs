@@ -24,7 +24,28 @@ pub struct Config {
     pub behind_proxy: bool,
     /// Serve /metrics to every address, not only loopback.
     pub metrics_public: bool,
+    /// `--cache-mb`, if given (`cache_bytes` turns it into the size used).
+    pub cache_mb: Option<u64>,
     pub limits: Limits,
+}
+
+/// Smallest and largest page cache chosen without `--cache-mb`, and the size used when the
+/// machine's memory is unknown.
+const AUTO_CACHE_MIN: u64 = 32 << 20;
+const AUTO_CACHE_MAX: u64 = 1 << 30;
+const AUTO_CACHE_UNKNOWN: u64 = 256 << 20;
+
+/// The database page cache size: `--cache-mb` if given, else an eighth of `mem_total` (the
+/// machine's memory in bytes, if known) between 32 MiB and 1 GiB. redb's own default, 1 GiB
+/// whatever the machine, would let a long-running server on a 1 GiB Raspberry Pi grow past its
+/// memory as the database outgrows it.
+pub fn cache_bytes(cache_mb: Option<u64>, mem_total: Option<u64>) -> usize {
+    let bytes = match (cache_mb, mem_total) {
+        (Some(mb), _) => mb.saturating_mul(1 << 20),
+        (None, Some(total)) => (total / 8).clamp(AUTO_CACHE_MIN, AUTO_CACHE_MAX),
+        (None, None) => AUTO_CACHE_UNKNOWN,
+    };
+    usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
 /// Every bound the server enforces.
@@ -173,6 +194,11 @@ impl Config {
         if args.max_connections_per_user == 0 {
             return Err("--max-connections-per-user must be at least 1".into());
         }
+        if let Some(mb) = args.cache_mb {
+            if !(4..=1024 * 1024).contains(&mb) {
+                return Err("--cache-mb must be between 4 and 1048576".into());
+            }
+        }
         for o in &args.allowed_origins {
             if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
                 return Err(format!(
@@ -209,7 +235,25 @@ impl Config {
             tls: None,
             behind_proxy: args.behind_proxy,
             metrics_public: args.metrics_public,
+            cache_mb: args.cache_mb,
             limits,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_bytes;
+
+    #[test]
+    fn the_page_cache_is_an_eighth_of_memory_within_bounds_unless_given() {
+        const MIB: u64 = 1 << 20;
+        // A 1 GiB Raspberry Pi: 128 MiB, not redb's 1 GiB.
+        assert_eq!(cache_bytes(None, Some(1024 * MIB)), 128 << 20);
+        assert_eq!(cache_bytes(None, Some(24 * 1024 * MIB)), 1 << 30);
+        assert_eq!(cache_bytes(None, Some(128 * MIB)), 32 << 20);
+        assert_eq!(cache_bytes(None, None), 256 << 20);
+        assert_eq!(cache_bytes(Some(64), Some(24 * 1024 * MIB)), 64 << 20);
+        assert_eq!(cache_bytes(Some(4096), Some(1024 * MIB)), 4096 << 20);
     }
 }

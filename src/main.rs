@@ -79,6 +79,14 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
     result.map_err(|e| format!("cannot set up logging: {e}"))
 }
 
+/// The machine's memory in bytes (`MemTotal` in /proc/meminfo), if it can be read.
+fn mem_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
     let mut config = Config::from_args(args, data_dir.to_path_buf())?;
     // One descriptor per connection, plus the database, log, listeners and some slack.
@@ -90,7 +98,10 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
     }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
-    let store = Store::open(data_dir).map_err(|e| admin::open_error(data_dir, e))?;
+    let mem_total = mem_total();
+    let cache = chatd::config::cache_bytes(config.cache_mb, mem_total);
+    let store = Store::open_with_cache(data_dir, Some(cache))
+        .map_err(|e| admin::open_error(data_dir, e))?;
     let auth = Auth::new(&config.limits).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -128,6 +139,7 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
         tracing::info!(
             version = chatd::VERSION,
             data_dir = %data_dir.display(),
+            cache_mb = cache >> 20,
             "listening on {scheme}://{local}"
         );
         let (soft, hard) = fd_limit;

@@ -213,8 +213,17 @@ const USER_FLAG_DISABLED: u8 = 2;
 
 impl Store {
     /// Opens (or creates) `DB_FILE` in `dir`, creates missing tables, checks the schema version
-    /// and migrates an older one.
+    /// and migrates an older one. redb's page cache may grow to its default, 1 GiB (fine for
+    /// the short-lived admin commands; the server sizes it with `open_with_cache`).
     pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_with_cache(dir, None)
+    }
+
+    /// `open`, with redb's page cache limited to `cache_bytes`: the pages read stay cached up
+    /// to this, and up to half of it holds the pages of non-durable commits until the next
+    /// checkpoint (beyond that redb writes them out early, which then waits for a pending
+    /// checkpoint fsync). This is the bulk of a busy server's memory besides its connections.
+    pub fn open_with_cache(dir: &Path, cache_bytes: Option<usize>) -> Result<Store> {
         let path = dir.join(DB_FILE);
         let new_db = !path.exists();
         let dbfile = std::fs::OpenOptions::new()
@@ -230,7 +239,11 @@ impl Store {
                     format!("cannot open {}: {e}", path.display()),
                 ))
             })?;
-        let db = match Database::builder().create_with_backend(dbfile.clone()) {
+        let mut builder = Database::builder();
+        if let Some(bytes) = cache_bytes {
+            builder.set_cache_size(bytes);
+        }
+        let db = match builder.create_with_backend(dbfile.clone()) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked(path)),
             Err(redb::DatabaseError::UpgradeRequired(v)) => {

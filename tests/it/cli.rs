@@ -50,6 +50,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         "CHATD_BEHIND_PROXY",
         "CHATD_METRICS_PUBLIC",
         "CHATD_LOG_FORMAT",
+        "CHATD_CACHE_MB",
     ] {
         assert!(help.contains(env), "{env} missing from --help:\n{help}");
     }
@@ -209,4 +210,37 @@ fn bad_flag_values_are_rejected() {
         );
         assert_clean_failure(&o, "invalid --log-level");
     }
+    let o = chatd(
+        &[
+            "--cache-mb",
+            "2",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--data-dir",
+            d,
+        ],
+        None,
+    );
+    assert_clean_failure(&o, "--cache-mb must be between 4 and 1048576");
+}
+
+/// The page cache size in use is in the start-up line: the one given, or one sized from the
+/// machine's memory (an eighth of it, 32 MiB to 1 GiB).
+#[tokio::test]
+async fn the_page_cache_is_sized_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--cache-mb", "48"]);
+    assert!(srv.log().contains("cache_mb=48"), "{}", srv.log());
+    drop(srv);
+    let srv = Server::start(dir.path(), &[]);
+    let log = srv.log();
+    let mb: u64 = log
+        .split("cache_mb=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no cache_mb in {log}"));
+    assert!((32..=1024).contains(&mb), "{mb}");
 }
