@@ -232,9 +232,10 @@ fn bad_flag_values_are_rejected() {
 async fn the_page_cache_is_sized_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &["--cache-mb", "48"]);
-    assert!(srv.log().contains("cache_mb=48"), "{}", srv.log());
+    srv.wait_log("cache_mb=48");
     drop(srv);
     let srv = Server::start(dir.path(), &[]);
+    srv.wait_log("cache_mb=");
     let log = srv.log();
     let mb: u64 = log
         .split("cache_mb=")
