@@ -196,11 +196,15 @@ pub fn restore(file: &Path, dir: &Path, now_ms: u64) -> Result<Restored> {
     // Whatever the log still holds (the current database could not take it, or there is no
     // database beside it) belongs to the replaced history: keep it aside, never replay it onto
     // the restored one.
+    // A file without records (but with preallocated space, or a reused file's old records)
+    // is removed, so the restored database starts with a clean log.
     for name in super::wal::WAL_FILES {
         let wal = dir.join(name);
-        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        if super::wal::holds_records(&wal).map_err(StoreError::Io)? {
             let aside = dir.join(format!("{name}.before-restore-{now_ms}"));
             std::fs::rename(&wal, aside).map_err(StoreError::Io)?;
+        } else if wal.exists() {
+            std::fs::remove_file(&wal).map_err(StoreError::Io)?;
         }
     }
     let staging = dir.join(format!("{DB_FILE}.restoring"));

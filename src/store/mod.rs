@@ -287,9 +287,9 @@ impl Store {
     fn recover(&self, recovered: wal::Recovered) -> Result<()> {
         let applied = self.meta(META_WAL_APPLIED)?.unwrap_or(0);
         if recovered.dropped_bytes > 0 {
-            tracing::warn!(
+            tracing::info!(
                 bytes = recovered.dropped_bytes,
-                "cut off a torn record at the end of the log (a crash during a write; it was never acknowledged)"
+                "cut off what followed the last intact record of the log: a write the crash cut short, or the rest of older records of a reused log file (neither was acknowledged or is still needed)"
             );
         }
         let mut cache = chat::MemberCache::default();

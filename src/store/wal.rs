@@ -10,7 +10,12 @@
 //! for it, so a batch becomes visible to readers only once its record is on disk. A checkpoint
 //! (a durable redb commit) now and then persists everything applied so far. Its fsync runs on
 //! another thread (`dbfile`), so the log has two files: the checkpoint switches appends to the
-//! empty one, and the one it covers is emptied once that fsync is done.
+//! empty one, and the one it covers is emptied once that fsync is done. Emptied means reused in
+//! place (`LogFile::recycle`), not truncated: records are written over blocks the file already
+//! has, kept at least `PREALLOC` long and zero-filled, so an append's `fdatasync` is a data
+//! flush without a journal commit for a size change. Reading a file stops at the first record
+//! that is not intact or that does not follow the one before (batch numbers grow, the epoch
+//! stays): what lies beyond is zeros, old records of the file's previous use, or a torn write.
 //!
 //! Recovery (`Store::open`): every record of both files after the batch number stored in
 //! `meta.wal_applied` is applied again, in order, on the last durable state. That reproduces
@@ -24,7 +29,8 @@
 //! (`codec` encoding: kind, batch number, database epoch, time, ops). Only `store` uses this.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -38,6 +44,11 @@ pub const WAL_FILES: [&str; 2] = ["chatd.wal", "chatd.wal2"];
 
 const MAGIC: &[u8; 4] = b"CWL1";
 const HEADER: usize = 16;
+/// Each file is kept at least this long, zero-filled beyond its records, and reused in place
+/// rather than truncated: a record written over blocks the file already has needs only a data
+/// flush, while one that makes the file longer makes `fdatasync` commit the file system's
+/// journal too (measured on ext4: 0.09 ms against 0.16 ms per 4 KiB record).
+const PREALLOC: u64 = 1024 * 1024;
 /// Largest record accepted when reading back (a batch of the largest messages fits easily).
 const RECORD_MAX: usize = 256 * 1024 * 1024;
 
@@ -266,7 +277,7 @@ impl Wal {
     /// checkpoint made before that switch is now durable.
     pub fn finish_retire(&mut self, switch: u64) -> std::io::Result<()> {
         if self.retiring && self.switches == switch {
-            self.files[1 - self.active].reset()?;
+            self.files[1 - self.active].recycle()?;
             self.retiring = false;
         }
         Ok(())
@@ -284,10 +295,13 @@ impl LogFile {
     fn open(dir: &Path, name: &str) -> std::io::Result<(LogFile, Recovered)> {
         let path = dir.join(name);
         let created = !path.exists();
+        // Not `append`: records are written at the end of the intact ones, over whatever the
+        // file holds there (zeros, or old records of a reused file).
         let mut file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(&path)?;
         if created {
             // The new directory entry must survive a power loss before any ack relies on it.
@@ -298,20 +312,33 @@ impl LogFile {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (recovered, good) = parse(&bytes);
-        if (good as u64) < bytes.len() as u64 {
+        if recovered.dropped_bytes > 0 {
+            // Not zeros: a torn write or old records. Cut off, so none of it can ever be read
+            // back as a record; `prepare` below fills the space with zeros again.
             file.set_len(good as u64)?;
             file.sync_all()?;
         }
-        Ok((
-            LogFile {
-                file: Arc::new(file),
-                len: good as u64,
-                buf: Vec::new(),
-                unsynced: None,
-                clean: true,
-            },
-            recovered,
-        ))
+        let f = LogFile {
+            file: Arc::new(file),
+            len: good as u64,
+            buf: Vec::new(),
+            unsynced: None,
+            clean: true,
+        };
+        f.prepare()?;
+        Ok((f, recovered))
+    }
+
+    /// Makes the file at least `PREALLOC` long by writing zeros after its end (real writes, so
+    /// the blocks are allocated and initialised: later records over them change no metadata).
+    fn prepare(&self) -> std::io::Result<()> {
+        let size = self.file.metadata()?.len();
+        if size >= PREALLOC {
+            return Ok(());
+        }
+        let zeros = vec![0u8; (PREALLOC - size) as usize];
+        self.file.write_all_at(&zeros, size)?;
+        self.file.sync_data()
     }
 
     /// Appends a record and waits until it is on disk.
@@ -336,7 +363,7 @@ impl LogFile {
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&fnv1a(payload).to_le_bytes());
         self.buf.extend_from_slice(payload);
-        if let Err(e) = (&*self.file).write_all(&self.buf) {
+        if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
             self.cut_off();
             return Err(e);
         }
@@ -355,6 +382,23 @@ impl LogFile {
         self.clean = self.file.set_len(self.len).is_ok() && self.file.sync_all().is_ok();
     }
 
+    /// Empties the file for reuse, keeping its blocks: the first record header is zeroed (a
+    /// crash before the next record is written leaves the old records readable, which is
+    /// harmless: the checkpoint that let this file go covers all of them, so recovery skips
+    /// them by number), and the next record goes to offset 0. Nothing to wait for here.
+    fn recycle(&mut self) -> std::io::Result<()> {
+        debug_assert!(self.unsynced.is_none(), "recycle with a record in flight");
+        if self.len == 0 && self.clean {
+            return Ok(());
+        }
+        self.file.write_all_at(&[0u8; HEADER], 0)?;
+        self.len = 0;
+        self.clean = true;
+        self.prepare()
+    }
+
+    /// Empties the file for good (it is cut to length 0): at a checkpoint that stops, recovers
+    /// or catches up with the log.
     fn reset(&mut self) -> std::io::Result<()> {
         debug_assert!(self.unsynced.is_none(), "reset with a record in flight");
         if self.len == 0 && self.clean {
@@ -364,6 +408,15 @@ impl LogFile {
         // From here appends start at 0 whether or not the sync below succeeds.
         self.len = 0;
         self.file.sync_all()
+    }
+}
+
+/// Whether the log file at `path` holds any record (a missing file holds none).
+pub fn holds_records(path: &Path) -> std::io::Result<bool> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(parse(&bytes).1 > 0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -399,13 +452,32 @@ fn parse(bytes: &[u8]) -> (Recovered, usize) {
             break;
         }
         match decode_record(payload) {
-            Ok(Record::Batch(b)) => batches.push(b),
+            Ok(Record::Batch(b)) => {
+                // Batch numbers only grow within a file, under one database epoch; anything
+                // else is an old record of a reused file, after the end of the current ones.
+                if batches
+                    .last()
+                    .is_some_and(|last| b.number <= last.number || b.epoch != last.epoch)
+                {
+                    break;
+                }
+                batches.push(b)
+            }
             Ok(Record::Abort(n)) => batches.retain(|b| b.number != n),
             Err(_) => break,
         }
         at += HEADER + len;
     }
-    let dropped_bytes = (bytes.len() - at) as u64;
+    // What follows the records is never read as records. It is unused space if it is zeros
+    // (preallocated) or starts with a zeroed header (a reused file's old records); anything
+    // else is reported and cut off: a torn write, or old records partly overwritten.
+    let rest = &bytes[at..];
+    let zeroed = rest.len() >= HEADER && rest[..HEADER].iter().all(|&b| b == 0);
+    let dropped_bytes = if zeroed {
+        0
+    } else {
+        rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64
+    };
     (
         Recovered {
             batches,
@@ -651,15 +723,23 @@ mod tests {
             wal.append_abort(2).unwrap();
             wal.append_batch(3, 9, 102, &ops[2..]).unwrap();
         }
-        // A torn append: half a record at the end.
+        // A torn append: half a record after the last one (in the zero-filled space).
         let path = dir.path().join(WAL_FILES[0]);
-        let whole = std::fs::metadata(&path).unwrap().len();
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"CWL1\x40\x00\x00\x00garbage").unwrap();
+        let whole = {
+            let (wal, _) = Wal::open(dir.path()).unwrap();
+            wal.len()
+        };
+        assert!(std::fs::metadata(&path).unwrap().len() >= PREALLOC);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"CWL1\x40\x00\x00\x00garbage", whole)
+            .unwrap();
         drop(f);
         let (wal, rec) = Wal::open(dir.path()).unwrap();
         assert_eq!(rec.dropped_bytes, 15);
         assert_eq!(wal.len(), whole, "the torn tail was cut off");
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() as u64 >= PREALLOC, "and zeros put back");
+        assert!(bytes[whole as usize..].iter().all(|&b| b == 0));
         let numbers: Vec<u64> = rec.batches.iter().map(|b| b.number).collect();
         assert_eq!(numbers, [1, 3], "batch 2 was aborted");
         let b = &rec.batches[0];
@@ -739,8 +819,11 @@ mod tests {
             assert!(wal.retiring());
             assert!(!wal.switch(), "not again before the first file is emptied");
             wal.append_batch(3, 9, 100, &ops).unwrap();
-            assert!(size(0) > 0 && size(1) > 0);
-            assert_eq!(wal.len(), size(1), "len is the active file's");
+            assert!(size(0) >= PREALLOC && size(1) >= PREALLOC, "preallocated");
+            assert!(
+                (1..PREALLOC).contains(&wal.len()),
+                "len is the active file's records'"
+            );
         }
         // A crash before the checkpoint's fsync: both files count, oldest first.
         let (mut wal, rec) = Wal::open(dir.path()).unwrap();
@@ -765,9 +848,45 @@ mod tests {
         );
         wal.finish_retire(n).unwrap();
         assert!(!wal.retiring());
-        assert_eq!(size(0), 0, "the covered file is empty");
+        assert!(size(0) >= PREALLOC, "the covered file is kept for reuse");
+        drop(wal);
+        let (mut wal, rec) = Wal::open(dir.path()).unwrap();
+        assert_eq!(numbers(&rec), [6], "and holds no records");
+        assert_eq!(rec.dropped_bytes, 0, "nothing torn");
+
+        // Reused files: records written over old ones. Batches 7 and 8 go to the first file,
+        // then (after a switch and retire) the shorter batch 10 over batch 7's start: what
+        // follows it is what is left of the old records, and is never read back.
+        wal.reset().unwrap();
+        let long = send(&"x".repeat(300));
+        let long_ops = by_alice(&long);
+        wal.append_batch(7, 9, 100, &long_ops).unwrap();
+        wal.append_batch(8, 9, 100, &long_ops).unwrap();
+        assert!(wal.switch());
+        wal.append_batch(9, 9, 100, &ops).unwrap();
+        wal.finish_retire(wal.switches()).unwrap();
+        assert!(wal.switch());
+        wal.append_batch(10, 9, 100, &ops).unwrap();
+        drop(wal);
+        let (mut wal, rec) = Wal::open(dir.path()).unwrap();
+        assert_eq!(numbers(&rec), [9, 10]);
+        assert!(
+            rec.dropped_bytes > 0,
+            "the rest of batch 7 and batch 8 were cut off"
+        );
+        // An old record that starts exactly where the new ones end is not read either: the
+        // file holds batch 11 over batch 9's place (same length), then the old batch 10.
+        wal.reset().unwrap();
+        wal.append_batch(12, 9, 100, &ops).unwrap();
+        wal.append_batch(13, 9, 100, &ops).unwrap();
+        assert!(wal.switch());
+        wal.finish_retire(wal.switches()).unwrap();
+        assert!(wal.switch());
+        wal.finish_retire(wal.switches()).unwrap();
+        wal.append_batch(14, 9, 100, &ops).unwrap();
         drop(wal);
         let (_, rec) = Wal::open(dir.path()).unwrap();
-        assert_eq!(numbers(&rec), [6]);
+        assert_eq!(numbers(&rec), [14], "batch 13 after it is an old record");
+        assert!(rec.dropped_bytes > 0);
     }
 }

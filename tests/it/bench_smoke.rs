@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-fn bench(args: &[&str]) {
+fn bench(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_chatd-bench"))
         .arg("--chatd")
         .arg(env!("CARGO_BIN_EXE_chatd"))
@@ -18,6 +18,7 @@ fn bench(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains(&format!("== {} (", args[0])), "{stdout}");
+    stdout.into_owned()
 }
 
 #[test]
@@ -52,7 +53,11 @@ fn broadcast() {
 
 #[test]
 fn ack() {
-    bench(&["ack", "--count", "50"]);
+    let out = bench(&["ack", "--count", "50"]);
+    // Both disk floors are measured: appending, and over blocks the file already has.
+    for field in ["fsync_p50_ms", "fsync_overwrite_p50_ms", "ack_p50_ms"] {
+        assert!(out.contains(field), "{field} missing:\n{out}");
+    }
 }
 
 #[test]
