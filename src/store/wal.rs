@@ -25,10 +25,19 @@
 //! never acknowledged) is cut off. A batch whose redb apply failed after it was logged is
 //! voided by an `abort` record, so recovery skips it (its ops were answered with errors).
 //!
-//! Record: magic `CWL1`, payload length (u32 LE), FNV-1a 64 of the payload (u64 LE), payload
-//! (`codec` encoding: kind, batch number, database epoch, time, ops). Only `store` uses this.
+//! Record: magic `CWL2`, payload length (u32 LE), the file's salt (u64 LE), FNV-1a 64 of the
+//! salt and the payload (u64 LE), payload (`codec` encoding: kind, batch number, database
+//! epoch, time, ops). The salt is a random number drawn whenever a file is emptied and never
+//! shown to anyone; a file's records all carry the one of its first record. It is what makes
+//! reuse safe: old bytes behind the current records are never read as records, not even a
+//! record a user crafted inside a message text (their own old message could otherwise sit
+//! exactly where the current records end, with a valid checksum and a plausible batch number).
+//! Files written before the salt (magic `CWL1`: length, FNV-1a of the payload, payload; never
+//! reused) are still read. Only `store` uses this.
 
+use std::collections::hash_map::RandomState;
 use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -42,8 +51,11 @@ use crate::model::{ConversationId, UserId};
 /// File names of the log's two halves inside the data directory.
 pub const WAL_FILES: [&str; 2] = ["chatd.wal", "chatd.wal2"];
 
-const MAGIC: &[u8; 4] = b"CWL1";
-const HEADER: usize = 16;
+const MAGIC: &[u8; 4] = b"CWL2";
+const HEADER: usize = 24;
+/// Records of files written before the salt (16-byte header, no salt).
+const MAGIC_V1: &[u8; 4] = b"CWL1";
+const HEADER_V1: usize = 16;
 /// Each file is kept at least this long, zero-filled beyond its records, and reused in place
 /// rather than truncated: a record written over blocks the file already has needs only a data
 /// flush, while one that makes the file longer makes `fdatasync` commit the file system's
@@ -99,6 +111,8 @@ pub struct Wal {
 struct LogFile {
     file: Arc<File>,
     len: u64,
+    /// Carried by every record of the file's current use (see the module doc).
+    salt: u64,
     buf: Vec<u8>,
     /// Length of a record written by `begin_append` whose fsync is still to be collected.
     unsynced: Option<u64>,
@@ -311,7 +325,7 @@ impl LogFile {
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (recovered, good) = parse(&bytes);
+        let (recovered, good, salt) = parse(&bytes);
         if recovered.dropped_bytes > 0 {
             // Not zeros: a torn write or old records. Cut off, so none of it can ever be read
             // back as a record; `prepare` below fills the space with zeros again.
@@ -321,6 +335,8 @@ impl LogFile {
         let f = LogFile {
             file: Arc::new(file),
             len: good as u64,
+            // Appends continue the records there are (recovery empties the file anyway).
+            salt: salt.unwrap_or_else(fresh_salt),
             buf: Vec::new(),
             unsynced: None,
             clean: true,
@@ -361,7 +377,9 @@ impl LogFile {
         self.buf.extend_from_slice(MAGIC);
         self.buf
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&fnv1a(payload).to_le_bytes());
+        self.buf.extend_from_slice(&self.salt.to_le_bytes());
+        self.buf
+            .extend_from_slice(&checksum(self.salt, payload).to_le_bytes());
         self.buf.extend_from_slice(payload);
         if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
             self.cut_off();
@@ -393,6 +411,7 @@ impl LogFile {
         }
         self.file.write_all_at(&[0u8; HEADER], 0)?;
         self.len = 0;
+        self.salt = fresh_salt();
         self.clean = true;
         self.prepare()
     }
@@ -407,8 +426,25 @@ impl LogFile {
         self.file.set_len(0)?;
         // From here appends start at 0 whether or not the sync below succeeds.
         self.len = 0;
+        self.salt = fresh_salt();
         self.file.sync_all()
     }
+}
+
+/// A salt for a file's next use: unpredictable (std's SipHash keys come from the OS at start),
+/// and different every time.
+fn fresh_salt() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.finish()
+}
+
+/// A record's checksum: FNV-1a 64 over the salt and the payload.
+fn checksum(salt: u64, payload: &[u8]) -> u64 {
+    fnv1a_from(fnv1a(&salt.to_le_bytes()), payload)
 }
 
 /// Whether the log file at `path` holds any record (a missing file holds none).
@@ -433,24 +469,46 @@ fn batch_payload(number: u64, epoch: u64, now_ms: u64, ops: &[LoggedOp<'_>]) -> 
     e.0
 }
 
-/// Reads records until the end or the first damaged one; returns them and the good length.
-fn parse(bytes: &[u8]) -> (Recovered, usize) {
+/// Reads records until the end or the first one that is damaged or not of the file's current
+/// use; returns them, the good length and the salt of the records (if they have one).
+fn parse(bytes: &[u8]) -> (Recovered, usize, Option<u64>) {
     let mut batches: Vec<Batch> = Vec::new();
     let mut at = 0;
-    while bytes.len() - at >= HEADER {
-        let h = &bytes[at..at + HEADER];
-        if &h[..4] != MAGIC {
+    let mut salt: Option<u64> = None;
+    loop {
+        let rest = &bytes[at..];
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&rest[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        // The record's header length, payload length and whether its checksum holds.
+        let (header, len, ok) = if rest.len() >= HEADER && &rest[..4] == MAGIC {
+            let len = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+            let (s, sum) = (u64_at(8), u64_at(16));
+            // Every record of the file's current use has the salt of the first one.
+            if salt.is_some_and(|first| first != s) || (at > 0 && salt.is_none()) {
+                break;
+            }
+            let fits = len <= RECORD_MAX && rest.len() - HEADER >= len;
+            let ok = fits && checksum(s, &rest[HEADER..HEADER + len]) == sum;
+            if ok {
+                salt = Some(s);
+            }
+            (HEADER, len, ok)
+        } else if rest.len() >= HEADER_V1 && &rest[..4] == MAGIC_V1 && salt.is_none() {
+            // A file from before the salt: such files were never reused.
+            let len = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+            let fits = len <= RECORD_MAX && rest.len() - HEADER_V1 >= len;
+            let ok = fits && fnv1a(&rest[HEADER_V1..HEADER_V1 + len]) == u64_at(8);
+            (HEADER_V1, len, ok)
+        } else {
+            break;
+        };
+        if !ok {
             break;
         }
-        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-        let sum = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
-        if len > RECORD_MAX || bytes.len() - at - HEADER < len {
-            break;
-        }
-        let payload = &bytes[at + HEADER..at + HEADER + len];
-        if fnv1a(payload) != sum {
-            break;
-        }
+        let payload = &rest[header..header + len];
         match decode_record(payload) {
             Ok(Record::Batch(b)) => {
                 // Batch numbers only grow within a file, under one database epoch; anything
@@ -466,7 +524,7 @@ fn parse(bytes: &[u8]) -> (Recovered, usize) {
             Ok(Record::Abort(n)) => batches.retain(|b| b.number != n),
             Err(_) => break,
         }
-        at += HEADER + len;
+        at += header + len;
     }
     // What follows the records is never read as records. It is unused space if it is zeros
     // (preallocated) or starts with a zeroed header (a reused file's old records); anything
@@ -484,6 +542,7 @@ fn parse(bytes: &[u8]) -> (Recovered, usize) {
             dropped_bytes,
         },
         at,
+        salt,
     )
 }
 
@@ -613,7 +672,11 @@ fn decode_change(d: &mut Dec<'_>) -> Result<Change, DecodeError> {
 
 /// FNV-1a, 64 bit: enough to tell a torn or overwritten record from a whole one.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_from(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// FNV-1a 64 continued from state `h` over `bytes`.
+fn fnv1a_from(mut h: u64, bytes: &[u8]) -> u64 {
     for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -731,7 +794,7 @@ mod tests {
         };
         assert!(std::fs::metadata(&path).unwrap().len() >= PREALLOC);
         let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(b"CWL1\x40\x00\x00\x00garbage", whole)
+        f.write_all_at(b"CWL2\x40\x00\x00\x00garbage", whole)
             .unwrap();
         drop(f);
         let (wal, rec) = Wal::open(dir.path()).unwrap();
@@ -888,5 +951,85 @@ mod tests {
         let (_, rec) = Wal::open(dir.path()).unwrap();
         assert_eq!(numbers(&rec), [14], "batch 13 after it is an old record");
         assert!(rec.dropped_bytes > 0);
+    }
+
+    /// A record built by hand: magic, length, the given salt, checksum, payload.
+    fn record(salt: u64, payload: &[u8]) -> Vec<u8> {
+        let mut r = MAGIC.to_vec();
+        r.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        r.extend_from_slice(&salt.to_le_bytes());
+        r.extend_from_slice(&checksum(salt, payload).to_le_bytes());
+        r.extend_from_slice(payload);
+        r
+    }
+
+    /// A user's message text lies in the log as it was sent, so a user can put a well-formed
+    /// record inside one (with the database epoch, which `welcome` shows, and a batch number
+    /// far ahead). When a reused file's current records end exactly where such a text lies,
+    /// the crafted record must not be read: it cannot carry the file's current salt.
+    #[test]
+    fn a_record_crafted_inside_old_bytes_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = send("x");
+        let ops = by_alice(&c);
+        let whole = {
+            let (mut wal, _) = Wal::open(dir.path()).unwrap();
+            wal.append_batch(1, 9, 100, &ops).unwrap();
+            wal.len()
+        };
+        let evil = Change::Send {
+            target: Target::User(UserId(2)),
+            client_id: "evil".into(),
+            text: "pwned".into(),
+        };
+        let payload = batch_payload(1_000_000, 9, 100, &by_alice(&evil));
+        let path = dir.path().join(WAL_FILES[0]);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        // With any salt but the file's own (a guess), and without one (the old format).
+        for bad in [record(0x5eed, &payload), {
+            let mut r = MAGIC_V1.to_vec();
+            r.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            r.extend_from_slice(&fnv1a(&payload).to_le_bytes());
+            r.extend_from_slice(&payload);
+            r
+        }] {
+            f.write_all_at(&bad, whole).unwrap();
+            let (bytes, numbers) = {
+                let bytes = std::fs::read(&path).unwrap();
+                let (rec, good, _) = parse(&bytes);
+                (
+                    good,
+                    rec.batches.iter().map(|b| b.number).collect::<Vec<_>>(),
+                )
+            };
+            assert_eq!(numbers, [1]);
+            assert_eq!(bytes as u64, whole);
+        }
+        // The same bytes with the file's salt would be read: the salt is what stops them.
+        let salt = parse(&std::fs::read(&path).unwrap()).2.unwrap();
+        f.write_all_at(&record(salt, &payload), whole).unwrap();
+        let (rec, _, _) = parse(&std::fs::read(&path).unwrap());
+        assert_eq!(rec.batches.len(), 2);
+    }
+
+    /// Log files written before the salt (`CWL1`) are still read back after an upgrade.
+    #[test]
+    fn files_from_before_the_salt_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = send("old");
+        let mut bytes = Vec::new();
+        for n in [4u64, 5] {
+            let payload = batch_payload(n, 9, 100, &by_alice(&c));
+            bytes.extend_from_slice(MAGIC_V1);
+            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&fnv1a(&payload).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        std::fs::write(dir.path().join(WAL_FILES[1]), &bytes).unwrap();
+        let (wal, rec) = Wal::open(dir.path()).unwrap();
+        let numbers: Vec<u64> = rec.batches.iter().map(|b| b.number).collect();
+        assert_eq!(numbers, [4, 5]);
+        assert_eq!(rec.dropped_bytes, 0);
+        assert!(!wal.is_empty());
     }
 }
