@@ -8,6 +8,16 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
+/// What a crash would leave of the store in `live` right now: a copy of its database file and
+/// both log files.
+fn crash_image(live: &Path) -> tempfile::TempDir {
+    let crash = tmp();
+    for f in [DB_FILE, wal::WAL_FILES[0], wal::WAL_FILES[1]] {
+        std::fs::copy(live.join(f), crash.path().join(f)).unwrap();
+    }
+    crash
+}
+
 fn session(user: UserId, expires_ms: u64) -> Session {
     Session {
         user,
@@ -988,7 +998,7 @@ fn a_crash_before_a_checkpoints_fsync_loses_nothing() {
 #[test]
 fn a_tiny_page_cache_loses_nothing() {
     use crate::store::chat::{Change, MemberCache, Target};
-    use crate::store::wal::{LoggedOp, WAL_FILES};
+    use crate::store::wal::LoggedOp;
     fn batch(s: &Store, cache: &mut MemberCache, actor: UserId, peers: &[UserId], n: &mut u32) {
         let changes: Vec<Change> = peers
             .iter()
@@ -1048,10 +1058,7 @@ fn a_tiny_page_cache_loses_nothing() {
             10 => s.checkpoint_without_fsync().unwrap(),
             20 => s.checkpoint().unwrap(),
             25 => {
-                let crash = tmp();
-                for f in [DB_FILE, WAL_FILES[0], WAL_FILES[1]] {
-                    std::fs::copy(live.path().join(f), crash.path().join(f)).unwrap();
-                }
+                let crash = crash_image(live.path());
                 let r = Store::open_with_cache(crash.path(), Some(64 * 1024)).unwrap();
                 check(&r, a, 25, peers.len());
             }
@@ -1073,7 +1080,7 @@ fn a_tiny_page_cache_loses_nothing() {
 #[test]
 fn reused_log_files_bring_back_every_batch_once_after_a_crash() {
     use crate::store::chat::{Change, MemberCache, Target};
-    use crate::store::wal::{LoggedOp, WAL_FILES};
+    use crate::store::wal::LoggedOp;
     let live = tmp();
     let s = Store::open(live.path()).unwrap();
     let a = s
@@ -1082,13 +1089,6 @@ fn reused_log_files_bring_back_every_batch_once_after_a_crash() {
     let b = s.create_user("bob", "h", AdminGrant::No, false, 1).unwrap();
     let mut cache = MemberCache::default();
     let mut sent = 0u64;
-    let crash_image = || {
-        let crash = tmp();
-        for f in [DB_FILE, WAL_FILES[0], WAL_FILES[1]] {
-            std::fs::copy(live.path().join(f), crash.path().join(f)).unwrap();
-        }
-        crash
-    };
     let check = |dir: &Path, want: u64| {
         let r = Store::open(dir).unwrap();
         assert_eq!(r.message_count().unwrap(), want);
@@ -1125,13 +1125,13 @@ fn reused_log_files_bring_back_every_batch_once_after_a_crash() {
             }];
             s.apply_logged(&mut cache, 1000, &ops).unwrap();
         }
-        check(crash_image().path(), sent);
+        check(crash_image(live.path()).path(), sent);
         // A checkpoint as the writer and the syncer make it: switch, fsync, retire (reuse).
         s.checkpoint_without_fsync().unwrap();
         let switch = s.lock_journal().wal.switches();
         s.dbfile.sync_deferred().unwrap();
         s.lock_journal().wal.finish_retire(switch).unwrap();
-        check(crash_image().path(), sent);
+        check(crash_image(live.path()).path(), sent);
     }
     drop(s);
     check(live.path(), sent);

@@ -265,6 +265,38 @@ async fn database_from_an_older_chatd_is_upgraded_on_start() {
 /// An acknowledged send: (conversation, seq, client_id).
 type Acked = (u64, u64, String);
 
+/// Reads back every conversation an ack names: each has seqs 1..=n with no gap or duplicate,
+/// and every acknowledged message is at the seq its ack named. Returns how many are stored.
+async fn assert_acked_at_their_seqs(c: &mut Client, acked: &[Acked]) -> usize {
+    let mut convs: Vec<u64> = acked.iter().map(|a| a.0).collect();
+    convs.sort();
+    convs.dedup();
+    let mut stored = std::collections::HashMap::new();
+    for conv in convs {
+        let msgs = all_messages(c, conv).await;
+        let seqs: Vec<u64> = msgs.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (1..=msgs.len() as u64).collect::<Vec<_>>(),
+            "no gap, no duplicate"
+        );
+        for m in msgs {
+            stored.insert(
+                (conv, m["seq"].as_u64().unwrap()),
+                m["client_id"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    for (conv, seq, id) in acked {
+        assert_eq!(
+            stored.get(&(*conv, *seq)),
+            Some(id),
+            "acknowledged {id} as {conv}/{seq}"
+        );
+    }
+    stored.len()
+}
+
 /// Four users each send `n` direct messages to `to` without waiting (pipelined) and read the
 /// acks apart, until the connection ends. Each task returns its acks and the close code.
 async fn pipelined_senders(
@@ -396,34 +428,7 @@ async fn kill_9_under_load_keeps_every_acknowledged_message_at_its_seq() {
     let srv = Server::start(&data, &["--max-frames-per-second", "100000"]);
     let bob = login(&srv, "bob", "password-1").await;
     let mut c = Client::connect_synced(&srv, &bob).await;
-    let mut convs: Vec<u64> = acked.iter().map(|a| a.0).collect();
-    convs.sort();
-    convs.dedup();
-    let mut stored = std::collections::HashMap::new();
-    let mut total = 0;
-    for conv in convs {
-        let msgs = all_messages(&mut c, conv).await;
-        let seqs: Vec<u64> = msgs.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-        assert_eq!(
-            seqs,
-            (1..=msgs.len() as u64).collect::<Vec<_>>(),
-            "no gap, no duplicate"
-        );
-        total += msgs.len();
-        for m in msgs {
-            stored.insert(
-                (conv, m["seq"].as_u64().unwrap()),
-                m["client_id"].as_str().unwrap().to_string(),
-            );
-        }
-    }
-    for (conv, seq, id) in &acked {
-        assert_eq!(
-            stored.get(&(*conv, *seq)),
-            Some(id),
-            "acknowledged {id} as {conv}/{seq}"
-        );
-    }
+    let total = assert_acked_at_their_seqs(&mut c, &acked).await;
     eprintln!(
         "kill -9: {} acknowledged, {total} stored; {}",
         acked.len(),
@@ -488,36 +493,10 @@ async fn kill_9_after_the_log_files_were_reused_keeps_every_acknowledged_message
     let bob = login(&srv, "bob", "password-1").await;
     assert_eq!(bob.id, bob_id);
     let mut c = Client::connect_synced(&srv, &bob).await;
-    let mut convs: Vec<u64> = acked.iter().map(|a| a.0).collect();
-    convs.sort();
-    convs.dedup();
-    let mut stored = std::collections::HashMap::new();
-    for conv in convs {
-        let msgs = all_messages(&mut c, conv).await;
-        let seqs: Vec<u64> = msgs.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-        assert_eq!(
-            seqs,
-            (1..=msgs.len() as u64).collect::<Vec<_>>(),
-            "no gap, no duplicate"
-        );
-        for m in msgs {
-            stored.insert(
-                (conv, m["seq"].as_u64().unwrap()),
-                m["client_id"].as_str().unwrap().to_string(),
-            );
-        }
-    }
-    for (conv, seq, id) in &acked {
-        assert_eq!(
-            stored.get(&(*conv, *seq)),
-            Some(id),
-            "acknowledged {id} as {conv}/{seq}"
-        );
-    }
+    let stored = assert_acked_at_their_seqs(&mut c, &acked).await;
     eprintln!(
-        "kill -9 after reuse: {} acknowledged over 3 rounds, {} stored",
-        acked.len(),
-        stored.len()
+        "kill -9 after reuse: {} acknowledged over 3 rounds, {stored} stored",
+        acked.len()
     );
 }
 
