@@ -59,6 +59,13 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Logged before the address is handed over, so a test that asserts on the log
+                // right after `start` sees the start-up line.
+                {
+                    let mut l = log2.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 let at = ["listening on http://", "listening on https://"]
                     .iter()
                     .find_map(|p| line.find(p).map(|i| i + p.len()));
@@ -73,9 +80,6 @@ impl Server {
                         let _ = tx.send(addr);
                     }
                 }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
