@@ -46,6 +46,13 @@ type Step = Result<(), End>;
 /// Most outbox items written before one flush.
 const WRITE_BATCH: usize = 64;
 
+/// Text frames at least this long (catch-up pages, `history` replies, a large `welcome`) go
+/// from their encoded buffer straight to the socket instead of through tungstenite's write
+/// buffer. That buffer copies every frame and keeps its largest size for as long as the
+/// connection lives: after a catch-up of 15–20 KB pages, 10,000 connections held ~160 MB that
+/// was written once (page faults on fresh memory, heap growth) and never used again.
+const DIRECT_FRAME_BYTES: usize = 4096;
+
 /// A session registered with the hub, and what its `welcome` needs, made before the upgrade is
 /// answered in one store-reader job: the credential lookup, the per-user limit, the
 /// registration, then the welcome read. Registering before that read means every message
@@ -371,7 +378,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn send_frame(&mut self, frame: &ServerFrame) -> Step {
-        self.write(Message::Text(encode(frame))).await
+        let text = encode(frame);
+        if text.len() >= DIRECT_FRAME_BYTES {
+            self.feed_text(text).await?;
+            return self.flush().await;
+        }
+        self.write(Message::Text(text)).await
+    }
+
+    /// Queues a text frame (a short one in tungstenite's write buffer, a long one written out
+    /// at once, see `DIRECT_FRAME_BYTES`); `flush` sends what is queued.
+    async fn feed_text(&mut self, text: Utf8Bytes) -> Step {
+        let limit = self.app.config.limits.write_timeout;
+        let r = if text.len() < DIRECT_FRAME_BYTES {
+            tokio::time::timeout(limit, self.ws.feed(Message::Text(text))).await
+        } else {
+            tokio::time::timeout(limit, write_direct(&mut self.ws, text)).await
+        };
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ws_error(e)),
+            Err(_) => Err(End::Gone),
+        }
+    }
+
+    async fn flush(&mut self) -> Step {
+        match tokio::time::timeout(self.app.config.limits.write_timeout, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ws_error(e)),
+            Err(_) => Err(End::Gone),
+        }
     }
 
     async fn send_error(
@@ -433,27 +469,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut n = 0;
         while let Some(out) = item.take() {
             if let Some(text) = self.admit(out) {
-                let fed = tokio::time::timeout(
-                    self.app.config.limits.write_timeout,
-                    self.ws.feed(Message::Text(text)),
-                )
-                .await;
-                match fed {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(ws_error(e)),
-                    Err(_) => return Err(End::Gone),
-                }
+                self.feed_text(text).await?;
             }
             n += 1;
             if n < WRITE_BATCH {
                 item = self.rx.try_recv().ok();
             }
         }
-        match tokio::time::timeout(self.app.config.limits.write_timeout, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ws_error(e)),
-            Err(_) => Err(End::Gone),
-        }
+        self.flush().await
     }
 
     /// Decides whether an outbox item is written, updating cursors. Returns the text to write.
@@ -567,33 +590,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 continue;
             }
             *cursor = seq;
-            match tokio::time::timeout(
-                self.app.config.limits.write_timeout,
-                self.ws.feed(Message::Text(text)),
-            )
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(ws_error(e)),
-                Err(_) => return Err(End::Gone),
-            }
+            self.feed_text(text).await?;
         }
         if !more {
             self.pending.remove(&conv);
         }
         if self.pending.is_empty() {
             if let Some(reference) = self.sync_ref.take() {
-                let text = encode(&ServerFrame::Synced { reference });
-                if let Err(e) = self.ws.feed(Message::Text(text)).await {
-                    return Err(ws_error(e));
-                }
+                self.feed_text(encode(&ServerFrame::Synced { reference }))
+                    .await?;
             }
         }
-        match tokio::time::timeout(self.app.config.limits.write_timeout, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ws_error(e)),
-            Err(_) => Err(End::Gone),
-        }
+        self.flush().await
     }
 
     // ---- client frames --------------------------------------------------------------------
@@ -1032,6 +1040,37 @@ fn request_names(text: &str) -> (Option<u64>, Option<String>) {
 }
 
 /// Maps a read/write error to how the connection ends.
+/// Writes one text frame to the socket under the WebSocket, after everything tungstenite has
+/// queued (so frames keep their order), with the header from tungstenite's own `FrameHeader`
+/// and one vectored write for header and payload. A server's frames are unmasked and this one
+/// is whole (FIN), so the bytes are exactly what tungstenite would have written. Only called
+/// from the session's own task, between frames, while the connection is open (a received close
+/// ends the session loop before anything else is written).
+async fn write_direct<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    text: Utf8Bytes,
+) -> Result<(), WsError> {
+    use bytes::Buf;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+    ws.flush().await?;
+    let header = FrameHeader {
+        is_final: true,
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let payload = bytes::Bytes::from(text);
+    let mut head = [0u8; 14];
+    let head_len = header.len(payload.len() as u64);
+    header.format(payload.len() as u64, &mut &mut head[..])?;
+    let mut out = (&head[..head_len]).chain(payload);
+    let stream = ws.get_mut();
+    stream.write_all_buf(&mut out).await?;
+    Ok(())
+}
+
 fn ws_error(e: WsError) -> End {
     match e {
         WsError::Capacity(_) => End::Close(1009, "frame too large"),

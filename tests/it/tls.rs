@@ -155,6 +155,59 @@ async fn https_and_wss_with_reload_on_sighup() {
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["seq"], 1);
 
+    // A long frame (over 4 KiB, written straight to the socket, past tungstenite's buffer)
+    // arrives whole through TLS, and the frames after it still follow in order.
+    let conv = ack["conversation"].as_u64().unwrap();
+    let long: Vec<String> = (0..3).map(|i| format!("{i}").repeat(3000)).collect();
+    for (i, text) in long.iter().enumerate() {
+        let send = json!({"type": "send", "client_id": format!("l{i}"), "to": bob, "text": text});
+        ws.send(send.to_string().into()).await.unwrap();
+    }
+    tokio::time::timeout(WAIT, async {
+        let mut acks = 0;
+        while let Some(Ok(m)) = ws.next().await {
+            let v: serde_json::Value =
+                serde_json::from_str(m.to_text().unwrap_or("")).unwrap_or_default();
+            assert_ne!(v["type"], "error", "{v}");
+            acks += usize::from(v["type"] == "ack");
+            if acks == long.len() {
+                return;
+            }
+        }
+        panic!("connection ended")
+    })
+    .await
+    .expect("acks of the long messages");
+    let req = json!({"type": "history", "ref": 7, "conversation": conv, "limit": 10});
+    ws.send(req.to_string().into()).await.unwrap();
+    ws.send("ping".into()).await.unwrap();
+    let (history, pong) = tokio::time::timeout(WAIT, async {
+        let mut history = None;
+        while let Some(Ok(m)) = ws.next().await {
+            let t = m.to_text().unwrap_or("").to_string();
+            if t == "pong" {
+                return (history.expect("history came before pong"), t);
+            }
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+            if v["type"] == "history" {
+                assert!(t.len() > 9000, "{}", t.len());
+                history = Some(v);
+            }
+        }
+        panic!("connection ended")
+    })
+    .await
+    .expect("history and pong");
+    assert_eq!(pong, "pong");
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts[0], "over wss");
+    assert_eq!(&texts[1..], &long[..]);
+
     // Plain HTTP on the TLS port gets nowhere, and the server carries on.
     let plain = crate::support::http(addr, "GET", "/healthz", &[], None);
     let plain = tokio::time::timeout(std::time::Duration::from_secs(5), async {
