@@ -19,16 +19,17 @@ use chatd::store::Store;
 use chatd::{admin, server};
 
 /// The static (musl) builds use mimalloc: with musl's own allocator the server needed 55-87 %
-/// more CPU than the glibc build to catch up 10,000 reconnecting clients (docs/BENCHMARKS.md). glibc builds keep
-/// glibc's allocator: mimalloc saved nothing there beyond the noise, for ~70 MB more RSS.
+/// more CPU than the glibc build to catch up 10,000 reconnecting clients (docs/BENCHMARKS.md).
+/// glibc builds keep glibc's allocator: mimalloc saved nothing there beyond the noise, for
+/// ~70 MB more RSS.
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // mimalloc asks for transparent huge pages on its arenas: the kernel then zeroes 2 MiB for
-    // each first touch, a third of the server's CPU in that storm, and ~30 MB more RSS. chatd's
-    // heap is small objects; it gains nothing from them.
+    // mimalloc asks for transparent huge pages on its arenas: the kernel then zeroes 2 MiB at
+    // each first touch (a third of the server's CPU in that catch-up) and RSS grows by ~30 MB.
+    // chatd's heap is small objects; it gains nothing from huge pages.
     #[cfg(target_env = "musl")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
