@@ -12,6 +12,10 @@
 # 3. tests/cross.rs against each binary: x86_64 natively, aarch64 under qemu-aarch64-static,
 #    armv7 under qemu-arm-static (accounts, /healthz, log-in, a message over the WebSocket that
 #    is still there after a restart).
+# 3b. On an x86_64 machine, the unit and integration tests (`--lib --test it`) built for
+#    x86_64-unknown-linux-musl: the libc and allocator (mimalloc) of the shipped binaries, under
+#    the whole suite, not only the smoke test. Needs musl-gcc (musl-tools) and the rustup target,
+#    which build.sh --install-deps installs.
 # 4. The .deb and .rpm of each architecture: metadata, file lists, conffiles, scripts, the
 #    binary inside is the one in target/dist; lintian on the .debs (no errors or warnings).
 # 5. Install tests, as root: the host's .deb with dpkg -i (the chatd user, /var/lib/chatd, the
@@ -155,6 +159,17 @@ for a in "${ARCHES[@]}"; do
     rm -f "$log"
     ok "$(basename "$bin")${runner:+ under $runner}"
 done
+
+if [ "$host_machine" = x86_64 ]; then
+    step "unit and integration tests built for x86_64-unknown-linux-musl (the shipped libc and allocator)"
+    command -v musl-gcc >/dev/null || die "musl-gcc not found (apt-get install musl-tools)"
+    # The same C compiler and linker settings as build.sh uses for this target.
+    CC_x86_64_unknown_linux_musl=musl-gcc AR_x86_64_unknown_linux_musl=ar \
+        CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=cc \
+        cargo test --locked --target x86_64-unknown-linux-musl --lib --test it ||
+        die "the test suite failed on x86_64-unknown-linux-musl"
+    ok "unit and integration tests pass on musl with mimalloc"
+fi
 
 step "packages"
 changelog_version=$(sed -n '1s/^chatd (\([^)]*\)).*/\1/p' packaging/deb/changelog)
