@@ -1039,7 +1039,6 @@ fn request_names(text: &str) -> (Option<u64>, Option<String>) {
     }
 }
 
-/// Maps a read/write error to how the connection ends.
 /// Writes one text frame to the socket under the WebSocket, after everything tungstenite has
 /// queued (so frames keep their order), with the header from tungstenite's own `FrameHeader`
 /// and one vectored write for header and payload. A server's frames are unmasked and this one
@@ -1071,6 +1070,7 @@ async fn write_direct<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Maps a read/write error to how the connection ends.
 fn ws_error(e: WsError) -> End {
     match e {
         WsError::Capacity(_) => End::Close(1009, "frame too large"),
