@@ -88,13 +88,14 @@ pub struct Limits {
     /// of it is resident (its default is 128 KiB). Chat frames are small; larger ones just take
     /// more reads.
     pub ws_read_buffer: usize,
-    /// tungstenite's cap on a connection's unsent bytes. Frames are handed over one at a time
-    /// and each waits for the previous one to be written, so this is in effect the largest
-    /// frame the server can send (a stuck client is closed by `write_timeout`, not by this):
-    /// it must exceed the largest frame built, the `welcome` with `conversations_max`
-    /// conversations (up to ~1.6 KiB each with escaped titles and previews), and a page of
-    /// messages (`from_args` raises it for a large `--max-message-bytes`). A frame over it
-    /// would end the connection, so the session logs it as a bug.
+    /// tungstenite's cap on a connection's unsent bytes: a safety net. Frames of 4 KiB and
+    /// more do not enter tungstenite's buffer (the session writes them to the socket itself,
+    /// `session::write_direct`), and the buffer is written out past 8 KiB, so it holds at most
+    /// ~12 KiB; a stuck client is closed by `write_timeout`, not by this. The cap is still kept
+    /// above the largest frame built, the `welcome` with `conversations_max` conversations (up
+    /// to ~1.6 KiB each with escaped titles and previews) and a page of messages (`from_args`
+    /// raises it for a large `--max-message-bytes`). A frame over it would end the connection,
+    /// so the session logs it as a bug.
     pub ws_max_write_buffer: usize,
     /// Time one socket write may take before the client counts as stuck (closed).
     pub write_timeout: Duration,
@@ -218,9 +219,9 @@ impl Config {
             frame_refill: Duration::from_secs(1) / args.max_frames_per_second,
             ..Limits::default()
         };
-        // The largest frame sent must fit the write cap: a page of texts up to
-        // `page_text_bytes` plus one message, every byte escaped (6×), and the fields of up to
-        // 100 messages.
+        // The largest frame built stays under the write cap (see `ws_max_write_buffer`): a
+        // page of texts up to `page_text_bytes` plus one message, every byte escaped (6×), and
+        // the fields of up to 100 messages.
         let page_max = 6 * (limits.page_text_bytes + limits.max_message_bytes) + 100 * 1024;
         let limits = Limits {
             ws_max_write_buffer: limits.ws_max_write_buffer.max(page_max),
