@@ -199,12 +199,7 @@ async fn https_and_wss_with_reload_on_sighup() {
     .await
     .expect("history and pong");
     assert_eq!(pong, "pong");
-    let texts: Vec<&str> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
+    let texts = crate::support::ws::message_fields(&history, "text");
     assert_eq!(texts[0], "over wss");
     assert_eq!(&texts[1..], &long[..]);
 

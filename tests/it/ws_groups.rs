@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::ws::{types, user, Client, NO_SUCH_CONVERSATION};
+use crate::support::ws::{message_fields, types, user, Client, NO_SUCH_CONVERSATION};
 use crate::support::Server;
 
 fn conv_id(frame: &Value) -> u64 {
@@ -238,12 +238,7 @@ async fn owner_adds_members_who_see_history_and_new_messages_with_nothing_unread
     let h = c1
         .request(json!({"type": "history", "conversation": g}))
         .await;
-    let texts: Vec<&str> = h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
+    let texts = message_fields(&h, "text");
     assert_eq!(texts, vec!["before carol 1", "before carol 2"]);
     assert_eq!(h["complete"], true);
 

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::ws::{user, Client, TestUser, WAIT};
+use crate::support::ws::{message_fields, user, Client, TestUser, WAIT};
 use crate::support::Server;
 
 /// Sends a raw text frame and returns the next JSON frame (the error it caused).
@@ -194,12 +194,7 @@ async fn malformed_and_invalid_frames_get_errors_and_the_connection_stays_open()
     let h = b
         .request(json!({"type": "history", "conversation": conv}))
         .await;
-    let got: Vec<&str> = h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["client_id"].as_str().unwrap())
-        .collect();
+    let got = message_fields(&h, "client_id");
     assert_eq!(got, vec!["ok-1", "max"]);
     // A rejected client_id was not burnt: it can still be used.
     let ack = a

@@ -315,3 +315,14 @@ pub fn types(frames: &[Value]) -> Vec<String> {
         .map(|f| f["type"].as_str().unwrap_or("?").to_string())
         .collect()
 }
+
+/// One string field (`text`, `client_id`, ...) of each message in a `history` or `messages`
+/// frame, in order.
+pub fn message_fields<'a>(frame: &'a Value, field: &str) -> Vec<&'a str> {
+    frame["messages"]
+        .as_array()
+        .expect("a frame with messages")
+        .iter()
+        .map(|m| m[field].as_str().expect("a string field"))
+        .collect()
+}
