@@ -18,6 +18,33 @@ fn crash_image(live: &Path) -> tempfile::TempDir {
     crash
 }
 
+/// Two accounts, alice (who sends in the log tests) and bob.
+fn alice_and_bob(s: &Store) -> (User, User) {
+    let a = s
+        .create_user("alice", "h", AdminGrant::No, false, 1)
+        .unwrap();
+    let b = s.create_user("bob", "h", AdminGrant::No, false, 1).unwrap();
+    (a, b)
+}
+
+/// Logs and applies `changes` as one batch by `actor` (named alice), as the writer does.
+fn apply_as_alice(
+    s: &Store,
+    cache: &mut crate::store::chat::MemberCache,
+    actor: UserId,
+    changes: &[crate::store::chat::Change],
+) {
+    let ops: Vec<wal::LoggedOp<'_>> = changes
+        .iter()
+        .map(|c| wal::LoggedOp {
+            actor,
+            actor_name: "alice",
+            change: c,
+        })
+        .collect();
+    s.apply_logged(cache, 1000, &ops).unwrap();
+}
+
 fn session(user: UserId, expires_ms: u64) -> Session {
     Session {
         user,
@@ -750,10 +777,7 @@ fn logged_batches_are_replayed_after_a_crash() {
     let live = tmp();
     let crash = tmp();
     let s = Store::open(live.path()).unwrap();
-    let a = s
-        .create_user("alice", "h", AdminGrant::No, false, 1)
-        .unwrap();
-    let b = s.create_user("bob", "h", AdminGrant::No, false, 1).unwrap();
+    let (a, b) = alice_and_bob(&s);
     let mut cache = MemberCache::default();
     let first = Change::Send {
         target: Target::User(b.id),
@@ -900,30 +924,18 @@ fn logged_batches_are_replayed_after_a_crash() {
 #[test]
 fn a_crash_before_a_checkpoints_fsync_loses_nothing() {
     use crate::store::chat::{Change, MemberCache, Target};
-    use crate::store::wal::{LoggedOp, WAL_FILES};
+    use crate::store::wal::WAL_FILES;
     let live = tmp();
     let s = Store::open(live.path()).unwrap();
-    let a = s
-        .create_user("alice", "h", AdminGrant::No, false, 1)
-        .unwrap();
-    let b = s.create_user("bob", "h", AdminGrant::No, false, 1).unwrap();
+    let (a, b) = alice_and_bob(&s);
     let mut cache = MemberCache::default();
     let send = |i: u32| Change::Send {
         target: Target::User(b.id),
         client_id: format!("c{i}"),
         text: format!("m{i}"),
     };
-    let log = |cache: &mut MemberCache, changes: &[Change]| {
-        let ops: Vec<LoggedOp<'_>> = changes
-            .iter()
-            .map(|c| LoggedOp {
-                actor: a.id,
-                actor_name: "alice",
-                change: c,
-            })
-            .collect();
-        s.apply_logged(cache, 1000, &ops).unwrap();
-    };
+    let log =
+        |cache: &mut MemberCache, changes: &[Change]| apply_as_alice(&s, cache, a.id, changes);
     log(&mut cache, &[send(1)]);
     // What the disk holds before the checkpoint: the users, not message 1.
     let before = tmp();
@@ -998,7 +1010,6 @@ fn a_crash_before_a_checkpoints_fsync_loses_nothing() {
 #[test]
 fn a_tiny_page_cache_loses_nothing() {
     use crate::store::chat::{Change, MemberCache, Target};
-    use crate::store::wal::LoggedOp;
     fn batch(s: &Store, cache: &mut MemberCache, actor: UserId, peers: &[UserId], n: &mut u32) {
         let changes: Vec<Change> = peers
             .iter()
@@ -1011,15 +1022,7 @@ fn a_tiny_page_cache_loses_nothing() {
                 }
             })
             .collect();
-        let ops: Vec<LoggedOp<'_>> = changes
-            .iter()
-            .map(|c| LoggedOp {
-                actor,
-                actor_name: "alice",
-                change: c,
-            })
-            .collect();
-        s.apply_logged(cache, 1000, &ops).unwrap();
+        apply_as_alice(s, cache, actor, &changes);
     }
     fn check(s: &Store, a: UserId, batches: u64, peers: usize) {
         assert_eq!(s.message_count().unwrap(), batches * peers as u64);
@@ -1080,13 +1083,9 @@ fn a_tiny_page_cache_loses_nothing() {
 #[test]
 fn reused_log_files_bring_back_every_batch_once_after_a_crash() {
     use crate::store::chat::{Change, MemberCache, Target};
-    use crate::store::wal::LoggedOp;
     let live = tmp();
     let s = Store::open(live.path()).unwrap();
-    let a = s
-        .create_user("alice", "h", AdminGrant::No, false, 1)
-        .unwrap();
-    let b = s.create_user("bob", "h", AdminGrant::No, false, 1).unwrap();
+    let (a, b) = alice_and_bob(&s);
     let mut cache = MemberCache::default();
     let mut sent = 0u64;
     let check = |dir: &Path, want: u64| {
@@ -1118,12 +1117,7 @@ fn reused_log_files_bring_back_every_batch_once_after_a_crash() {
                 client_id: format!("c{sent}"),
                 text: "y".repeat(len),
             };
-            let ops = [LoggedOp {
-                actor: a.id,
-                actor_name: "alice",
-                change: &c,
-            }];
-            s.apply_logged(&mut cache, 1000, &ops).unwrap();
+            apply_as_alice(&s, &mut cache, a.id, &[c]);
         }
         check(crash_image(live.path()).path(), sent);
         // A checkpoint as the writer and the syncer make it: switch, fsync, retire (reuse).
