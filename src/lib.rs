@@ -36,6 +36,8 @@ pub mod ratelimit;
 pub mod readers;
 pub mod server;
 pub mod session;
+#[cfg(test)]
+mod storage_fault_tests;
 pub mod store;
 pub mod tls;
 pub mod writer;

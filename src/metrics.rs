@@ -120,7 +120,16 @@ pub struct Snapshot {
     pub messages_in_store: Option<u64>,
     pub db_bytes: Option<u64>,
     pub uptime: Duration,
+    /// Why writes to the data directory are refused (`storage_full`, `storage_error`), or
+    /// `None` while they are accepted.
+    pub storage_refusing: Option<&'static str>,
+    /// Times writing stopped, and writes refused, since the server started.
+    pub storage_stops: u64,
+    pub storage_refused: u64,
 }
+
+/// The reasons `chatd_storage_unwritable` has a series for.
+const STORAGE_REASONS: [&str; 2] = ["storage_full", "storage_error"];
 
 impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
@@ -198,6 +207,24 @@ impl Metrics {
             "Operations applied by the message writer (sends, reads, membership changes).",
             c(&self.ops),
         );
+        put(
+            "chatd_storage_writable",
+            "gauge",
+            "1 while the server can write to its data directory; 0 while writes are refused (disk full or failing: the reason is in chatd_storage_unwritable and /healthz).",
+            u8::from(s.storage_refusing.is_none()).to_string(),
+        );
+        put(
+            "chatd_storage_write_stops_total",
+            "counter",
+            "Times writing to the data directory stopped since the server started.",
+            s.storage_stops.to_string(),
+        );
+        put(
+            "chatd_storage_refused_writes_total",
+            "counter",
+            "Writes (sends, reads, logins, ...) refused because the data directory could not be written.",
+            s.storage_refused.to_string(),
+        );
         if let Some(n) = s.users {
             put(
                 "chatd_users",
@@ -221,6 +248,14 @@ impl Metrics {
                 "Size of the database file.",
                 n.to_string(),
             );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP chatd_storage_unwritable 1 for the reason writes are refused, while they are.\n# TYPE chatd_storage_unwritable gauge"
+        );
+        for reason in STORAGE_REASONS {
+            let on = u8::from(s.storage_refusing == Some(reason));
+            let _ = writeln!(out, "chatd_storage_unwritable{{reason=\"{reason}\"}} {on}");
         }
         self.commit_seconds.render(
             &mut out,

@@ -430,6 +430,11 @@ pub enum ErrorCode {
     RateLimited,
     /// The server failed; retry later (sends are safe to retry with the same client_id).
     Internal,
+    /// The server's disk is full: nothing was stored. Retry later (the server resumes writing
+    /// by itself once space is free; reads keep working meanwhile).
+    StorageFull,
+    /// The server cannot write to its disk (an I/O error): nothing was stored. Retry later.
+    StorageError,
 }
 
 impl ServerFrame {

@@ -26,8 +26,9 @@ use crate::metrics::Metrics;
 use crate::model::{now_ms, ConversationId, StoredMessage, UserId};
 use crate::proto::{self, ErrorCode, ServerFrame};
 use crate::store::chat::{ChatError, MemberCache, MembershipOutcome, SendOutcome};
+use crate::store::health::Problem;
 use crate::store::wal::LoggedOp;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub use crate::store::chat::Change;
 
@@ -121,10 +122,11 @@ const INLINE_FANOUT_MAX: usize = 64;
 /// has no chance to drain it, and close a client that is keeping up.
 const RUN_MAX: usize = 32;
 
-/// A committed batch: each op with its outcome, or every op with the commit error.
+/// A committed batch: each op with its outcome, or every op with the error code and message
+/// of the failed commit.
 enum Committed {
     Done(Vec<(WriteOp, Result<Done, ChatError>)>),
-    Failed(Vec<WriteOp>),
+    Failed(Vec<WriteOp>, ErrorCode, String),
 }
 
 impl Committed {
@@ -140,7 +142,7 @@ impl Committed {
                     _ => 1,
                 })
                 .sum(),
-            Committed::Failed(ops) => ops.len(),
+            Committed::Failed(ops, ..) => ops.len(),
         }
     }
 }
@@ -156,6 +158,27 @@ struct Fanout {
     stats: Arc<Metrics>,
     /// Batches handed to the fan-out thread and not yet delivered.
     queued: AtomicUsize,
+}
+
+/// What the clients of a failed commit are told. A refused write (full or failing disk) was
+/// logged once by the store; anything else is logged here.
+fn commit_error(e: &StoreError, ops: usize) -> (ErrorCode, String) {
+    match e {
+        StoreError::Unwritable(u) => (
+            match u.problem {
+                Problem::Full => ErrorCode::StorageFull,
+                Problem::Io => ErrorCode::StorageError,
+            },
+            u.client_message().to_string(),
+        ),
+        e => {
+            tracing::error!("commit of {ops} operations failed: {e}");
+            (
+                ErrorCode::Internal,
+                "the server could not store this; retry later".into(),
+            )
+        }
+    }
 }
 
 fn chat_error(e: &ChatError) -> (ErrorCode, String) {
@@ -201,8 +224,8 @@ impl WriterThread {
             let committed = match result {
                 Ok(results) => Committed::Done(batch.drain(..).zip(results).collect()),
                 Err(e) => {
-                    tracing::error!("commit of {} operations failed: {e}", batch.len());
-                    Committed::Failed(std::mem::take(&mut batch))
+                    let (code, message) = commit_error(&e, batch.len());
+                    Committed::Failed(std::mem::take(&mut batch), code, message)
                 }
             };
             // Only this thread adds to `queued`, so 0 stays 0 until it hands over a batch.
@@ -223,8 +246,12 @@ impl WriterThread {
             }
         }
         // A clean stop leaves an empty log (a crash leaves it for `Store::open` to replay).
-        if let Err(e) = self.store.checkpoint() {
-            tracing::error!("final checkpoint failed (the log keeps every batch): {e}");
+        match self.store.checkpoint() {
+            Ok(()) => {}
+            Err(StoreError::Unwritable(e)) => tracing::warn!(
+                "no final checkpoint: {e}; the log keeps every batch and the next start applies them"
+            ),
+            Err(e) => tracing::error!("final checkpoint failed (the log keeps every batch): {e}"),
         }
         tracing::debug!("writer stopped");
     }
@@ -279,14 +306,10 @@ impl Fanout {
                         }
                     }
                 }
-                Committed::Failed(ops) => {
+                Committed::Failed(ops, code, message) => {
                     self.deliver_run(&mut run);
                     for op in ops {
-                        reply_error(
-                            &op,
-                            ErrorCode::Internal,
-                            "the server could not store this; retry later".into(),
-                        );
+                        reply_error(&op, code, message.clone());
                     }
                 }
             }

@@ -23,7 +23,7 @@ let listTimer = null;
 export const hooks = { onLive: () => {}, onSendFailed: () => {}, onRemoved: () => {}, onAuthLost: () => {} };
 
 // Codes after which a send is dropped (docs/PROTOCOL.md, "Outbox"); others are retried.
-const RETRYABLE = new Set(["rate_limited", "internal"]);
+const RETRYABLE = new Set(["rate_limited", "internal", "storage_full", "storage_error"]);
 
 export function start(me) {
   conn = new Conn({

@@ -23,6 +23,8 @@ const STRINGS = {
     "err.name_taken": "That name is already taken.",
     "err.invalid_name": "Names are 1–32 letters, digits, _ - or .",
     "err.invalid_password": "Passwords must be at least 8 characters.",
+    "err.storage_full": "The server's disk is full. Please try again in a little while.",
+    "err.storage_error": "The server cannot save anything right now. Please try again in a little while.",
     "err.network": "Cannot reach the server.",
     "err.generic": "Something went wrong ({code}).",
     "chats.title": "Chats",
@@ -112,6 +114,8 @@ const STRINGS = {
     "error.text_too_long": "the message is too long",
     "error.bad_frame": "the request was invalid",
     "error.offline": "You are offline; try again when connected.",
+    "error.storage_full": "The server's disk is full; try again in a little while.",
+    "error.storage_error": "The server cannot save anything right now; try again in a little while.",
   },
   zh: {
     "auth.login.title": "欢迎回来",
@@ -132,6 +136,8 @@ const STRINGS = {
     "err.name_taken": "该用户名已被占用。",
     "err.invalid_name": "用户名须为 1–32 个字母、数字、_ - 或 .",
     "err.invalid_password": "密码至少需要 8 个字符。",
+    "err.storage_full": "服务器磁盘已满，请稍后再试。",
+    "err.storage_error": "服务器暂时无法保存数据，请稍后再试。",
     "err.network": "无法连接到服务器。",
     "err.generic": "出错了（{code}）。",
     "chats.title": "聊天",
@@ -216,6 +222,8 @@ const STRINGS = {
     "error.text_too_long": "消息过长",
     "error.bad_frame": "请求无效",
     "error.offline": "你已离线，请联网后重试。",
+    "error.storage_full": "服务器磁盘已满，请稍后再试。",
+    "error.storage_error": "服务器暂时无法保存数据，请稍后再试。",
   },
 };
 

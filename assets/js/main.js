@@ -46,6 +46,8 @@ const KNOWN_ERRORS = new Set([
   "name_taken",
   "invalid_name",
   "invalid_password",
+  "storage_full",
+  "storage_error",
   "network",
 ]);
 

@@ -166,7 +166,7 @@ async fn start_session(app: &Arc<App>, user: &User, status: StatusCode, secure: 
         label: String::new(),
     };
     if let Err(e) = app.db(move |s| s.create_session(&hash, &session)).await {
-        return reply::internal(&e);
+        return reply::store_error(&e);
     }
     let mut resp = user_reply(status, user);
     match HeaderValue::from_str(&auth::session_cookie(&token, ttl, secure)) {
@@ -218,7 +218,7 @@ pub async fn register(app: Arc<App>, req: Request<Incoming>, client: Client) -> 
             "registration_closed",
             "registration is closed on this server; ask an admin for an account",
         ),
-        Err(e) => reply::internal(&e),
+        Err(e) => reply::store_error(&e),
     }
 }
 
@@ -272,7 +272,7 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>, client: Client) -> Res
 pub async fn logout(app: Arc<App>, req: Request<Incoming>, client: Client) -> Resp {
     if let Some(hash) = request_token(req.headers()).and_then(auth::token_hash) {
         if let Err(e) = app.db(move |s| s.delete_session(&hash)).await {
-            return reply::internal(&e);
+            return reply::store_error(&e);
         }
     }
     let mut resp = reply::empty(StatusCode::NO_CONTENT);

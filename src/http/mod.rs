@@ -155,30 +155,51 @@ fn method_not_allowed(allow: &'static str) -> Resp {
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
+    /// Why the server is not ok: `database_unreadable`, `storage_full`, `storage_error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    /// While writes are refused: since when (ms since the Unix epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since_ms: Option<u64>,
     version: &'static str,
 }
 
-/// `GET /healthz`: 200 when the database answers a read, 503 otherwise.
+/// `GET /healthz`: 200 `ok` when the database answers a read and takes writes; 503 otherwise:
+/// `database unavailable` when a read fails, `degraded` (reads work) while writes are refused,
+/// with the reason.
 async fn healthz(app: &Arc<App>) -> Resp {
-    match app.db(|s| s.user_count()).await {
-        Ok(_) => reply::json(
-            StatusCode::OK,
-            &Health {
-                status: "ok",
-                version: crate::VERSION,
-            },
-        ),
-        Err(e) => {
-            tracing::error!("health check failed: {e}");
-            reply::json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &Health {
-                    status: "database unavailable",
-                    version: crate::VERSION,
-                },
-            )
-        }
+    let mut h = Health {
+        status: "ok",
+        reason: None,
+        message: None,
+        since_ms: None,
+        version: crate::VERSION,
+    };
+    if let Err(e) = app.db(|s| s.user_count()).await {
+        tracing::error!("health check failed: {e}");
+        h.status = "database unavailable";
+        h.reason = Some("database_unreadable");
+        h.message = Some(e.to_string());
+    } else if let Some(w) = app.store.write_health() {
+        h.status = "degraded";
+        h.reason = Some(w.problem.code());
+        h.message = Some(format!(
+            "writes are refused: {}{}",
+            w.detail,
+            match w.needs_bytes {
+                0 => String::new(),
+                n => format!("; it needs at least {} KiB free", n.div_ceil(1024)),
+            }
+        ));
+        h.since_ms = Some(w.since_ms);
     }
+    let status = match h.status {
+        "ok" => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    reply::json(status, &h)
 }
 
 /// `GET /metrics` (loopback only unless `--metrics-public`): Prometheus text format.
@@ -196,6 +217,9 @@ async fn metrics(app: &Arc<App>) -> Resp {
         messages_in_store: counts.map(|c| c.1),
         db_bytes: std::fs::metadata(db_path).ok().map(|m| m.len()),
         uptime: app.started.elapsed(),
+        storage_refusing: app.store.write_health().map(|w| w.problem.code()),
+        storage_stops: app.store.write_health_counts().0,
+        storage_refused: app.store.write_health_counts().1,
     };
     let body = app.metrics.render(&snapshot);
     let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));

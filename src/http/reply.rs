@@ -3,9 +3,12 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
+
+use crate::store::health::Problem;
+use crate::store::StoreError;
 
 /// The body type of every response the server sends.
 pub type Body = Full<Bytes>;
@@ -55,6 +58,28 @@ pub fn internal(cause: &dyn std::fmt::Display) -> Resp {
         "internal server error",
     )
 }
+
+/// A failed store call: while the store refuses writes (its disk is full or failing; the store
+/// logged that once), 507 `storage_full` or 503 `storage_error` with `Retry-After`; any other
+/// failure is `internal`.
+pub fn store_error(e: &StoreError) -> Resp {
+    match e {
+        StoreError::Unwritable(u) => {
+            let (status, code) = match u.problem {
+                Problem::Full => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+                Problem::Io => (StatusCode::SERVICE_UNAVAILABLE, "storage_error"),
+            };
+            let mut r = error(status, code, u.client_message());
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            r
+        }
+        e => internal(e),
+    }
+}
+
+/// What `Retry-After` says while writes are refused.
+pub const RETRY_AFTER_SECS: u64 = 5;
 
 /// A response with no body.
 pub fn empty(status: StatusCode) -> Resp {

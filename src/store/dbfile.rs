@@ -1,36 +1,54 @@
 //! The redb file backend: redb's own `FileBackend`, except that a checkpoint's page writes and
-//! its `fdatasync` can be taken off the message writer's thread.
+//! its `fdatasync` can be taken off the message writer's thread, and that a write or fsync the
+//! disk refuses never reaches redb as an error.
 //!
-//! Why: a checkpoint (the durable redb commit that lets the write-ahead log be emptied) writes
-//! every page changed since the previous one and then waits for `fdatasync`. The wait was most
-//! of the checkpoint's 60–150 ms; once it was deferred, the thousands of scattered 4 KiB
-//! `pwrite`s (one per changed page, 15–20 ms with 2,000 active conversations) were what held the
-//! writer. Here the store asks for the next sync to be deferred (`defer_next_sync`); until that
-//! commit's `sync_data`, its writes are only copied into memory (`held`, a memcpy per page
-//! instead of a syscall), redb's commit returns, and the checkpoint thread's `sync_deferred`
-//! later writes them to the file in offset order and calls `fdatasync`. Reads see held bytes
-//! over the file's, so redb reads what it wrote.
+//! Why deferring: a checkpoint (the durable redb commit that lets the write-ahead log be
+//! emptied) writes every page changed since the previous one and then waits for `fdatasync`.
+//! The wait was most of the checkpoint's 60–150 ms; once it was deferred, the thousands of
+//! scattered 4 KiB `pwrite`s (one per changed page, 15–20 ms with 2,000 active conversations)
+//! were what held the writer. Here the store asks for the next sync to be deferred
+//! (`defer_next_sync`); until that commit's `sync_data`, its writes are only copied into memory
+//! (a memcpy per page instead of a syscall), redb's commit returns, and the checkpoint thread's
+//! `sync_deferred` later writes them to the file in offset order and calls `fdatasync`. Reads
+//! see held bytes over the file's, so redb reads what it wrote.
 //!
-//! Safety: until that sync has completed, the file is in the state of a commit interrupted
-//! before its fsync (any subset of its writes on disk, here possibly none), which redb recovers
-//! from on its own (the new header's checksums fail and it uses the previous commit, whose pages
-//! the new commit did not overwrite). What could break that is a later write over the previous
-//! commit's pages, or a shrink of the file, before the sync: so every `write`, `set_len` and
-//! undeferred `sync_data` first completes a pending sync (held writes, then `fdatasync`),
-//! holding the lock that `sync_deferred` holds. Non-durable commits write nothing to the file
-//! (their pages stay in redb's write buffer), so they do not wait. The log that covers the
-//! deferred commit is kept until `sync_deferred` has returned `Ok` (see `Store`). Only `store`
-//! uses this.
+//! Why absorbing failures: redb latches the first I/O error of its backend and then refuses
+//! every later operation, reads included, until the database is closed and reopened (and
+//! reopening needs a repair that writes). A full disk would then stop reads too and need a
+//! restart. So this layer keeps everything written since the last successful `fdatasync`
+//! (`owed`: what redb has not had confirmed on disk, in order, with the syncs between) and,
+//! when a write or an fsync fails, keeps it all, reports `Ok` to redb, and remembers the
+//! failure. The store asks `failure()` after every durable commit and does not acknowledge one
+//! made while a failure is remembered (and stops taking writes, see `health`). `sync_deferred`
+//! later rewrites everything owed, group by group with an `fdatasync` after each, exactly as
+//! redb issued it: a failed fsync may have lost any write since the previous good one (Linux
+//! marks the pages clean; a retried fsync succeeds without writing them), so nothing owed is
+//! trusted to be on disk until a rewrite and fsync after the failure succeeded. Memory: the
+//! bytes written between two fsyncs (a checkpoint's pages; while writes are refused, the
+//! commits that were in flight when the failure came).
+//!
+//! Safety: until a sync has completed, the file is in the state of a commit interrupted before
+//! its fsync (any subset of its writes on disk, here possibly none), which redb recovers from on
+//! its own (the new header's checksums fail and it uses the previous commit, whose pages the new
+//! commit did not overwrite). What could break that is a later write over the previous commit's
+//! pages, or a shrink of the file, before the sync: so every `write`, shrinking `set_len` and
+//! undeferred `sync_data` first completes a pending deferred sync, and while one is owed after a
+//! failure they only add to `owed` (a shrink is skipped: the file stays longer, which redb
+//! ignores). Non-durable commits write nothing to the file (their pages stay in redb's write
+//! buffer), so they do not wait. The log that covers the deferred commit is kept until
+//! `sync_deferred` has returned `Ok` (see `Store`). Only `store` uses this.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::ops::Bound;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
+
+use super::fault;
 
 /// Cloned handles share one file: redb owns one, the store keeps one to defer and complete
 /// syncs.
@@ -39,31 +57,80 @@ pub struct DbFile(Arc<Shared>);
 
 #[derive(Debug)]
 struct Shared {
-    inner: FileBackend,
-    /// True while a deferred sync is owed. Held while syncing and writing.
-    pending: Mutex<bool>,
-    defer_next: AtomicBool,
-    /// Writes of the deferred commit not yet on the file. Changed only under `pending`;
-    /// readers take its read lock across their file read.
-    held: RwLock<Held>,
-    /// `held` is not empty (lets reads skip its lock).
+    inner: fault::Backend,
+    /// Serializes everything that writes, resizes or syncs the file, or changes `owed`.
+    ops: Mutex<Ops>,
+    /// What is not confirmed on disk. Changed only under `ops`; readers take its read lock
+    /// across their file read.
+    owed: RwLock<Owed>,
+    /// `owed` holds bytes the file may lack (lets reads skip its lock otherwise).
     holding: AtomicBool,
+    defer_next: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Ops {
+    /// A deferred sync is owed (the last `Step::Sync` in `owed` was deferred).
+    pending: bool,
+    /// The last failure since the last successful sync. While set, nothing in `owed` counts as
+    /// written, and no write or sync is attempted except by `sync_deferred`.
+    failed: Option<io::Error>,
+}
+
+/// Everything since the last successful `fdatasync`, oldest first.
+#[derive(Default)]
+struct Owed {
+    steps: Vec<Step>,
+    /// Emptied buffers kept for reuse.
+    spare: Vec<Held>,
+}
+
+enum Step {
+    /// Writes between two syncs. `on_file`: written to the file (the bytes are kept in case
+    /// the sync fails); otherwise only here (deferred, or refused by the disk).
+    Writes {
+        held: Held,
+        on_file: bool,
+    },
+    Sync,
+}
+
+impl std::fmt::Debug for Owed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Owed({} steps)", self.steps.len())
+    }
+}
+
+/// An error that can be handed out more than once (`io::Error` is not `Clone`).
+fn copy(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
 }
 
 impl DbFile {
-    pub fn new(file: File) -> io::Result<DbFile> {
+    pub fn new(file: File, path: &Path) -> io::Result<DbFile> {
         Ok(DbFile(Arc::new(Shared {
-            inner: FileBackend::new(file).map_err(io::Error::other)?,
-            pending: Mutex::new(false),
-            defer_next: AtomicBool::new(false),
-            held: RwLock::new(Held::default()),
+            inner: fault::backend(file, path)?,
+            ops: Mutex::new(Ops::default()),
+            owed: RwLock::new(Owed::default()),
             holding: AtomicBool::new(false),
+            defer_next: AtomicBool::new(false),
         })))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
-        // The flag stays meaningful after a panic elsewhere (it is only set after a write).
-        self.0.pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Ops> {
+        // The state stays meaningful after a panic elsewhere (each change is one assignment).
+        self.0.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn owed(&self) -> RwLockReadGuard<'_, Owed> {
+        self.0.owed.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn owed_mut(&self) -> RwLockWriteGuard<'_, Owed> {
+        self.0.owed.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The next `sync_data` call (the one that ends a durable commit) only records that a sync
@@ -75,96 +142,189 @@ impl DbFile {
     /// Withdraws a `defer_next_sync` that no commit used (the commit failed before its sync).
     /// Whatever that commit wrote goes to the file now, as it would have without deferring.
     pub fn cancel_defer(&self) -> io::Result<()> {
-        let pending = self.lock();
-        if self.0.defer_next.swap(false, Ordering::AcqRel) && !*pending {
-            self.write_held()?;
-            self.clear_held();
+        let mut ops = self.lock();
+        if !self.0.defer_next.swap(false, Ordering::AcqRel) || ops.pending || ops.failed.is_some() {
+            return Ok(());
         }
-        Ok(())
+        let written = {
+            let owed = self.owed();
+            owed.steps.iter().try_for_each(|s| match s {
+                Step::Writes {
+                    held,
+                    on_file: false,
+                } => held.write_to(&self.0.inner),
+                _ => Ok(()),
+            })
+        };
+        match written {
+            Ok(()) => {
+                for s in &mut self.owed_mut().steps {
+                    if let Step::Writes { on_file, .. } = s {
+                        *on_file = true;
+                    }
+                }
+                self.0.holding.store(false, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                let out = copy(&e);
+                self.fail(&mut ops, e);
+                Err(out)
+            }
+        }
     }
 
-    /// Completes an owed sync. `Ok(true)` if one was owed and is done, `Ok(false)` if none was
-    /// owed (an earlier write or sync completed it).
+    /// Completes what is owed: a deferred sync, or after a failure everything written since the
+    /// last successful sync (rewritten, then synced). `Ok(true)` if something was owed and is
+    /// now on disk, `Ok(false)` if nothing was owed (an earlier write or sync completed it).
+    /// On error everything stays owed.
     pub fn sync_deferred(&self) -> io::Result<bool> {
-        let mut pending = self.lock();
-        if !*pending {
+        let mut ops = self.lock();
+        if !ops.pending && ops.failed.is_none() {
             return Ok(false);
         }
-        self.settle(&mut pending)?;
+        self.settle(&mut ops)?;
         Ok(true)
     }
 
-    /// Writes held bytes to the file, then syncs, if a sync is owed. Called with `pending`
-    /// locked. On error everything stays held and owed.
-    fn settle(&self, pending: &mut bool) -> io::Result<()> {
-        if *pending {
-            self.write_held()?;
-            self.0.inner.sync_data()?;
-            self.clear_held();
-            *pending = false;
-        }
-        Ok(())
+    /// The failure that left something owed, if any: a durable commit made while this is set
+    /// is not on disk.
+    pub fn failure(&self) -> Option<io::Error> {
+        self.lock().failed.as_ref().map(copy)
     }
 
-    fn held(&self) -> std::sync::RwLockReadGuard<'_, Held> {
-        self.0.held.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn held_mut(&self) -> std::sync::RwLockWriteGuard<'_, Held> {
-        self.0.held.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Writes every held range to the file, in offset order; they stay held (readers keep
-    /// seeing them) until `clear_held`.
-    fn write_held(&self) -> io::Result<()> {
-        if !self.0.holding.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let held = self.held();
-        for (offset, range) in &held.ranges {
-            self.0.inner.write(*offset, held.bytes(*range))?;
-        }
-        Ok(())
-    }
-
-    fn clear_held(&self) {
-        if self.0.holding.load(Ordering::Acquire) {
-            self.held_mut().clear();
-            self.0.holding.store(false, Ordering::Release);
-        }
-    }
-
-    /// Keeps a write in memory, replacing whatever held bytes it overlaps.
-    fn hold(&self, offset: u64, data: &[u8]) {
-        self.held_mut().insert(offset, data);
-        self.0.holding.store(true, Ordering::Release);
-    }
-
-    /// Reads the file, with held bytes laid over it.
-    fn read_through(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        let held = self.held();
-        let end = offset + out.len() as u64;
-        let hit = held.overlapping(offset, end);
-        let covered = hit
+    /// Bytes that must still be written (after a failure: all of `owed`).
+    pub fn owed_bytes(&self) -> u64 {
+        let failed = self.lock().failed.is_some();
+        self.owed()
+            .steps
             .iter()
-            .any(|(o, r)| *o <= offset && *o + r.1 as u64 >= end);
+            .map(|s| match s {
+                Step::Writes { held, on_file } if failed || !on_file => held.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Writes what `owed` holds that the file may lack and syncs, group by group (a group ends
+    /// with a sync redb asked for); each group is dropped once its sync succeeded. Called with
+    /// `ops` locked. On error the failure is remembered and everything left stays owed.
+    fn settle(&self, ops: &mut Ops) -> io::Result<()> {
+        loop {
+            let (group, written) = {
+                let owed = self.owed();
+                if owed.steps.is_empty() {
+                    break;
+                }
+                let end = owed
+                    .steps
+                    .iter()
+                    .position(|s| matches!(s, Step::Sync))
+                    .map_or(owed.steps.len(), |i| i + 1);
+                let written = owed.steps[..end].iter().try_for_each(|s| match s {
+                    Step::Writes {
+                        held,
+                        on_file: false,
+                    } => held.write_to(&self.0.inner),
+                    _ => Ok(()),
+                });
+                (end, written)
+            };
+            if let Err(e) = written.and_then(|()| self.0.inner.sync_data()) {
+                let out = copy(&e);
+                self.fail(ops, e);
+                return Err(out);
+            }
+            let mut owed = self.owed_mut();
+            let done: Vec<Step> = owed.steps.drain(..group).collect();
+            for s in done {
+                if let Step::Writes { mut held, .. } = s {
+                    if owed.spare.len() < 2 {
+                        held.clear();
+                        owed.spare.push(held);
+                    }
+                }
+            }
+        }
+        ops.pending = false;
+        ops.failed = None;
+        self.0.holding.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Remembers a failure: from now on nothing owed counts as written.
+    fn fail(&self, ops: &mut Ops, e: io::Error) {
+        ops.failed = Some(e);
+        let mut owed = self.owed_mut();
+        for s in &mut owed.steps {
+            if let Step::Writes { on_file, .. } = s {
+                *on_file = false;
+            }
+        }
+        if !owed.steps.is_empty() {
+            self.0.holding.store(true, Ordering::Release);
+        }
+    }
+
+    /// Adds a write to `owed`, replacing whatever bytes of the current group it overlaps.
+    fn record(&self, offset: u64, data: &[u8], on_file: bool) {
+        if data.is_empty() {
+            return;
+        }
+        let mut owed = self.owed_mut();
+        let same =
+            matches!(owed.steps.last(), Some(Step::Writes { on_file: o, .. }) if *o == on_file);
+        if !same {
+            let held = owed.spare.pop().unwrap_or_default();
+            owed.steps.push(Step::Writes { held, on_file });
+        }
+        if let Some(Step::Writes { held, .. }) = owed.steps.last_mut() {
+            held.insert(offset, data);
+        }
+        if !on_file {
+            self.0.holding.store(true, Ordering::Release);
+        }
+    }
+
+    /// Reads the file, with the owed bytes it may lack laid over it, oldest first.
+    fn read_through(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let owed = self.owed();
+        let end = offset + out.len() as u64;
+        let layers: Vec<&Held> = owed
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Writes {
+                    held,
+                    on_file: false,
+                } => Some(held),
+                _ => None,
+            })
+            .collect();
+        let covered = layers.iter().any(|h| {
+            h.overlapping(offset, end)
+                .iter()
+                .any(|(o, r)| *o <= offset && *o + r.1 as u64 >= end)
+        });
         if !covered {
             self.0.inner.read(offset, out)?;
         }
-        for (o, r) in hit {
-            let d = held.bytes(r);
-            let from = o.max(offset);
-            let to = (o + d.len() as u64).min(end);
-            out[(from - offset) as usize..(to - offset) as usize]
-                .copy_from_slice(&d[(from - o) as usize..(to - o) as usize]);
+        for held in layers {
+            for (o, r) in held.overlapping(offset, end) {
+                let d = held.bytes(r);
+                let from = o.max(offset);
+                let to = (o + d.len() as u64).min(end);
+                out[(from - offset) as usize..(to - offset) as usize]
+                    .copy_from_slice(&d[(from - o) as usize..(to - o) as usize]);
+            }
         }
         Ok(())
     }
 }
 
-/// Held writes: their bytes appended to one buffer (kept between checkpoints, so copying a
-/// checkpoint's pages in does not fault in fresh memory each time), and the file ranges they
-/// cover, which never overlap.
+/// Written bytes: appended to one buffer (kept between checkpoints, so copying a checkpoint's
+/// pages in does not fault in fresh memory each time), and the file ranges they cover, which
+/// never overlap.
 #[derive(Default)]
 struct Held {
     buf: Vec<u8>,
@@ -186,7 +346,20 @@ impl Held {
         &self.buf[start..start + len]
     }
 
-    /// Held ranges that overlap `offset..end`, highest first.
+    /// Bytes in the ranges.
+    fn len(&self) -> u64 {
+        self.ranges.values().map(|r| r.1 as u64).sum()
+    }
+
+    /// Writes every range to the file, in offset order.
+    fn write_to(&self, file: &fault::Backend) -> io::Result<()> {
+        for (offset, range) in &self.ranges {
+            file.write(*offset, self.bytes(*range))?;
+        }
+        Ok(())
+    }
+
+    /// Ranges that overlap `offset..end`, highest first.
     fn overlapping(&self, offset: u64, end: u64) -> Vec<(u64, (usize, usize))> {
         // Ranges never overlap, so going down from `end` their ends decrease too.
         self.ranges
@@ -241,36 +414,68 @@ impl StorageBackend for DbFile {
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        let mut pending = self.lock();
-        self.settle(&mut pending)?;
+        let mut ops = self.lock();
+        if len >= self.0.inner.len()? {
+            // Growing overwrites nothing (and needs no space on the usual file systems).
+            return self.0.inner.set_len(len);
+        }
+        if ops.pending && ops.failed.is_none() {
+            let _ = self.settle(&mut ops);
+        }
+        if ops.failed.is_some() {
+            // Cutting now could cut pages of the last commit on disk; the file stays longer,
+            // which redb does not mind.
+            return Ok(());
+        }
         self.0.inner.set_len(len)
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
-        let mut pending = self.lock();
+        let mut ops = self.lock();
+        {
+            let mut owed = self.owed_mut();
+            if !matches!(owed.steps.last(), Some(Step::Sync)) {
+                owed.steps.push(Step::Sync);
+            }
+        }
         if self.0.defer_next.swap(false, Ordering::AcqRel) {
-            *pending = true;
+            ops.pending = true;
             return Ok(());
         }
-        // Held bytes without an owed sync cannot exist here (`cancel_defer` writes them), but
-        // if they did, this sync must cover them.
-        *pending = true;
-        self.settle(&mut pending)
+        if ops.failed.is_none() {
+            // A failure is remembered (see `failure`); redb is not told.
+            let _ = self.settle(&mut ops);
+        }
+        Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        let mut pending = self.lock();
-        self.settle(&mut pending)?;
-        if self.0.defer_next.load(Ordering::Acquire) {
-            self.hold(offset, data);
+        let mut ops = self.lock();
+        if ops.pending && ops.failed.is_none() {
+            // Not over the previous commit's pages before the deferred commit is durable.
+            let _ = self.settle(&mut ops);
+        }
+        if ops.failed.is_some() || self.0.defer_next.load(Ordering::Acquire) {
+            self.record(offset, data, false);
             return Ok(());
         }
-        self.0.inner.write(offset, data)
+        match self.0.inner.write(offset, data) {
+            Ok(()) => self.record(offset, data, true),
+            Err(e) => {
+                self.fail(&mut ops, e);
+                self.record(offset, data, false);
+            }
+        }
+        Ok(())
     }
 
     fn close(&self) -> Result<(), io::Error> {
-        let mut pending = self.lock();
-        let settled = self.settle(&mut pending);
+        let mut ops = self.lock();
+        let settled = if self.owed().steps.is_empty() && ops.failed.is_none() {
+            Ok(())
+        } else {
+            self.settle(&mut ops)
+        };
         let closed = self.0.inner.close();
         settled.and(closed)
     }
@@ -306,11 +511,18 @@ impl StorageBackend for DbFile {
 
 #[cfg(test)]
 impl DbFile {
-    /// Puts held bytes on the file without syncing: the state a crash during `sync_deferred`
-    /// can leave.
+    /// Puts the owed bytes the file lacks on it without syncing: the state a crash during
+    /// `sync_deferred` can leave.
     pub fn write_held_unsynced(&self) -> io::Result<()> {
-        let _pending = self.lock();
-        self.write_held()
+        let _ops = self.lock();
+        let owed = self.owed();
+        owed.steps.iter().try_for_each(|s| match s {
+            Step::Writes {
+                held,
+                on_file: false,
+            } => held.write_to(&self.0.inner),
+            _ => Ok(()),
+        })
     }
 }
 
@@ -326,7 +538,7 @@ mod tests {
             .truncate(true)
             .open(dir.path().join("db"))
             .unwrap();
-        DbFile::new(f).unwrap()
+        DbFile::new(f, &dir.path().join("db")).unwrap()
     }
 
     fn read(f: &DbFile, offset: u64, len: usize) -> Vec<u8> {
@@ -406,5 +618,72 @@ mod tests {
         f.write(0, &[1; 2]).unwrap();
         want[..2].fill(1);
         assert_eq!(on_disk(&dir), want, "later writes go straight to the file");
+    }
+
+    /// A write the disk refuses, or an fsync that fails, is not reported to redb (which would
+    /// refuse everything, reads included, until reopened): the bytes are kept and read back,
+    /// the failure is remembered, later writes wait in memory in order, a shrink is skipped,
+    /// and `sync_deferred` rewrites everything since the last good fsync (a failed fsync may
+    /// have lost any of it) before it counts as on disk.
+    #[test]
+    fn refused_writes_and_failed_fsyncs_are_kept_and_rewritten() {
+        use crate::store::fault::{Cut, Fault, Plan};
+        for (n, fault) in [(2, Fault::Full), (3, Fault::Eio)] {
+            let dir = tempfile::tempdir().unwrap();
+            let plan = Plan::install(dir.path());
+            let f = file(&dir);
+            f.set_len(64).unwrap();
+            f.write(0, &[1; 64]).unwrap();
+            f.sync_data().unwrap();
+            assert!(f.failure().is_none());
+            // Op 1 is this write, 2 the next one, 3 the fsync.
+            plan.fail_nth(n, fault, true);
+            f.write(0, &[2; 8]).unwrap();
+            f.write(8, &[3; 8]).unwrap();
+            f.sync_data().expect("redb is not told");
+            let e = f.failure().expect("the failure is remembered");
+            assert_eq!(
+                crate::store::health::Problem::of(&e),
+                match fault {
+                    Fault::Full => crate::store::health::Problem::Full,
+                    Fault::Eio => crate::store::health::Problem::Io,
+                }
+            );
+            // A later commit: held in memory, after the failed one.
+            f.write(4, &[4; 8]).unwrap();
+            f.sync_data().unwrap();
+            f.set_len(32).unwrap();
+            let mut model = vec![1u8; 64];
+            model[..8].fill(2);
+            model[8..16].fill(3);
+            model[4..12].fill(4);
+            assert_eq!(read(&f, 0, 64), model, "reads see every write");
+            assert!(f.owed_bytes() >= 16);
+            assert!(f.sync_deferred().is_err(), "still failing");
+            let mut cut = tempfile::tempdir().unwrap();
+            plan.snapshot_to(cut.path(), Cut::DropUnsynced);
+            assert_eq!(
+                std::fs::read(cut.path().join("db")).unwrap(),
+                vec![1u8; 64],
+                "a power cut now finds the last good state"
+            );
+            plan.heal();
+            assert!(f.sync_deferred().unwrap(), "rewritten and synced");
+            assert!(f.failure().is_none() && f.owed_bytes() == 0);
+            cut = tempfile::tempdir().unwrap();
+            plan.snapshot_to(cut.path(), Cut::DropUnsynced);
+            assert_eq!(
+                std::fs::read(cut.path().join("db")).unwrap(),
+                model,
+                "on disk, every write (the skipped shrink left the file longer)"
+            );
+            assert_eq!(read(&f, 0, 64), model);
+            // Back to normal: writes go to the file.
+            f.write(60, &[5; 4]).unwrap();
+            f.sync_data().unwrap();
+            model[60..].fill(5);
+            assert_eq!(on_disk(&dir), model);
+            plan.uninstall();
+        }
     }
 }

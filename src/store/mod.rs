@@ -8,12 +8,18 @@
 //! `Durability::Immediate`, except the message writer's batches, which are first appended to
 //! the write-ahead log (`wal`, fsync'd) and then committed to redb non-durably; `Store::open`
 //! re-applies whatever the last durable commit lacks.
+//! When the disk refuses a write (full, or failing), the store keeps every acknowledged change
+//! (in the log, or owed to redb's file in memory, see `dbfile`), refuses further writes with
+//! `StoreError::Unwritable` while reads go on, and its sync thread retries until everything owed
+//! is on disk (`Store::heal`, `health`).
 //! The store must not call into the HTTP, WebSocket or hub layers.
 
 pub mod backup;
 pub mod chat;
 mod codec;
 mod dbfile;
+pub(crate) mod fault;
+pub mod health;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -21,7 +27,8 @@ pub mod wal;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -52,6 +59,8 @@ pub enum StoreError {
     NoSuchUser,
     /// Registration is closed and the database already has accounts.
     RegistrationClosed,
+    /// Writes are refused until the disk takes them again (see `health`); nothing was changed.
+    Unwritable(health::Unwritable),
 }
 
 impl fmt::Display for StoreError {
@@ -72,6 +81,7 @@ impl fmt::Display for StoreError {
             StoreError::NameTaken => write!(f, "that name is already taken"),
             StoreError::NoSuchUser => write!(f, "no such user"),
             StoreError::RegistrationClosed => write!(f, "registration is closed"),
+            StoreError::Unwritable(u) => write!(f, "{u}"),
         }
     }
 }
@@ -153,7 +163,32 @@ pub struct Store {
     /// redb's file, to defer a checkpoint's fsync to the syncer thread.
     dbfile: dbfile::DbFile,
     /// Wakes the syncer thread (see `spawn_syncer`); it ends when the last handle is dropped.
-    syncer: Arc<std::sync::mpsc::SyncSender<()>>,
+    syncer: Arc<SyncSender<()>>,
+    /// Whether writes are accepted (see `health`).
+    health: Arc<health::Health>,
+}
+
+/// A `Store` that does not keep it open: what the syncer thread holds.
+struct WeakStore {
+    db: Weak<Database>,
+    epoch: u64,
+    journal: Arc<Mutex<Journal>>,
+    dbfile: dbfile::DbFile,
+    syncer: Weak<SyncSender<()>>,
+    health: Arc<health::Health>,
+}
+
+impl WeakStore {
+    fn upgrade(&self) -> Option<Store> {
+        Some(Store {
+            db: self.db.upgrade()?,
+            epoch: self.epoch,
+            journal: self.journal.clone(),
+            dbfile: self.dbfile.clone(),
+            syncer: self.syncer.upgrade()?,
+            health: self.health.clone(),
+        })
+    }
 }
 
 /// The log and what the writer needs to use it.
@@ -162,11 +197,14 @@ struct Journal {
     /// Number of the next batch.
     next: u64,
     last_checkpoint: Instant,
+    /// `CHECKPOINT_INTERVAL`, except in tests.
+    interval: Duration,
     /// Batches applied without a durable redb commit since the last checkpoint.
     unpersisted: u64,
-    /// Set when a logged batch could neither be applied nor voided: logging more would make
-    /// recovery replay it before them, so no further batch is accepted.
-    broken: bool,
+    /// A logged batch that could neither be applied nor voided (its `abort` record could not
+    /// be written): logging more would make recovery replay it before them, so writes stop
+    /// until `heal` has written the abort.
+    void: Option<u64>,
 }
 
 /// Checkpoint (durable redb commit, then an empty log) when the log is this big...
@@ -178,34 +216,77 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 const CHECKPOINT_BYTES_MAX: u64 = 4 * CHECKPOINT_BYTES;
 
 /// Starts the thread that completes deferred checkpoint fsyncs and then empties the log file
-/// they cover. If the fsync fails, nothing is emptied and the writer stops taking batches (the
-/// log holds them all; the next start replays them).
-fn spawn_syncer(
-    dbfile: dbfile::DbFile,
-    journal: Arc<Mutex<Journal>>,
-) -> Result<std::sync::mpsc::SyncSender<()>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+/// they cover. If the fsync fails, nothing is emptied and writes stop (the log holds every
+/// batch; `dbfile` keeps the checkpoint's pages); while they are stopped, the thread calls
+/// `Store::heal` every `health::RETRY`. It ends when the last `Store` handle is dropped.
+fn spawn_syncer(store: WeakStore, rx: std::sync::mpsc::Receiver<()>) -> Result<()> {
     std::thread::Builder::new()
         .name("chatd-sync".into())
         .spawn(move || {
-            let lock = || journal.lock().unwrap_or_else(|p| p.into_inner());
-            while rx.recv().is_ok() {
-                // The checkpoint before this switch has made its writes (both happen under
-                // the journal lock), so the fsync below covers it.
-                let switch = lock().wal.switches();
-                let synced = dbfile.sync_deferred();
-                let mut j = lock();
-                let emptied = synced.and_then(|_| j.wal.finish_retire(switch));
-                if let Err(e) = emptied {
-                    tracing::error!(
-                        "cannot complete a checkpoint ({e}); no more messages are accepted, the log keeps every batch: restart chatd"
-                    );
-                    j.broken = true;
+            let lock = || store.journal.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                let woke = if store.health.writable() {
+                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                } else {
+                    rx.recv_timeout(store.health.retry())
+                };
+                match woke {
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) => {
+                        // The checkpoint before this switch has made its writes (both happen
+                        // under the journal lock), so the fsync below covers it.
+                        let switch = lock().wal.switches();
+                        match store.dbfile.sync_deferred() {
+                            Ok(_) => {
+                                if let Err(e) = lock().wal.finish_retire(switch) {
+                                    store.health.stop(
+                                        "emptying a log file after a checkpoint",
+                                        &e,
+                                        0,
+                                    );
+                                }
+                            }
+                            Err(e) => {
+                                let owed = store.dbfile.owed_bytes();
+                                store
+                                    .health
+                                    .stop("writing a checkpoint to chatd.redb", &e, owed);
+                            }
+                        }
+                    }
+                }
+                if !store.health.writable() {
+                    match store.upgrade() {
+                        Some(s) => s.heal(),
+                        None => break,
+                    }
                 }
             }
         })
         .map_err(StoreError::Io)?;
-    Ok(tx)
+    Ok(())
+}
+
+/// A write transaction that commits durably: `commit` returns `Ok` only once the commit is on
+/// disk (see `Store::durable`). Derefs to redb's transaction for everything else.
+pub(crate) struct WriteTx<'a> {
+    tx: redb::WriteTransaction,
+    store: &'a Store,
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = redb::WriteTransaction;
+    fn deref(&self) -> &redb::WriteTransaction {
+        &self.tx
+    }
+}
+
+impl WriteTx<'_> {
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit()?;
+        self.store.durable()
+    }
 }
 
 const USER_FLAG_ADMIN: u8 = 1;
@@ -232,7 +313,7 @@ impl Store {
             .create(true)
             .truncate(false)
             .open(&path)
-            .and_then(dbfile::DbFile::new)
+            .and_then(|f| dbfile::DbFile::new(f, &path))
             .map_err(|e| {
                 StoreError::Io(std::io::Error::new(
                     e.kind(),
@@ -257,29 +338,120 @@ impl Store {
         if new_db {
             same_owner_as_dir(&path, dir);
         }
+        // On a full disk the database opens all the same (`dbfile` keeps what it could not
+        // write): reads are served, writes refused until the sync thread has written it.
+        let health = Arc::new(health::Health::default());
+        if let Some(e) = dbfile.failure() {
+            health.stop(
+                "opening chatd.redb",
+                &e,
+                dbfile.owed_bytes() + wal::PREALLOC,
+            );
+        }
         let (wal, recovered) = wal::Wal::open(dir).map_err(|e| {
             StoreError::Io(std::io::Error::new(
                 e.kind(),
                 format!("cannot open the log in {}: {e}", dir.display()),
             ))
         })?;
+        if let Some(e) = &recovered.unprepared {
+            health.stop("preallocating the write-ahead log", e, wal::PREALLOC);
+        }
         let journal = Arc::new(Mutex::new(Journal {
             wal,
             next: 1,
             last_checkpoint: Instant::now(),
+            interval: CHECKPOINT_INTERVAL,
             unpersisted: 0,
-            broken: false,
+            void: None,
         }));
-        let syncer = spawn_syncer(dbfile.clone(), journal.clone())?;
+        let (wake, rx) = std::sync::mpsc::sync_channel(1);
         let store = Store {
             db: Arc::new(db),
             epoch,
             journal,
             dbfile,
-            syncer: Arc::new(syncer),
+            syncer: Arc::new(wake),
+            health,
         };
+        spawn_syncer(store.downgrade(), rx)?;
         store.recover(recovered)?;
         Ok(store)
+    }
+
+    fn downgrade(&self) -> WeakStore {
+        WeakStore {
+            db: Arc::downgrade(&self.db),
+            epoch: self.epoch,
+            journal: self.journal.clone(),
+            dbfile: self.dbfile.clone(),
+            syncer: Arc::downgrade(&self.syncer),
+            health: self.health.clone(),
+        }
+    }
+
+    /// Why writes are refused right now, or `None` while they are accepted.
+    pub fn write_health(&self) -> Option<health::Status> {
+        self.health.status()
+    }
+
+    /// Times writing stopped, and writes refused, since the store was opened.
+    pub fn write_health_counts(&self) -> (u64, u64) {
+        self.health.counts()
+    }
+
+    /// Stops writes because `what` failed with `e` (logged once; the syncer thread is woken to
+    /// retry) and returns the error for the caller.
+    fn stop_writes(&self, what: &str, e: &std::io::Error) -> StoreError {
+        let was_writable = self.health.writable();
+        let u = self
+            .health
+            .stop(what, e, self.dbfile.owed_bytes() + wal::PREALLOC);
+        if was_writable {
+            let _ = self.syncer.try_send(());
+        }
+        StoreError::Unwritable(u)
+    }
+
+    /// `Ok` if the last durable commit is on disk; otherwise writes stop and this says why.
+    fn durable(&self) -> Result<()> {
+        match self.dbfile.failure() {
+            None => Ok(()),
+            Some(e) => Err(self.stop_writes("writing chatd.redb", &e)),
+        }
+    }
+
+    /// Tries to make the store writable again after a failure, in the order that keeps every
+    /// invariant: rewrite and fsync everything `dbfile` owes (after a failed fsync nothing since
+    /// the last good one is trusted to be on disk), cut a failed record off the log, void a
+    /// batch whose `abort` could not be written, make everything durable with a checkpoint that
+    /// empties the log, and give the log room for more records (which fails while the disk is
+    /// still full). Writes resume only if all of it succeeded; otherwise the reason is updated
+    /// and the syncer thread tries again after `health::RETRY`.
+    fn heal(&self) {
+        let mut j = self.lock_journal();
+        let stop = |what: &'static str| move |e: std::io::Error| self.stop_writes(what, &e);
+        let healed = (|| -> Result<()> {
+            self.dbfile
+                .sync_deferred()
+                .map_err(stop("writing what chatd.redb owes"))?;
+            let room = "making room in the write-ahead log";
+            j.wal.repair().map_err(stop(room))?;
+            if let Some(n) = j.void {
+                j.wal
+                    .append_abort(n)
+                    .map_err(stop("voiding a batch in the write-ahead log"))?;
+                j.void = None;
+            }
+            if j.unpersisted > 0 || !j.wal.is_empty() {
+                self.checkpoint_locked(&mut j)?;
+            }
+            j.wal.repair().map_err(stop(room))
+        })();
+        match healed {
+            Ok(()) => self.health.resume(),
+            Err(e) => tracing::debug!("writes are still refused: {e}"),
+        }
     }
 
     /// Re-applies the logged batches that the last durable commit does not have, makes them
@@ -336,7 +508,14 @@ impl Store {
                 );
             }
             j.unpersisted = replayed;
-            self.checkpoint_locked(&mut j)?;
+            match self.checkpoint_locked(&mut j) {
+                Ok(()) => {}
+                // The disk refused it: the batches stay in the log (and applied in memory, so
+                // they are read); writes are refused until the sync thread has made them
+                // durable (`heal`).
+                Err(StoreError::Unwritable(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -357,23 +536,14 @@ impl Store {
         ops: &[wal::LoggedOp<'_>],
     ) -> Result<Vec<std::result::Result<chat::Applied, chat::ChatError>>> {
         let mut j = self.lock_journal();
-        if j.broken {
-            return Err(StoreError::Io(std::io::Error::other(
-                "the log could not be written earlier; restart chatd",
-            )));
-        }
+        self.health
+            .check_ops(ops.len() as u64)
+            .map_err(StoreError::Unwritable)?;
         let number = j.next;
-        let failed_log = |j: &mut Journal, e: std::io::Error| {
-            if !j.wal.is_clean() {
-                tracing::error!("the log could not be repaired after a failed write: {e}");
-                j.broken = true;
-            }
-            StoreError::Io(e)
-        };
         // The record's fsync runs on the log's sync thread while the batch is applied here;
         // the redb commit waits for it, so nothing of a batch the disk refused becomes visible.
         if let Err(e) = j.wal.begin_append(number, self.epoch, now_ms, ops) {
-            return Err(failed_log(&mut j, e));
+            return Err(self.stop_writes("appending to the write-ahead log", &e));
         }
         j.next += 1;
         let mut synced = None;
@@ -392,20 +562,28 @@ impl Store {
         // The apply may have failed before it got to the commit (and so to the fsync).
         let synced = synced.unwrap_or_else(|| j.wal.finish_append());
         if let Err(e) = synced {
-            // Cut off again and not committed to redb: as if the batch never happened.
+            // Cut off again (or, if even that failed, cut off by `heal` before any other
+            // record) and not committed to redb: as if the batch never happened, so the next
+            // batch takes its number.
             cache.clear();
-            return Err(failed_log(&mut j, e));
+            j.next = number;
+            return Err(self.stop_writes("syncing the write-ahead log", &e));
         }
         match applied {
             Ok(results) => {
                 j.unpersisted += 1;
+                if let Some(e) = self.dbfile.failure() {
+                    // redb wrote pages out early and the disk refused them; the batch itself
+                    // is in the log, so it stands.
+                    self.stop_writes("writing chatd.redb", &e);
+                }
                 Ok(results)
             }
             Err(e) => {
                 cache.clear();
                 if let Err(e2) = j.wal.append_abort(number) {
-                    tracing::error!("cannot void batch {number} in the log: {e2}");
-                    j.broken = true;
+                    j.void = Some(number);
+                    self.stop_writes("voiding a batch in the write-ahead log", &e2);
                 }
                 Err(e)
             }
@@ -416,12 +594,14 @@ impl Store {
     /// `CHECKPOINT_INTERVAL` old. The checkpoint's fsync is left to the syncer thread, so this
     /// costs the writer only redb's page writes; the next checkpoint waits until that fsync is
     /// done (unless the log has grown to `CHECKPOINT_BYTES_MAX`, then it syncs itself). A
-    /// failure is logged: the log still holds everything and the next call tries again.
-    /// Returns how long the checkpoint took, if one ran.
+    /// failure stops writes (see `health`): the log still holds everything and `heal` makes it
+    /// durable. While writes are refused this does nothing. Returns how long the checkpoint
+    /// took, if one ran.
     pub fn checkpoint_if_due(&self) -> Option<Duration> {
         let mut j = self.lock_journal();
-        if j.unpersisted == 0
-            || (j.wal.len() < CHECKPOINT_BYTES && j.last_checkpoint.elapsed() < CHECKPOINT_INTERVAL)
+        if !self.health.writable()
+            || j.unpersisted == 0
+            || (j.wal.len() < CHECKPOINT_BYTES && j.last_checkpoint.elapsed() < j.interval)
         {
             return None;
         }
@@ -435,8 +615,10 @@ impl Store {
         } else {
             self.checkpoint_deferred(&mut j, true)
         };
-        if let Err(e) = done {
-            tracing::error!("checkpoint failed: {e}");
+        match done {
+            // Logged once by `health`.
+            Ok(()) | Err(StoreError::Unwritable(_)) => {}
+            Err(e) => tracing::error!("checkpoint failed: {e}"),
         }
         Some(t.elapsed())
     }
@@ -444,13 +626,13 @@ impl Store {
     /// A durable redb commit whose fsync is deferred; the log switches to its other file and
     /// the syncer thread empties the covered one after the fsync.
     fn checkpoint_deferred(&self, j: &mut Journal, wake_syncer: bool) -> Result<()> {
-        let tx = self.write()?;
+        let tx = self.write_unchecked()?;
         self.dbfile.defer_next_sync();
         let committed = tx.commit();
         // Unused if the commit failed before its sync; must not defer a later commit's.
         let cancelled = self.dbfile.cancel_defer();
         committed?;
-        cancelled.map_err(StoreError::Io)?;
+        cancelled.map_err(|e| self.stop_writes("writing a checkpoint to chatd.redb", &e))?;
         j.unpersisted = 0;
         j.last_checkpoint = Instant::now();
         if j.wal.switch() {
@@ -461,8 +643,12 @@ impl Store {
             Ok(())
         } else {
             // The other file is not empty (cannot happen while `retiring` is false): sync here.
-            self.dbfile.sync_deferred().map_err(StoreError::Io)?;
-            j.wal.reset().map_err(StoreError::Io)
+            self.dbfile
+                .sync_deferred()
+                .map_err(|e| self.stop_writes("writing a checkpoint to chatd.redb", &e))?;
+            j.wal
+                .reset()
+                .map_err(|e| self.stop_writes("emptying the write-ahead log", &e))
         }
     }
 
@@ -479,24 +665,61 @@ impl Store {
         self.lock_journal().wal.retiring()
     }
 
+    /// Test knobs: how often the writer checkpoints, and how often a stopped store retries.
+    #[cfg(test)]
+    pub(crate) fn set_timings_for_tests(&self, checkpoint: Duration, retry: Duration) {
+        self.lock_journal().interval = checkpoint;
+        self.health.set_retry(retry);
+    }
+
+    /// Waits (up to 10 s) until no checkpoint's fsync is outstanding or writes have stopped.
+    #[cfg(test)]
+    pub(crate) fn wait_checkpoint_settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log_retiring() && self.health.writable() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// What the log holds, and what the database file owes (for the tests' messages).
+    #[cfg(test)]
+    pub(crate) fn describe_for_tests(&self) -> String {
+        let j = self.lock_journal();
+        format!(
+            "log: {} bytes in the active file, retiring={}, unpersisted={}, next={}; chatd.redb owes {} bytes ({:?}); health {:?}",
+            j.wal.len(),
+            j.wal.retiring(),
+            j.unpersisted,
+            j.next,
+            self.dbfile.owed_bytes(),
+            self.dbfile.failure(),
+            self.health.status()
+        )
+    }
+
     /// Makes every applied batch durable in redb and empties the log (a no-op if nothing is
-    /// pending). The writer calls it when it stops.
+    /// pending). The writer calls it when it stops. While writes are refused it does nothing
+    /// and says so (the log keeps every batch for the next start).
     pub fn checkpoint(&self) -> Result<()> {
         let mut j = self.lock_journal();
         if j.unpersisted == 0 && j.wal.is_empty() {
             return Ok(());
         }
+        self.health.check().map_err(StoreError::Unwritable)?;
         self.checkpoint_locked(&mut j)
     }
 
+    /// A checkpoint whose fsync is made here (on whatever the health says: `heal` and
+    /// `recover` use it to find out).
     fn checkpoint_locked(&self, j: &mut Journal) -> Result<()> {
         // An Immediate commit persists every non-durable commit before it.
-        let tx = self.write()?;
+        let tx = self.write_unchecked()?;
         tx.commit()?;
         j.unpersisted = 0;
         j.last_checkpoint = Instant::now();
-        j.wal.reset().map_err(StoreError::Io)?;
-        Ok(())
+        j.wal
+            .reset()
+            .map_err(|e| self.stop_writes("emptying the write-ahead log", &e))
     }
 
     /// Applies `ops` as batch `number` in one write transaction with the given durability,
@@ -532,11 +755,17 @@ impl Store {
         self.epoch
     }
 
-    fn write(&self) -> Result<redb::WriteTransaction> {
+    /// A durable write transaction, unless writes are refused (see `health`).
+    fn write(&self) -> Result<WriteTx<'_>> {
+        self.health.check().map_err(StoreError::Unwritable)?;
+        self.write_unchecked()
+    }
+
+    fn write_unchecked(&self) -> Result<WriteTx<'_>> {
         let mut tx = self.db.begin_write()?;
         // Explicit, although it is redb's default: acknowledged means fsync'd.
         tx.set_durability(Durability::Immediate)?;
-        Ok(tx)
+        Ok(WriteTx { tx, store: self })
     }
 
     // ---- users -------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ use std::sync::Arc;
 
 use super::chat::Change;
 use super::codec::{Dec, DecodeError, Enc};
+use super::fault::{self, LogHandle};
 use crate::model::{ConversationId, UserId};
 
 /// File names of the log's two halves inside the data directory.
@@ -60,7 +61,7 @@ const HEADER_V1: usize = 16;
 /// rather than truncated: a record written over blocks the file already has needs only a data
 /// flush, while one that makes the file longer makes `fdatasync` commit the file system's
 /// journal too (measured on ext4: 0.09 ms against 0.16 ms per 4 KiB record).
-const PREALLOC: u64 = 1024 * 1024;
+pub(crate) const PREALLOC: u64 = 1024 * 1024;
 /// Largest record accepted when reading back (a batch of the largest messages fits easily).
 const RECORD_MAX: usize = 256 * 1024 * 1024;
 
@@ -88,6 +89,9 @@ pub struct Recovered {
     pub batches: Vec<Batch>,
     /// Bytes of a torn or damaged tail that were cut off.
     pub dropped_bytes: u64,
+    /// Why a file could not be made `PREALLOC` long (the disk is full, say): the log works,
+    /// but its next appends may fail; the store refuses writes until `Wal::repair` succeeds.
+    pub unprepared: Option<std::io::Error>,
 }
 
 /// The log, appended to by the message writer only. It is two files used in turn: a checkpoint
@@ -109,7 +113,7 @@ pub struct Wal {
 
 /// One of the two files.
 struct LogFile {
-    file: Arc<File>,
+    file: Arc<LogHandle>,
     len: u64,
     /// Carried by every record of the file's current use (see the module doc).
     salt: u64,
@@ -123,13 +127,13 @@ struct LogFile {
 /// A thread that runs `fdatasync` on the log file it is handed and answers with the result:
 /// the writer applies a batch to redb while the disk takes the batch's record.
 struct LogSync {
-    req: SyncSender<Arc<File>>,
+    req: SyncSender<Arc<LogHandle>>,
     done: Receiver<std::io::Result<()>>,
 }
 
 impl LogSync {
     fn spawn() -> std::io::Result<LogSync> {
-        let (req, jobs) = sync_channel::<Arc<File>>(1);
+        let (req, jobs) = sync_channel::<Arc<LogHandle>>(1);
         let (answer, done) = sync_channel(1);
         std::thread::Builder::new()
             .name("chatd-logsync".into())
@@ -145,7 +149,7 @@ impl LogSync {
     }
 
     /// Starts an fsync of `file`; `wait` collects it. Runs it right here if the thread is gone.
-    fn start(&self, file: &Arc<File>) -> Option<std::io::Result<()>> {
+    fn start(&self, file: &Arc<LogHandle>) -> Option<std::io::Result<()>> {
         match self.req.send(file.clone()) {
             Ok(()) => None,
             Err(_) => Some(file.sync_data()),
@@ -182,6 +186,7 @@ impl Wal {
             Recovered {
                 batches,
                 dropped_bytes: ra.dropped_bytes + rb.dropped_bytes,
+                unprepared: ra.unprepared.or(rb.unprepared),
             },
         ))
     }
@@ -297,6 +302,20 @@ impl Wal {
         Ok(())
     }
 
+    /// Makes the log fit to take records again after a failed write: the active file is cut
+    /// back to the records that count if an earlier cut failed, and gets room for `PREALLOC`
+    /// more bytes of records (zeros written and fsync'd now, so a disk that is still full
+    /// fails here, not at the next append).
+    pub fn repair(&mut self) -> std::io::Result<()> {
+        let f = &mut self.files[self.active];
+        if !f.clean {
+            f.file.set_len(f.len)?;
+            f.file.sync_all()?;
+            f.clean = true;
+        }
+        f.make_room(f.len + PREALLOC)
+    }
+
     /// Empties both files (after a checkpoint made everything in them durable in redb).
     pub fn reset(&mut self) -> std::io::Result<()> {
         self.files[1 - self.active].reset()?;
@@ -333,7 +352,7 @@ impl LogFile {
             file.sync_all()?;
         }
         let f = LogFile {
-            file: Arc::new(file),
+            file: Arc::new(fault::log_handle(file, &path)),
             len: good as u64,
             // Appends continue the records there are (recovery empties the file anyway).
             salt: salt.unwrap_or_else(fresh_salt),
@@ -341,19 +360,26 @@ impl LogFile {
             unsynced: None,
             clean: true,
         };
-        f.prepare()?;
+        // On a full disk the log still opens (reads and recovery need no space).
+        let mut recovered = recovered;
+        recovered.unprepared = f.prepare().err();
         Ok((f, recovered))
     }
 
     /// Makes the file at least `PREALLOC` long by writing zeros after its end (real writes, so
     /// the blocks are allocated and initialised: later records over them change no metadata).
     fn prepare(&self) -> std::io::Result<()> {
-        let size = self.file.metadata()?.len();
-        if size >= PREALLOC {
+        self.make_room(PREALLOC)
+    }
+
+    /// Makes the file at least `size` long with zeros after its end, fsync'd.
+    fn make_room(&self, size: u64) -> std::io::Result<()> {
+        let have = self.file.metadata()?.len();
+        if have >= size {
             return Ok(());
         }
-        let zeros = vec![0u8; (PREALLOC - size) as usize];
-        self.file.write_all_at(&zeros, size)?;
+        let zeros = vec![0u8; (size - have) as usize];
+        self.file.write_all_at(&zeros, have)?;
         self.file.sync_data()
     }
 
@@ -424,8 +450,10 @@ impl LogFile {
             return Ok(());
         }
         self.file.set_len(0)?;
-        // From here appends start at 0 whether or not the sync below succeeds.
+        // From here appends start at 0 whether or not the sync below succeeds (and whatever a
+        // failed append left behind is gone).
         self.len = 0;
+        self.clean = true;
         self.salt = fresh_salt();
         self.file.sync_all()
     }
@@ -540,6 +568,7 @@ fn parse(bytes: &[u8]) -> (Recovered, usize, Option<u64>) {
         Recovered {
             batches,
             dropped_bytes,
+            unprepared: None,
         },
         at,
         salt,
