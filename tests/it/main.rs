@@ -6,6 +6,7 @@ mod cli;
 mod http_edge;
 mod observability;
 mod ops;
+mod storage_full;
 mod support;
 mod tls;
 mod ws_basics;

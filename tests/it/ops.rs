@@ -11,7 +11,7 @@ use crate::support::ws::{login, user, Client};
 use crate::support::{chatd, creds, Server};
 
 /// Every message of a conversation, oldest first, by paging `history` back from the newest.
-async fn all_messages(c: &mut Client, conv: u64) -> Vec<Value> {
+pub(crate) async fn all_messages(c: &mut Client, conv: u64) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
     let mut before: Option<u64> = None;
     loop {
@@ -263,11 +263,11 @@ async fn database_from_an_older_chatd_is_upgraded_on_start() {
 }
 
 /// An acknowledged send: (conversation, seq, client_id).
-type Acked = (u64, u64, String);
+pub(crate) type Acked = (u64, u64, String);
 
 /// Reads back every conversation an ack names: each has seqs 1..=n with no gap or duplicate,
 /// and every acknowledged message is at the seq its ack named. Returns how many are stored.
-async fn assert_acked_at_their_seqs(c: &mut Client, acked: &[Acked]) -> usize {
+pub(crate) async fn assert_acked_at_their_seqs(c: &mut Client, acked: &[Acked]) -> usize {
     let mut convs: Vec<u64> = acked.iter().map(|a| a.0).collect();
     convs.sort();
     convs.dedup();
