@@ -672,11 +672,16 @@ impl Store {
         self.health.set_retry(retry);
     }
 
-    /// Waits (up to 10 s) until no checkpoint's fsync is outstanding or writes have stopped.
+    /// Waits (up to 10 s) until every applied batch is checkpointed and no checkpoint's fsync
+    /// is outstanding, or writes have stopped.
     #[cfg(test)]
     pub(crate) fn wait_checkpoint_settled(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log_retiring() && self.health.writable() && Instant::now() < deadline {
+        let busy = || {
+            let j = self.lock_journal();
+            j.unpersisted > 0 || j.wal.retiring()
+        };
+        while busy() && self.health.writable() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
