@@ -13,7 +13,12 @@
 pub mod backup;
 pub mod chat;
 mod codec;
+pub mod damage;
+#[cfg(test)]
+mod damage_tests;
 mod dbfile;
+pub mod identity;
+mod recover;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -50,6 +55,9 @@ pub enum StoreError {
     NameTaken,
     /// No user with that id or name.
     NoSuchUser,
+    /// The data directory is damaged in a way that starting would hide (a missing database,
+    /// a log that does not match it): the message says what is missing and what to do.
+    Refused(String),
     /// Registration is closed and the database already has accounts.
     RegistrationClosed,
 }
@@ -71,6 +79,7 @@ impl fmt::Display for StoreError {
             StoreError::Db(e) => write!(f, "database error: {e}"),
             StoreError::NameTaken => write!(f, "that name is already taken"),
             StoreError::NoSuchUser => write!(f, "no such user"),
+            StoreError::Refused(why) => write!(f, "{why}"),
             StoreError::RegistrationClosed => write!(f, "registration is closed"),
         }
     }
@@ -167,6 +176,21 @@ struct Journal {
     /// Set when a logged batch could neither be applied nor voided: logging more would make
     /// recovery replay it before them, so no further batch is accepted.
     broken: bool,
+    /// The durable state has `meta.wal_open` set (see `store::recover`).
+    log_marked: bool,
+}
+
+/// How `Store::open_with` treats a data directory it would otherwise refuse.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// redb's page cache (see `open_with_cache`); `None`: redb's default, 1 GiB.
+    pub cache_bytes: Option<usize>,
+    /// Start over with a new, empty database when the directory held one that is missing or
+    /// empty now (`--new-database`).
+    pub new_database: bool,
+    /// Start on a log that does not match the database, without the batches that cannot be
+    /// applied (`--discard-damaged-log`).
+    pub discard_damaged_log: bool,
 }
 
 /// Checkpoint (durable redb commit, then an empty log) when the log is this big...
@@ -224,7 +248,33 @@ impl Store {
     /// checkpoint (beyond that redb writes them out early, which then waits for a pending
     /// checkpoint fsync). This is the bulk of a busy server's memory besides its connections.
     pub fn open_with_cache(dir: &Path, cache_bytes: Option<usize>) -> Result<Store> {
+        Store::open_with(
+            dir,
+            &OpenOptions {
+                cache_bytes,
+                ..OpenOptions::default()
+            },
+        )
+    }
+
+    /// `open`, with the page cache and what to accept in a damaged directory set in `opts`.
+    /// Never panics on a damaged file: a panic inside redb becomes `StoreError::Corrupt`.
+    pub fn open_with(dir: &Path, opts: &OpenOptions) -> Result<Store> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Store::open_inner(dir, opts)
+        })) {
+            Ok(r) => r,
+            Err(p) => Err(StoreError::Corrupt(format!(
+                "reading it made the database library fail ({}); `chatd check` describes the damage, `chatd repair` or `chatd restore` recover from it",
+                damage::panic_message(&*p)
+            ))),
+        }
+    }
+
+    fn open_inner(dir: &Path, opts: &OpenOptions) -> Result<Store> {
         let path = dir.join(DB_FILE);
+        let starting_over = identity::before_open(dir, opts.new_database)?;
+        let cache_bytes = opts.cache_bytes;
         let new_db = !path.exists();
         let dbfile = std::fs::OpenOptions::new()
             .read(true)
@@ -257,18 +307,15 @@ impl Store {
         if new_db {
             same_owner_as_dir(&path, dir);
         }
-        let (wal, recovered) = wal::Wal::open(dir).map_err(|e| {
-            StoreError::Io(std::io::Error::new(
-                e.kind(),
-                format!("cannot open the log in {}: {e}", dir.display()),
-            ))
-        })?;
+        identity::after_open(dir, epoch, starting_over).map_err(StoreError::Io)?;
+        let opened = recover::open_log(&db, dir, epoch, opts.discard_damaged_log)?;
         let journal = Arc::new(Mutex::new(Journal {
-            wal,
+            wal: opened.wal,
             next: 1,
             last_checkpoint: Instant::now(),
             unpersisted: 0,
             broken: false,
+            log_marked: false,
         }));
         let syncer = spawn_syncer(dbfile.clone(), journal.clone())?;
         let store = Store {
@@ -278,67 +325,8 @@ impl Store {
             dbfile,
             syncer: Arc::new(syncer),
         };
-        store.recover(recovered)?;
+        store.replay(opened.replay)?;
         Ok(store)
-    }
-
-    /// Re-applies the logged batches that the last durable commit does not have, makes them
-    /// durable and empties the log.
-    fn recover(&self, recovered: wal::Recovered) -> Result<()> {
-        let applied = self.meta(META_WAL_APPLIED)?.unwrap_or(0);
-        if recovered.dropped_bytes > 0 {
-            tracing::info!(
-                bytes = recovered.dropped_bytes,
-                "cut off what followed the last intact record of the log: a write the crash cut short, or the rest of older records of a reused log file (neither was acknowledged or is still needed)"
-            );
-        }
-        let mut cache = chat::MemberCache::default();
-        let mut last = applied;
-        let mut replayed = 0;
-        for b in recovered.batches {
-            if b.epoch != self.epoch {
-                tracing::warn!(
-                    batch = b.number,
-                    "the log holds a batch of another database (a different epoch); ignored"
-                );
-                continue;
-            }
-            if b.number <= applied {
-                continue;
-            }
-            let ops: Vec<wal::LoggedOp<'_>> = b
-                .ops
-                .iter()
-                .map(|(actor, name, change)| wal::LoggedOp {
-                    actor: *actor,
-                    actor_name: name,
-                    change,
-                })
-                .collect();
-            self.apply_batch(
-                &mut cache,
-                b.number,
-                b.now_ms,
-                &ops,
-                Durability::None,
-                || Ok(()),
-            )?;
-            last = b.number;
-            replayed += 1;
-        }
-        let mut j = self.lock_journal();
-        j.next = last + 1;
-        if replayed > 0 || !j.wal.is_empty() {
-            if replayed > 0 {
-                tracing::info!(
-                    batches = replayed,
-                    "recovered logged batches after an unclean stop"
-                );
-            }
-            j.unpersisted = replayed;
-            self.checkpoint_locked(&mut j)?;
-        }
-        Ok(())
     }
 
     fn lock_journal(&self) -> std::sync::MutexGuard<'_, Journal> {
@@ -361,6 +349,11 @@ impl Store {
             return Err(StoreError::Io(std::io::Error::other(
                 "the log could not be written earlier; restart chatd",
             )));
+        }
+        if !j.log_marked {
+            // After a clean stop's checkpoint (see `store::recover`).
+            self.mark_log(true)?;
+            j.log_marked = true;
         }
         let number = j.next;
         let failed_log = |j: &mut Journal, e: std::io::Error| {
@@ -392,8 +385,10 @@ impl Store {
         // The apply may have failed before it got to the commit (and so to the fsync).
         let synced = synced.unwrap_or_else(|| j.wal.finish_append());
         if let Err(e) = synced {
-            // Cut off again and not committed to redb: as if the batch never happened.
+            // Cut off again and not committed to redb: as if the batch never happened, so the
+            // next batch takes its number (recovery refuses a gap in the numbers).
             cache.clear();
+            j.next = number;
             return Err(failed_log(&mut j, e));
         }
         match applied {
@@ -481,12 +476,28 @@ impl Store {
 
     /// Makes every applied batch durable in redb and empties the log (a no-op if nothing is
     /// pending). The writer calls it when it stops.
+    /// The durable state then says the log holds nothing it lacks (`meta.wal_open` cleared):
+    /// a start that finds a log file missing goes on.
     pub fn checkpoint(&self) -> Result<()> {
         let mut j = self.lock_journal();
-        if j.unpersisted == 0 && j.wal.is_empty() {
+        if j.unpersisted == 0 && j.wal.is_empty() && !j.log_marked {
             return Ok(());
         }
-        self.checkpoint_locked(&mut j)
+        // An Immediate commit persists every non-durable commit before it.
+        self.mark_log(false)?;
+        j.log_marked = false;
+        j.unpersisted = 0;
+        j.last_checkpoint = Instant::now();
+        j.wal.reset().map_err(StoreError::Io)
+    }
+
+    /// Sets or clears `meta.wal_open` with a durable commit.
+    fn mark_log(&self, open: bool) -> Result<()> {
+        let tx = self.write()?;
+        tx.open_table(META)?
+            .insert(META_WAL_OPEN, u64::from(open))?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn checkpoint_locked(&self, j: &mut Journal) -> Result<()> {

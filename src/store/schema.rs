@@ -32,6 +32,12 @@ pub const META_NEXT_CONVERSATION: &str = "next_conversation_id";
 /// Written by every logged batch; recovery re-applies only later batches.
 pub const META_WAL_APPLIED: &str = "wal_applied";
 
+/// 1 while the log in the data directory may hold batches this database lacks: set by a
+/// durable commit when the store opens the log (and before the first batch after a clean stop's
+/// checkpoint), cleared by that checkpoint. A start that finds it set while a log file is
+/// missing refuses (`store::recover`). A backup's copy has it cleared.
+pub const META_WAL_OPEN: &str = "wal_open";
+
 /// Schema 2 only (set by the 1 → 2 step, removed by 2 → 3).
 pub const META_MESSAGE_COUNT: &str = "message_count";
 
