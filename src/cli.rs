@@ -170,6 +170,20 @@ pub struct ServeArgs {
     /// Serve GET /metrics to every client address, not only loopback
     #[arg(long, env = "CHATD_METRICS_PUBLIC")]
     pub metrics_public: bool,
+
+    /// Start over with a new, empty database although this data directory held one that is now
+    /// missing or empty (chatd refuses that otherwise). Every account and message of the old
+    /// one is gone; `chatd restore` a backup instead if you have one. Use once, then remove
+    #[arg(long, env = "CHATD_NEW_DATABASE")]
+    pub new_database: bool,
+
+    /// Start although the write-ahead log does not match the database (damaged records with
+    /// intact ones after them, a missing or foreign log, a gap after the database's state),
+    /// without the logged changes that cannot be applied: they are lost, and the log files are
+    /// kept aside as chatd.wal*.damaged-<time>. chatd refuses such a start otherwise. Use
+    /// once, then remove
+    #[arg(long, env = "CHATD_DISCARD_DAMAGED_LOG")]
+    pub discard_damaged_log: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

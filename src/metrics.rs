@@ -120,6 +120,8 @@ pub struct Snapshot {
     pub messages_in_store: Option<u64>,
     pub db_bytes: Option<u64>,
     pub uptime: Duration,
+    /// Damaged records met since the start (`store::damage::seen`).
+    pub damaged_records: u64,
 }
 
 impl Metrics {
@@ -222,6 +224,12 @@ impl Metrics {
                 n.to_string(),
             );
         }
+        put(
+            "chatd_store_damaged_records_total",
+            "counter",
+            "Times a damaged database record was met and skipped (a message shows as unreadable); nonzero makes /healthz say degraded. Run chatd check.",
+            s.damaged_records.to_string(),
+        );
         self.commit_seconds.render(
             &mut out,
             "chatd_commit_duration_seconds",

@@ -156,18 +156,26 @@ fn method_not_allowed(allow: &'static str) -> Resp {
 struct Health {
     status: &'static str,
     version: &'static str,
+    /// Damaged records met since the start (only when there were any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    damaged_records: Option<u64>,
 }
 
-/// `GET /healthz`: 200 when the database answers a read, 503 otherwise.
+/// `GET /healthz`: 200 when the database answers a read (status `ok`, or `degraded` once a
+/// damaged record was met: chat goes on, an admin should run `chatd check`), 503 otherwise.
 async fn healthz(app: &Arc<App>) -> Resp {
     match app.db(|s| s.user_count()).await {
-        Ok(_) => reply::json(
-            StatusCode::OK,
-            &Health {
-                status: "ok",
-                version: crate::VERSION,
-            },
-        ),
+        Ok(_) => {
+            let damaged = crate::store::damage::seen();
+            reply::json(
+                StatusCode::OK,
+                &Health {
+                    status: if damaged > 0 { "degraded" } else { "ok" },
+                    version: crate::VERSION,
+                    damaged_records: (damaged > 0).then_some(damaged),
+                },
+            )
+        }
         Err(e) => {
             tracing::error!("health check failed: {e}");
             reply::json(
@@ -175,10 +183,36 @@ async fn healthz(app: &Arc<App>) -> Resp {
                 &Health {
                     status: "database unavailable",
                     version: crate::VERSION,
+                    damaged_records: None,
                 },
             )
         }
     }
+}
+
+/// Every request while the server is still opening its database (after a crash, recovery can
+/// take a moment): `/healthz` answers 503 `{"status":"starting"}`, everything else 503
+/// `starting` with `Retry-After: 1`. The connection is closed after the reply.
+pub async fn handle_starting(req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let mut resp = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/healthz") => reply::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Health {
+                status: "starting",
+                version: crate::VERSION,
+                damaged_records: None,
+            },
+        ),
+        _ => reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the server is starting; try again in a moment",
+        ),
+    };
+    resp.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    security_headers(resp.headers_mut());
+    Ok(resp)
 }
 
 /// `GET /metrics` (loopback only unless `--metrics-public`): Prometheus text format.
@@ -196,6 +230,7 @@ async fn metrics(app: &Arc<App>) -> Resp {
         messages_in_store: counts.map(|c| c.1),
         db_bytes: std::fs::metadata(db_path).ok().map(|m| m.len()),
         uptime: app.started.elapsed(),
+        damaged_records: crate::store::damage::seen(),
     };
     let body = app.metrics.render(&snapshot);
     let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));

@@ -4,6 +4,7 @@
 //! Never a silent loss and never a message at another seq.
 
 use super::*;
+use crate::model::ConversationId;
 use crate::store::chat::{Change, MemberCache, Target};
 use crate::store::wal::{LoggedOp, WAL_FILES};
 
@@ -360,4 +361,181 @@ fn the_identity_marker_follows_the_database() {
     let s = Store::open(live.dir.path()).unwrap();
     assert_eq!(r.summary.users, 2);
     assert_eq!(identity::read(live.dir.path()).unwrap(), Some(s.epoch()));
+}
+
+/// Every offset of `needle` in `hay`.
+fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+    hay.windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// A stopped store with `n` messages from alice to bob (cleanly closed), for damaging.
+fn stopped_with(n: u64) -> (tempfile::TempDir, UserId, ConversationId) {
+    let mut live = Live::new();
+    live.send(n);
+    live.store.checkpoint().unwrap();
+    let conv = live.store.conversations_of(live.alice, 1).unwrap()[0].id;
+    let alice = live.alice;
+    drop(live.store);
+    (live.dir, alice, conv)
+}
+
+/// What a catch-up from `after` reads, page by page as a session does: (seq, text or
+/// "UNREADABLE") per message. Panics if a page makes no progress.
+fn catch_up(s: &Store, user: UserId, conv: ConversationId, after: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut cursor = after;
+    loop {
+        let (page, more) = s
+            .messages_after_map(user, conv, cursor, 7, usize::MAX, |m| {
+                let text = if m.unreadable {
+                    "UNREADABLE".to_string()
+                } else {
+                    m.text.to_string()
+                };
+                (m.seq, text)
+            })
+            .unwrap()
+            .unwrap();
+        for (seq, text) in page {
+            assert_eq!(seq, cursor + 1, "every seq once, in order");
+            cursor = seq;
+            out.push((seq, text));
+        }
+        if !more {
+            return out;
+        }
+        assert!(out.len() < 10_000, "no progress");
+    }
+}
+
+/// Defect 6: one character of a stored text changed inside chatd.redb is not served as if
+/// intact: the record's checksum fails, and readers get a marker at its seq, counted.
+#[test]
+fn an_altered_text_is_a_marker_not_a_message() {
+    let (dir, alice, conv) = stopped_with(40);
+    let db = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = find_all(&bytes, b"message number 17");
+    assert!(!at.is_empty());
+    for i in at {
+        bytes[i + 8] = b'N'; // "number" → "Number"
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let before = damage::seen();
+    let got = catch_up(&s, alice, conv, 0);
+    let mut want = expected(40);
+    want[16].1 = "UNREADABLE".into();
+    assert_eq!(got, want);
+    assert!(damage::seen() > before, "counted");
+    let h = s
+        .history(alice, conv, u64::MAX, 100, usize::MAX)
+        .unwrap()
+        .unwrap();
+    assert!(h[16].unreadable && h[16].text.is_empty() && h[16].seq == 17);
+    assert!(h.iter().filter(|m| m.unreadable).count() == 1);
+}
+
+/// Defect 5 (keys): one seq's top byte changed. The message is no longer at its seq, a key far
+/// beyond the conversation's last seq exists: the catch-up neither spins nor ends early, it
+/// shows a marker at the seq and goes on to the end; history never serves the stray key.
+#[test]
+fn a_damaged_key_is_a_marker_and_the_catch_up_goes_on() {
+    let (dir, alice, conv) = stopped_with(40);
+    let db = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&db).unwrap();
+    let key = codec::key2(conv.0, 23);
+    let at = find_all(&bytes, &key);
+    assert!(!at.is_empty());
+    for i in at {
+        bytes[i + 15] = 1; // the seq's top byte: 23 + 2^56
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let got = catch_up(&s, alice, conv, 0);
+    let mut want = expected(40);
+    want[22].1 = "UNREADABLE".into();
+    assert_eq!(got, want);
+    let h = s
+        .history(alice, conv, u64::MAX, 100, usize::MAX)
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.len(), 40);
+    assert_eq!(h.last().unwrap().seq, 40, "no seq past the last one");
+    // A cursor beyond the damage reads on normally.
+    assert_eq!(catch_up(&s, alice, conv, 30), expected(40)[30..].to_vec());
+}
+
+/// Defect 5 (pages): a zeroed 4 KiB page in the middle of the messages. No panic escapes, and
+/// a catch-up from the start reaches the last seq with markers where it could not read.
+#[test]
+fn a_zeroed_page_gives_markers_not_a_panic_or_a_stuck_catch_up() {
+    let (dir, alice, conv) = stopped_with(400);
+    let bytes = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+    // The text may lie in older copies of its page too (free pages, or pages reused for other
+    // trees): damage each in turn until the live one is hit. A copy whose damage stops the open
+    // must fail it cleanly (the table-definition test below).
+    let mut tried = 0;
+    let (copy, s) = find_all(&bytes, b"message number 200")
+        .into_iter()
+        .find_map(|i| {
+            tried += 1;
+            let copy = crash_image(dir.path());
+            let mut b = bytes.clone();
+            let page = i / 4096 * 4096;
+            b[page..page + 4096].fill(0);
+            std::fs::write(copy.path().join(DB_FILE), &b).unwrap();
+            let s = std::panic::catch_unwind(|| Store::open(copy.path()))
+                .expect("the open does not panic")
+                .ok()?;
+            let h = s.history(alice, conv, 201, 1, usize::MAX).unwrap().unwrap();
+            h[0].unreadable.then_some((copy, s))
+        })
+        .unwrap_or_else(|| panic!("no copy of the page is the live one ({tried} tried)"));
+    let got = catch_up(&s, alice, conv, 0);
+    assert_eq!(got.len(), 400);
+    let lost: Vec<u64> = got
+        .iter()
+        .filter(|(_, t)| t == "UNREADABLE")
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert!(lost.contains(&200), "{lost:?}");
+    assert!(lost.len() < 400, "the rest is read: {lost:?}");
+    for (seq, text) in &got {
+        assert!(
+            text == "UNREADABLE" || *text == format!("message number {seq}"),
+            "{seq}: {text}"
+        );
+    }
+    let h = s
+        .history(alice, conv, u64::MAX, 100, usize::MAX)
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.len(), 100);
+    drop(copy);
+}
+
+/// Defect 5 (start-up): a damaged byte in the table definitions made redb panic while opening.
+/// The start fails with an error instead, never a panic.
+#[test]
+fn damaged_table_definitions_fail_the_start_without_a_panic() {
+    let (dir, _, _) = stopped_with(5);
+    let db = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&db).unwrap();
+    for name in [&b"conversations"[..], b"client_ids", b"messages"] {
+        for i in find_all(&bytes, name) {
+            bytes[i + 2] = 0xff; // not UTF-8
+        }
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let r = std::panic::catch_unwind(|| Store::open(dir.path()).map(|_| ()));
+    match r {
+        Ok(Err(e)) => assert!(e.to_string().contains("damaged"), "{e}"),
+        Ok(Ok(())) => {}
+        Err(_) => panic!("the open panicked"),
+    }
 }

@@ -18,6 +18,7 @@ pub mod damage;
 mod damage_tests;
 mod dbfile;
 pub mod identity;
+mod messages;
 mod recover;
 pub mod schema;
 #[cfg(test)]
@@ -687,16 +688,7 @@ impl Store {
     pub fn create_session(&self, token_hash: &[u8; 32], session: &Session) -> Result<()> {
         let tx = self.write()?;
         {
-            let rec = Enc::new(1)
-                .u64(session.user.0)
-                .u8(match session.kind {
-                    SessionKind::Cookie => 1,
-                    SessionKind::Token => 2,
-                })
-                .u64(session.created_ms)
-                .u64(session.expires_ms)
-                .str(&session.label)
-                .0;
+            let rec = encode_session(token_hash, session);
             tx.open_table(SESSIONS)?
                 .insert(token_hash, rec.as_slice())?;
             tx.open_table(USER_SESSIONS)?
@@ -714,7 +706,7 @@ impl Store {
         let Some(raw) = sessions.get(token_hash)? else {
             return Ok(None);
         };
-        let session = decode_session(raw.value())?;
+        let session = decode_session(token_hash, raw.value())?;
         if session.expires_ms != 0 && session.expires_ms <= now_ms {
             return Ok(None);
         }
@@ -732,7 +724,7 @@ impl Store {
         {
             let mut sessions = tx.open_table(SESSIONS)?;
             let user = match sessions.remove(token_hash)? {
-                Some(raw) => Some(decode_session(raw.value())?.user),
+                Some(raw) => Some(decode_session(token_hash, raw.value())?.user),
                 None => None,
             };
             if let Some(user) = user {
@@ -753,7 +745,7 @@ impl Store {
             let (k, _) = row?;
             let (_, hash) = k.value();
             if let Some(raw) = sessions.get(hash)? {
-                out.push((*hash, decode_session(raw.value())?));
+                out.push((*hash, decode_session(hash, raw.value())?));
             }
         }
         Ok(out)
@@ -792,8 +784,14 @@ impl Store {
                 };
                 index.insert(key.as_str(), next)?;
                 users.insert(next, encode_user(&user).as_slice())?;
-                let rec = Enc::new(1).u64(next).u8(2).u64(now_ms).u64(0).str("seed").0;
-                sessions.insert(token, rec.as_slice())?;
+                let session = Session {
+                    user: UserId(next),
+                    kind: SessionKind::Token,
+                    created_ms: now_ms,
+                    expires_ms: 0,
+                    label: "seed".into(),
+                };
+                sessions.insert(token, encode_session(token, &session).as_slice())?;
                 user_sessions.insert((next, token), ())?;
                 next += 1;
                 out.push(user);
@@ -900,6 +898,8 @@ fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<()> {
                 // redb keeps each table's length, so the message count needs no counter.
                 tx.open_table(META)?.remove(META_MESSAGE_COUNT)?;
             }
+            // 3 → 4: seal every record; message records v2 (see `store::messages`).
+            3 => seal_records(tx)?,
             _ => {
                 return Err(StoreError::Corrupt(format!(
                     "unknown schema version {v} (no upgrade step from it)"
@@ -907,6 +907,88 @@ fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<()> {
             }
         }
         v += 1;
+    }
+    Ok(())
+}
+
+/// The 3 → 4 step: every record sealed (`codec::seal`), message records rewritten as v2.
+/// Messages are rewritten in chunks (their keys read, then written), so memory stays small
+/// whatever the database's size.
+fn seal_records(tx: &redb::WriteTransaction) -> Result<()> {
+    let undecodable = |what: String| {
+        move |e: DecodeError| StoreError::Corrupt(format!("cannot upgrade {what}: {}", e.0))
+    };
+    {
+        let mut t = tx.open_table(USERS)?;
+        let rows: Vec<(u64, Vec<u8>)> = t
+            .iter()?
+            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<std::result::Result<_, _>>()?;
+        for (id, raw) in rows {
+            t.insert(id, codec::seal(&codec::key1(id), raw).as_slice())?;
+        }
+    }
+    {
+        let mut t = tx.open_table(SESSIONS)?;
+        let rows: Vec<([u8; 32], Vec<u8>)> = t
+            .iter()?
+            .map(|r| r.map(|(k, v)| (*k.value(), v.value().to_vec())))
+            .collect::<std::result::Result<_, _>>()?;
+        for (hash, raw) in rows {
+            t.insert(&hash, codec::seal(&hash, raw).as_slice())?;
+        }
+    }
+    {
+        let mut t = tx.open_table(CONVERSATIONS)?;
+        let rows: Vec<(u64, Vec<u8>)> = t
+            .iter()?
+            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<std::result::Result<_, _>>()?;
+        for (id, raw) in rows {
+            t.insert(id, chat::upgrade_conv(id, &raw)?.as_slice())?;
+        }
+    }
+    let mut t = tx.open_table(MESSAGES)?;
+    let total = t.len()?;
+    let mut from = (0u64, 0u64);
+    let mut done = 0u64;
+    loop {
+        const CHUNK: usize = 10_000;
+        let mut rows: Vec<((u64, u64), Vec<u8>)> = Vec::with_capacity(CHUNK);
+        for r in t.range(from..)?.take(CHUNK) {
+            let (k, v) = r?;
+            let (conv, seq) = k.value();
+            let (sender, time_ms, client_id, text) = messages::decode_v1(v.value())
+                .map_err(undecodable(format!("message {conv}/{seq}")))?;
+            let m = crate::model::StoredMessage {
+                conversation: crate::model::ConversationId(conv),
+                seq,
+                sender: UserId(sender),
+                sender_name: String::new(),
+                time_ms,
+                client_id: client_id.to_string(),
+                text: text.to_string(),
+                unreadable: false,
+            };
+            rows.push(((conv, seq), messages::encode(&m)));
+        }
+        let Some(&((conv, seq), _)) = rows.last() else {
+            break;
+        };
+        for (k, v) in &rows {
+            t.insert(*k, v.as_slice())?;
+        }
+        done += rows.len() as u64;
+        if done % 100_000 < CHUNK as u64 {
+            tracing::info!("upgrading the database: {done} of {total} messages");
+        }
+        from = match seq.checked_add(1) {
+            Some(s) => (conv, s),
+            None => match conv.checked_add(1) {
+                Some(c) => (c, 0),
+                None => break,
+            },
+        };
     }
     Ok(())
 }
@@ -935,7 +1017,29 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// The record inside a sealed value of `table` at `key` (`key_bytes` as sealed), or a reported
+/// `Corrupt` error when its checksum does not match (see `codec::seal`, `damage`).
+fn unsealed<'a>(
+    table: &str,
+    key: impl fmt::Display,
+    key_bytes: &[u8],
+    raw: &'a [u8],
+) -> Result<&'a [u8]> {
+    codec::unseal(key_bytes, raw).map_err(|e| damaged(table, key, e))
+}
+
+/// Reports a damaged record (see `damage`) and makes the error for it.
+fn damaged(table: &str, key: impl fmt::Display, e: DecodeError) -> StoreError {
+    let what = format!("{table} {key}");
+    damage::report(&what, e.0);
+    StoreError::Corrupt(format!("{what}: {}", e.0))
+}
+
 fn encode_user(u: &User) -> Vec<u8> {
+    codec::seal(&codec::key1(u.id.0), encode_user_record(u))
+}
+
+fn encode_user_record(u: &User) -> Vec<u8> {
     let mut flags = 0;
     if u.admin {
         flags |= USER_FLAG_ADMIN;
@@ -952,6 +1056,11 @@ fn encode_user(u: &User) -> Vec<u8> {
 }
 
 fn decode_user(id: u64, raw: &[u8]) -> Result<User> {
+    let rec = unsealed("users", id, &codec::key1(id), raw)?;
+    decode_user_record(id, rec).map_err(|e| damaged("users", id, e))
+}
+
+fn decode_user_record(id: u64, raw: &[u8]) -> std::result::Result<User, DecodeError> {
     let mut d = Dec::new(raw, 1, "user record version")?;
     let name = d.str()?.to_string();
     let password_hash = d.str()?.to_string();
@@ -967,13 +1076,37 @@ fn decode_user(id: u64, raw: &[u8]) -> Result<User> {
     })
 }
 
-fn decode_session(raw: &[u8]) -> Result<Session> {
+fn encode_session(hash: &[u8; 32], s: &Session) -> Vec<u8> {
+    let rec = Enc::new(1)
+        .u64(s.user.0)
+        .u8(match s.kind {
+            SessionKind::Cookie => 1,
+            SessionKind::Token => 2,
+        })
+        .u64(s.created_ms)
+        .u64(s.expires_ms)
+        .str(&s.label)
+        .0;
+    codec::seal(hash, rec)
+}
+
+/// A session's key as the logs show it: the first bytes of the token's hash.
+fn short_hash(hash: &[u8; 32]) -> String {
+    hash[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_session(hash: &[u8; 32], raw: &[u8]) -> Result<Session> {
+    let rec = unsealed("sessions", short_hash(hash), hash, raw)?;
+    decode_session_record(rec).map_err(|e| damaged("sessions", short_hash(hash), e))
+}
+
+fn decode_session_record(raw: &[u8]) -> std::result::Result<Session, DecodeError> {
     let mut d = Dec::new(raw, 1, "session record version")?;
     let user = UserId(d.u64()?);
     let kind = match d.u8()? {
         1 => SessionKind::Cookie,
         2 => SessionKind::Token,
-        _ => return Err(StoreError::Corrupt("unknown session kind".into())),
+        _ => return Err(DecodeError("unknown session kind")),
     };
     Ok(Session {
         user,
