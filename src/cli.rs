@@ -67,6 +67,19 @@ pub enum Command {
         /// A file written by `chatd backup`
         file: PathBuf,
     },
+    /// Verify the data directory without changing it: redb's integrity check, every record's
+    /// checksum, each conversation's seqs, the indexes, the log against the database. Prints a
+    /// summary and exits non-zero on damage. On a running server it checks a snapshot (taken
+    /// like `chatd backup`)
+    Check {
+        /// Check this database file (a backup) instead of the data directory
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Write a new database from everything readable in a damaged one (unreadable messages
+    /// become markers at their seq), keep the old file as chatd.redb.before-repair-<time>, and
+    /// print what was lost. Never changes the damaged file. Stop the server first
+    Repair,
 }
 
 #[derive(Subcommand, Debug)]

@@ -40,6 +40,8 @@ fn main() -> ExitCode {
         Some(Command::Token(cmd)) => admin::token(cmd, &cli.data_dir),
         Some(Command::Backup { ref out }) => admin::backup(out, &cli.data_dir),
         Some(Command::Restore { ref file }) => admin::restore(file, &cli.data_dir),
+        Some(Command::Check { ref file }) => admin::check(file.as_deref(), &cli.data_dir),
+        Some(Command::Repair) => admin::repair(&cli.data_dir),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -123,20 +123,20 @@ impl MemberCache {
 }
 
 #[derive(Clone, Debug)]
-struct ConvRecord {
-    kind: ConversationKind,
-    title: String,
-    owner: u64,
-    created_ms: u64,
-    last_seq: u64,
-    last_ms: u64,
-    member_count: u64,
+pub(super) struct ConvRecord {
+    pub(super) kind: ConversationKind,
+    pub(super) title: String,
+    pub(super) owner: u64,
+    pub(super) created_ms: u64,
+    pub(super) last_seq: u64,
+    pub(super) last_ms: u64,
+    pub(super) member_count: u64,
 }
 
 const ROLE_MEMBER: u8 = 1;
-const ROLE_OWNER: u8 = 2;
+pub(super) const ROLE_OWNER: u8 = 2;
 
-fn encode_conv(id: u64, c: &ConvRecord) -> Vec<u8> {
+pub(super) fn encode_conv(id: u64, c: &ConvRecord) -> Vec<u8> {
     codec::seal(&codec::key1(id), encode_conv_record(c))
 }
 
@@ -161,7 +161,7 @@ fn decode_conv(id: u64, raw: &[u8]) -> Result<ConvRecord> {
     decode_conv_record(rec).map_err(|e| super::damaged("conversations", id, e))
 }
 
-fn decode_conv_record(raw: &[u8]) -> std::result::Result<ConvRecord, DecodeError> {
+pub(super) fn decode_conv_record(raw: &[u8]) -> std::result::Result<ConvRecord, DecodeError> {
     let mut d = Dec::new(raw, 1, "conversation record version")?;
     let kind = match d.u8()? {
         1 => ConversationKind::Direct,
@@ -177,6 +177,19 @@ fn decode_conv_record(raw: &[u8]) -> std::result::Result<ConvRecord, DecodeError
         last_ms: d.u64()?,
         member_count: d.u64()?,
     })
+}
+
+/// (direct?, last_seq, member_count) of a sealed conversation record, for `chatd check`.
+pub(super) fn check_conv(
+    id: u64,
+    raw: &[u8],
+) -> std::result::Result<(bool, u64, u64), DecodeError> {
+    let c = decode_conv_record(codec::unseal(&codec::key1(id), raw)?)?;
+    Ok((
+        c.kind == ConversationKind::Direct,
+        c.last_seq,
+        c.member_count,
+    ))
 }
 
 /// Re-seals a schema ≤ 3 conversation record (the 3 → 4 upgrade).

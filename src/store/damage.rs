@@ -9,7 +9,7 @@
 //! server per process); calls nothing outside the store.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 static SEEN: AtomicU64 = AtomicU64::new(0);
@@ -22,9 +22,20 @@ pub fn seen() -> u64 {
     SEEN.load(Ordering::Relaxed)
 }
 
+/// Set by `chatd repair`, which reports what it lost itself.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Stops (or restarts) the ERROR lines of `report`; the count goes on.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
 /// Counts a damaged record (`what`: table and key) and logs it the first time.
 pub fn report(what: &str, why: &str) {
     let n = SEEN.fetch_add(1, Ordering::Relaxed) + 1;
+    if QUIET.load(Ordering::Relaxed) {
+        return;
+    }
     let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
     let set = logged.get_or_insert_with(HashSet::new);
     if set.contains(what) {

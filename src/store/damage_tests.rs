@@ -8,12 +8,12 @@ use crate::model::ConversationId;
 use crate::store::chat::{Change, MemberCache, Target};
 use crate::store::wal::{LoggedOp, WAL_FILES};
 
-fn tmp() -> tempfile::TempDir {
+pub(super) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
 /// A copy of what a crash would leave of the store in `live` now (database and both logs).
-fn crash_image(live: &Path) -> tempfile::TempDir {
+pub(super) fn crash_image(live: &Path) -> tempfile::TempDir {
     let crash = tmp();
     for e in std::fs::read_dir(live).unwrap() {
         let e = e.unwrap();
@@ -24,17 +24,17 @@ fn crash_image(live: &Path) -> tempfile::TempDir {
     crash
 }
 
-struct Live {
-    dir: tempfile::TempDir,
-    store: Store,
-    alice: UserId,
-    bob: UserId,
+pub(super) struct Live {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) store: Store,
+    pub(super) alice: UserId,
+    pub(super) bob: UserId,
     cache: MemberCache,
     sent: u64,
 }
 
 impl Live {
-    fn new() -> Live {
+    pub(super) fn new() -> Live {
         let dir = tmp();
         let store = Store::open(dir.path()).unwrap();
         let a = store
@@ -54,7 +54,7 @@ impl Live {
     }
 
     /// `n` batches of one message each from alice to bob, logged and applied as the writer does.
-    fn send(&mut self, n: u64) {
+    pub(super) fn send(&mut self, n: u64) {
         for _ in 0..n {
             self.sent += 1;
             let c = Change::Send {
@@ -82,13 +82,13 @@ impl Live {
         self.store.lock_journal().wal.finish_retire(switch).unwrap();
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         self.dir.path()
     }
 }
 
 /// (seq, text) of every message alice can read, in seq order.
-fn texts(s: &Store, alice: UserId) -> Vec<(u64, String)> {
+pub(super) fn texts(s: &Store, alice: UserId) -> Vec<(u64, String)> {
     let Some(conv) = s.conversations_of(alice, 10).unwrap().first().map(|c| c.id) else {
         return Vec::new();
     };
@@ -100,13 +100,13 @@ fn texts(s: &Store, alice: UserId) -> Vec<(u64, String)> {
         .collect()
 }
 
-fn expected(n: u64) -> Vec<(u64, String)> {
+pub(super) fn expected(n: u64) -> Vec<(u64, String)> {
     (1..=n)
         .map(|i| (i, format!("message number {i}")))
         .collect()
 }
 
-fn discarding(dir: &Path) -> Store {
+pub(super) fn discarding(dir: &Path) -> Store {
     Store::open_with(
         dir,
         &OpenOptions {
@@ -118,7 +118,7 @@ fn discarding(dir: &Path) -> Store {
 }
 
 /// Names of the files in `dir` that start with `prefix`.
-fn files_like(dir: &Path, prefix: &str) -> Vec<String> {
+pub(super) fn files_like(dir: &Path, prefix: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -128,7 +128,7 @@ fn files_like(dir: &Path, prefix: &str) -> Vec<String> {
     v
 }
 
-fn open_err(dir: &Path) -> String {
+pub(super) fn open_err(dir: &Path) -> String {
     match Store::open(dir) {
         Ok(s) => panic!(
             "opened, with {} messages: {:?}",
@@ -141,7 +141,7 @@ fn open_err(dir: &Path) -> String {
 
 /// Byte offsets of the records in a log file (from their headers; stops at the first that is
 /// not a record).
-fn record_offsets(bytes: &[u8]) -> Vec<(usize, usize)> {
+pub(super) fn record_offsets(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + 24 <= bytes.len() && &bytes[at..at + 4] == b"CWL2" {
@@ -364,7 +364,7 @@ fn the_identity_marker_follows_the_database() {
 }
 
 /// Every offset of `needle` in `hay`.
-fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+pub(super) fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
     hay.windows(needle.len())
         .enumerate()
         .filter(|(_, w)| *w == needle)
@@ -373,7 +373,7 @@ fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
 }
 
 /// A stopped store with `n` messages from alice to bob (cleanly closed), for damaging.
-fn stopped_with(n: u64) -> (tempfile::TempDir, UserId, ConversationId) {
+pub(super) fn stopped_with(n: u64) -> (tempfile::TempDir, UserId, ConversationId) {
     let mut live = Live::new();
     live.send(n);
     live.store.checkpoint().unwrap();
@@ -385,7 +385,12 @@ fn stopped_with(n: u64) -> (tempfile::TempDir, UserId, ConversationId) {
 
 /// What a catch-up from `after` reads, page by page as a session does: (seq, text or
 /// "UNREADABLE") per message. Panics if a page makes no progress.
-fn catch_up(s: &Store, user: UserId, conv: ConversationId, after: u64) -> Vec<(u64, String)> {
+pub(super) fn catch_up(
+    s: &Store,
+    user: UserId,
+    conv: ConversationId,
+    after: u64,
+) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     let mut cursor = after;
     loop {

@@ -12,6 +12,7 @@
 
 pub mod backup;
 pub mod chat;
+pub mod check;
 mod codec;
 pub mod damage;
 #[cfg(test)]
@@ -19,7 +20,11 @@ mod damage_tests;
 mod dbfile;
 pub mod identity;
 mod messages;
+mod overlay;
 mod recover;
+pub mod repair;
+#[cfg(test)]
+mod repair_tests;
 pub mod schema;
 #[cfg(test)]
 mod tests;

@@ -43,7 +43,7 @@ pub(super) struct Opened {
 }
 
 /// Reads `wal_applied` and `wal_open` from the durable state redb came back with.
-fn durable_state(db: &Database) -> Result<(u64, bool)> {
+pub(super) fn durable_state(db: &Database) -> Result<(u64, bool)> {
     let tx = db.begin_read()?;
     let meta = tx.open_table(META)?;
     let applied = meta.get(META_WAL_APPLIED)?.map_or(0, |v| v.value());
@@ -51,20 +51,28 @@ fn durable_state(db: &Database) -> Result<(u64, bool)> {
     Ok((applied, open))
 }
 
-/// Checks the log files of `dir` against the database and opens them (see the module doc).
-pub(super) fn open_log(db: &Database, dir: &Path, epoch: u64, discard: bool) -> Result<Opened> {
-    let (applied, was_open) = durable_state(db)?;
-    let io = |e: std::io::Error| {
-        StoreError::Io(std::io::Error::new(
-            e.kind(),
-            format!("cannot open the log in {}: {e}", dir.display()),
-        ))
-    };
-    let scan = wal::scan(dir).map_err(io)?;
+/// What the log files hold against the database's durable state.
+pub(super) struct Analysis {
+    /// What is wrong, phrased for the operator; empty when the log can be replayed exactly.
+    pub problems: Vec<String>,
+    /// At least this many batches are lost if the start goes on without them.
+    pub lost_batches: u64,
+    /// The batches after the database's state that continue it without a gap (to replay).
+    pub continuing: u64,
+    /// Batches of this database after its durable state (all of them, gap or not).
+    pub pending: u64,
+    /// Damaged records whose loss costs nothing (every record after them is in the database).
+    pub harmless: Vec<String>,
+}
+
+/// Compares a `wal::scan` with the durable state (`applied`, `was_open`) of the database with
+/// `epoch`; changes nothing.
+pub(super) fn analyze(scan: &wal::Scan, applied: u64, was_open: bool, epoch: u64) -> Analysis {
     let mut problems = Problems {
         lines: Vec::new(),
         lost_batches: 0,
     };
+    let mut harmless = Vec::new();
     for f in &scan.files {
         if was_open && !f.existed {
             problems.lines.push(format!(
@@ -93,10 +101,10 @@ pub(super) fn open_log(db: &Database, dir: &Path, epoch: u64, discard: bool) -> 
                     None => "its first record".to_string(),
                 };
                 if needed.is_empty() {
-                    tracing::warn!(
+                    harmless.push(format!(
                         "{} has a damaged record at byte {offset} ({what}); every intact record after it is already in the database, so nothing is lost",
                         f.name
-                    );
+                    ));
                 } else {
                     problems.lost_batches += needed.len() as u64 + 1;
                     problems.lines.push(format!(
@@ -111,18 +119,18 @@ pub(super) fn open_log(db: &Database, dir: &Path, epoch: u64, discard: bool) -> 
         }
     }
     // Every batch of both files, ours and others', and the voided numbers.
-    let mut ours: Vec<&wal::Batch> = Vec::new();
     let mut foreign = 0u64;
     let mut foreign_epoch = 0;
     let mut numbers: Vec<u64> = Vec::new();
+    let mut pending = 0;
     for f in &scan.files {
         for b in f.batches() {
             if b.epoch != epoch {
                 foreign += 1;
                 foreign_epoch = b.epoch;
             } else if b.number > applied {
-                ours.push(b);
                 numbers.push(b.number);
+                pending += 1;
             }
         }
         numbers.extend(f.aborted().iter().filter(|n| **n > applied));
@@ -157,8 +165,34 @@ pub(super) fn open_log(db: &Database, dir: &Path, epoch: u64, discard: bool) -> 
             to + 1
         ));
     }
-    let continuing = next;
-    ours.sort_by_key(|b| b.number);
+    Analysis {
+        problems: problems.lines,
+        lost_batches: problems.lost_batches,
+        continuing: next,
+        pending,
+        harmless,
+    }
+}
+
+/// Checks the log files of `dir` against the database and opens them (see the module doc).
+pub(super) fn open_log(db: &Database, dir: &Path, epoch: u64, discard: bool) -> Result<Opened> {
+    let (applied, was_open) = durable_state(db)?;
+    let io = |e: std::io::Error| {
+        StoreError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot open the log in {}: {e}", dir.display()),
+        ))
+    };
+    let scan = wal::scan(dir).map_err(io)?;
+    let analysis = analyze(&scan, applied, was_open, epoch);
+    for h in &analysis.harmless {
+        tracing::warn!("{h}");
+    }
+    let continuing = analysis.continuing;
+    let problems = Problems {
+        lines: analysis.problems,
+        lost_batches: analysis.lost_batches,
+    };
 
     if problems.lines.is_empty() {
         // The usual case: replay what the database lacks.
