@@ -295,6 +295,7 @@ impl Store {
                     format!("cannot open {}: {e}", path.display()),
                 ))
             })?;
+        let t0 = Instant::now();
         let mut builder = Database::builder();
         if let Some(bytes) = cache_bytes {
             builder.set_cache_size(bytes);
@@ -309,12 +310,16 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
+        let t_redb = t0.elapsed();
         let epoch = init_schema(&db)?;
         if new_db {
             same_owner_as_dir(&path, dir);
         }
         identity::after_open(dir, epoch, starting_over).map_err(StoreError::Io)?;
+        let t1 = Instant::now();
         let opened = recover::open_log(&db, dir, epoch, opts.discard_damaged_log)?;
+        let t_log = t1.elapsed();
+        let batches = opened.replay.len();
         let journal = Arc::new(Mutex::new(Journal {
             wal: opened.wal,
             next: 1,
@@ -331,7 +336,33 @@ impl Store {
             dbfile,
             syncer: Arc::new(syncer),
         };
+        let t2 = Instant::now();
         store.replay(opened.replay)?;
+        let took = t0.elapsed();
+        let (redb_ms, log_ms, replay_ms) = (
+            t_redb.as_millis() as u64,
+            t_log.as_millis() as u64,
+            t2.elapsed().as_millis() as u64,
+        );
+        if took > Duration::from_millis(200) || batches > 0 {
+            tracing::info!(
+                redb_ms,
+                log_ms,
+                replay_ms,
+                batches,
+                "opened the database in {} ms",
+                took.as_millis()
+            );
+        } else {
+            tracing::debug!(
+                redb_ms,
+                log_ms,
+                replay_ms,
+                batches,
+                "opened the database in {} ms",
+                took.as_millis()
+            );
+        }
         Ok(store)
     }
 
