@@ -433,6 +433,10 @@ pub fn repair(data_dir: &Path) -> Result<(), String> {
 pub fn open_error(data_dir: &Path, e: StoreError) -> String {
     match e {
         StoreError::Locked(_) => e.to_string(),
+        StoreError::Corrupt(_) => format!(
+            "cannot open the database in {}: {e}. `chatd check` describes the damage; with the server stopped, `chatd repair` saves everything readable (the damaged file is kept), or `chatd restore` a backup",
+            data_dir.display()
+        ),
         _ => format!("cannot open the database in {}: {e}", data_dir.display()),
     }
 }

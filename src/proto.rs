@@ -129,6 +129,9 @@ pub struct Preview {
     pub sender_name: String,
     pub text: String,
     pub time: u64,
+    /// See `Message::unreadable`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
 /// Longest last-message preview, in characters.
@@ -193,6 +196,7 @@ impl Conversation {
                 sender_name: m.sender_name.clone(),
                 text: m.text.chars().take(PREVIEW_CHARS).collect(),
                 time: m.time_ms,
+                unreadable: m.unreadable,
             }),
         }
     }

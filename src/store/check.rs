@@ -73,9 +73,24 @@ impl Report {
 }
 
 /// Opens `path` through an `overlay` (never written), upgraded in memory if it is older.
-/// Errors and panics inside redb become `StoreError::Corrupt`.
-pub(super) fn open_overlay(path: &Path) -> Result<Database> {
+/// Errors and panics inside redb become `StoreError::Corrupt`. If the newest commit cannot be
+/// opened, the one before it is tried (the second value is then the reason).
+pub(super) fn open_overlay(path: &Path) -> Result<(Database, Option<String>)> {
+    match open_overlay_with(path, false) {
+        Ok(db) => Ok((db, None)),
+        Err(StoreError::Locked(p)) => Err(StoreError::Locked(p)),
+        Err(e) => match open_overlay_with(path, true) {
+            Ok(db) => Ok((db, Some(e.to_string()))),
+            Err(_) => Err(e),
+        },
+    }
+}
+
+fn open_overlay_with(path: &Path, other_slot: bool) -> Result<Database> {
     let backend = overlay::Overlay::open(path).map_err(StoreError::Io)?;
+    if other_slot {
+        backend.use_other_commit_slot().map_err(StoreError::Io)?;
+    }
     let opened = damage::catch(|| Database::builder().create_with_backend(backend));
     let db = match opened {
         Ok(Ok(db)) => db,
@@ -177,7 +192,14 @@ struct DurableState {
 fn check_file_into(path: &Path, r: &mut Report) -> Result<Option<DurableState>> {
     let bytes = std::fs::metadata(path).map_err(StoreError::Io)?.len();
     let mut db = match open_overlay(path) {
-        Ok(db) => db,
+        Ok((db, None)) => db,
+        Ok((db, Some(why))) => {
+            r.damage(
+                "database",
+                format!("the newest commit cannot be opened ({why}); what follows is the commit before it, which `chatd repair` would save"),
+            );
+            db
+        }
         Err(StoreError::Locked(p)) => return Err(StoreError::Locked(p)),
         Err(e) => {
             r.damage("database", format!("the database cannot be opened: {e}"));

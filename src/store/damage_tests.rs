@@ -152,30 +152,25 @@ pub(super) fn record_offsets(bytes: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
-/// Defect 1: redb falls back to an older commit (one flipped bit in the primary commit slot of
-/// a crashed database), and the log no longer holds the batches between that commit and the
-/// newest one. Applying the log's later batches over that gap would renumber acknowledged
-/// messages; the start must stop and name what is missing.
+/// Defect 1: the database's durable state goes back behind the log (redb fell back to an older
+/// commit: here the older file itself is put back), and the log no longer holds the batches
+/// between that commit and the newest one. Applying the log's later batches over that gap
+/// would renumber acknowledged messages; the start must stop and name what is missing.
 #[test]
 fn a_gap_between_the_database_and_the_log_stops_the_start() {
     let mut live = Live::new();
     live.send(3);
     live.writer_checkpoint(); // durable: batches 1-3
+    let older = std::fs::read(live.path().join(DB_FILE)).unwrap();
     live.send(2);
     live.writer_checkpoint(); // durable: batches 1-5; the log file holding 4-5 is emptied
     live.send(3); // batches 6-8: only in the log
     let crash = crash_image(live.path());
     let intact = crash_image(live.path());
-    // The primary commit slot is 64 + 128 × (god byte & 1); bit 0 of its transaction id field
-    // (at 104 in the slot) breaks the slot's checksum, so redb falls back to the other slot.
-    let db = crash.path().join(DB_FILE);
-    let mut bytes = std::fs::read(&db).unwrap();
-    let slot = 64 + 128 * usize::from(bytes[9] & 1);
-    bytes[slot + 104] ^= 1;
-    std::fs::write(&db, &bytes).unwrap();
+    std::fs::write(crash.path().join(DB_FILE), &older).unwrap();
     let err = open_err(crash.path());
     assert!(
-        err.contains("batches 4 to 5") && err.contains("missing"),
+        err.contains("batches 4 to 5 are missing") && err.contains("--discard-damaged-log"),
         "{err}"
     );
     // Without the damage the same image recovers exactly.
@@ -192,6 +187,41 @@ fn a_gap_between_the_database_and_the_log_stops_the_start() {
         texts(&s, live.alice),
         expected(3),
         "and it starts normally after"
+    );
+}
+
+/// Defect 1 as the outside test made it: one flipped bit in redb's primary commit slot of a
+/// crashed database. redb's quick repair commits in two phases, so redb no longer falls back
+/// to the older slot by itself: the start stops, saying what to do. `chatd repair` then saves
+/// the commit before it, and the start after that names the batches the log cannot give back.
+#[test]
+fn a_flipped_bit_in_the_newest_commit_slot_never_renumbers() {
+    let mut live = Live::new();
+    live.send(3);
+    live.writer_checkpoint();
+    live.send(2);
+    live.writer_checkpoint();
+    live.send(3);
+    let crash = crash_image(live.path());
+    // The primary commit slot is 64 + 128 × (god byte & 1); bit 0 of its transaction id field
+    // (at 104 in the slot) breaks the slot's checksum.
+    let db = crash.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&db).unwrap();
+    let slot = 64 + 128 * usize::from(bytes[9] & 1);
+    bytes[slot + 104] ^= 1;
+    std::fs::write(&db, &bytes).unwrap();
+    let err = open_err(crash.path());
+    assert!(err.contains("damaged"), "{err}");
+    let r = repair::repair(crash.path(), 9).unwrap();
+    assert!(r.lost[0].contains("newest commit"), "{:?}", r.lost);
+    let err = open_err(crash.path());
+    assert!(err.contains("missing") && err.contains("batches"), "{err}");
+    let s = discarding(crash.path());
+    let got = texts(&s, live.alice);
+    assert_eq!(
+        got,
+        expected(got.len() as u64),
+        "a prefix, never renumbered"
     );
 }
 
@@ -543,4 +573,19 @@ fn damaged_table_definitions_fail_the_start_without_a_panic() {
         Ok(Ok(())) => {}
         Err(_) => panic!("the open panicked"),
     }
+}
+
+/// The database file replaced by another database's while the log still held batches of the
+/// first (defect 4's second case, with a database there instead of none): those batches would
+/// be dropped with one WARN line each; the start refuses instead.
+#[test]
+fn a_log_of_another_database_stops_the_start() {
+    let mut live = Live::new();
+    live.send(5);
+    let crash = crash_image(live.path());
+    let other = Live::new();
+    drop(other.store);
+    std::fs::copy(other.dir.path().join(DB_FILE), crash.path().join(DB_FILE)).unwrap();
+    let err = open_err(crash.path());
+    assert!(err.contains("5 batches of another database"), "{err}");
 }

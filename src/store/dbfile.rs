@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use redb::backends::FileBackend;
@@ -42,10 +42,12 @@ struct Shared {
     inner: FileBackend,
     /// True while a deferred sync is owed. Held while syncing and writing.
     pending: Mutex<bool>,
-    defer_next: AtomicBool,
-    /// Writes of the deferred commit not yet on the file. Changed only under `pending`;
-    /// readers take its read lock across their file read.
-    held: RwLock<Held>,
+    /// How many of the next `sync_data` calls are deferred (a two-phase commit makes two).
+    defer_next: AtomicU32,
+    /// Writes of the deferred commit not yet on the file, in segments: each deferred sync ends
+    /// one (its writes must be on the disk before any of the next segment's). Changed only
+    /// under `pending`; readers take its read lock across their file read.
+    held: RwLock<Vec<Held>>,
     /// `held` is not empty (lets reads skip its lock).
     holding: AtomicBool,
 }
@@ -55,8 +57,8 @@ impl DbFile {
         Ok(DbFile(Arc::new(Shared {
             inner: FileBackend::new(file).map_err(io::Error::other)?,
             pending: Mutex::new(false),
-            defer_next: AtomicBool::new(false),
-            held: RwLock::new(Held::default()),
+            defer_next: AtomicU32::new(0),
+            held: RwLock::new(vec![Held::default()]),
             holding: AtomicBool::new(false),
         })))
     }
@@ -66,18 +68,18 @@ impl DbFile {
         self.0.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next `sync_data` call (the one that ends a durable commit) only records that a sync
-    /// is owed.
-    pub fn defer_next_sync(&self) {
-        self.0.defer_next.store(true, Ordering::Release);
+    /// The next `syncs` `sync_data` calls (those of a durable commit: one, or two for a
+    /// two-phase commit) only record that a sync is owed, and where (see `held`).
+    pub fn defer_next_syncs(&self, syncs: u32) {
+        self.0.defer_next.store(syncs, Ordering::Release);
     }
 
     /// Withdraws a `defer_next_sync` that no commit used (the commit failed before its sync).
     /// Whatever that commit wrote goes to the file now, as it would have without deferring.
     pub fn cancel_defer(&self) -> io::Result<()> {
         let pending = self.lock();
-        if self.0.defer_next.swap(false, Ordering::AcqRel) && !*pending {
-            self.write_held()?;
+        if self.0.defer_next.swap(0, Ordering::AcqRel) > 0 && !*pending {
+            self.write_held(false)?;
             self.clear_held();
         }
         Ok(())
@@ -98,7 +100,7 @@ impl DbFile {
     /// locked. On error everything stays held and owed.
     fn settle(&self, pending: &mut bool) -> io::Result<()> {
         if *pending {
-            self.write_held()?;
+            self.write_held(true)?;
             self.0.inner.sync_data()?;
             self.clear_held();
             *pending = false;
@@ -106,57 +108,75 @@ impl DbFile {
         Ok(())
     }
 
-    fn held(&self) -> std::sync::RwLockReadGuard<'_, Held> {
+    fn held(&self) -> std::sync::RwLockReadGuard<'_, Vec<Held>> {
         self.0.held.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn held_mut(&self) -> std::sync::RwLockWriteGuard<'_, Held> {
+    fn held_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Held>> {
         self.0.held.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes every held range to the file, in offset order; they stay held (readers keep
-    /// seeing them) until `clear_held`.
-    fn write_held(&self) -> io::Result<()> {
+    /// Writes every held range to the file, segment by segment in offset order, with an
+    /// `fdatasync` between segments when `ordered` (what the commit's deferred syncs stood
+    /// for); they stay held (readers keep seeing them) until `clear_held`.
+    fn write_held(&self, ordered: bool) -> io::Result<()> {
         if !self.0.holding.load(Ordering::Acquire) {
             return Ok(());
         }
         let held = self.held();
-        for (offset, range) in &held.ranges {
-            self.0.inner.write(*offset, held.bytes(*range))?;
+        let last = held.iter().rposition(|h| !h.ranges.is_empty()).unwrap_or(0);
+        for (i, segment) in held.iter().enumerate() {
+            for (offset, range) in &segment.ranges {
+                self.0.inner.write(*offset, segment.bytes(*range))?;
+            }
+            if ordered && i < last && !segment.ranges.is_empty() {
+                self.0.inner.sync_data()?;
+            }
         }
         Ok(())
     }
 
     fn clear_held(&self) {
         if self.0.holding.load(Ordering::Acquire) {
-            self.held_mut().clear();
+            let mut held = self.held_mut();
+            held.truncate(1);
+            held[0].clear();
             self.0.holding.store(false, Ordering::Release);
         }
     }
 
-    /// Keeps a write in memory, replacing whatever held bytes it overlaps.
+    /// Keeps a write in memory (in the current segment), replacing whatever held bytes of it
+    /// it overlaps.
     fn hold(&self, offset: u64, data: &[u8]) {
-        self.held_mut().insert(offset, data);
+        let mut held = self.held_mut();
+        if held.is_empty() {
+            held.push(Held::default());
+        }
+        let n = held.len() - 1;
+        held[n].insert(offset, data);
         self.0.holding.store(true, Ordering::Release);
     }
 
-    /// Reads the file, with held bytes laid over it.
+    /// Reads the file, with held bytes laid over it (later segments over earlier ones).
     fn read_through(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         let held = self.held();
         let end = offset + out.len() as u64;
-        let hit = held.overlapping(offset, end);
-        let covered = hit
+        let hits: Vec<_> = held.iter().map(|h| h.overlapping(offset, end)).collect();
+        let covered = hits
             .iter()
+            .flatten()
             .any(|(o, r)| *o <= offset && *o + r.1 as u64 >= end);
         if !covered {
             self.0.inner.read(offset, out)?;
         }
-        for (o, r) in hit {
-            let d = held.bytes(r);
-            let from = o.max(offset);
-            let to = (o + d.len() as u64).min(end);
-            out[(from - offset) as usize..(to - offset) as usize]
-                .copy_from_slice(&d[(from - o) as usize..(to - o) as usize]);
+        for (segment, hit) in held.iter().zip(hits) {
+            for (o, r) in hit {
+                let d = segment.bytes(r);
+                let from = o.max(offset);
+                let to = (o + d.len() as u64).min(end);
+                out[(from - offset) as usize..(to - offset) as usize]
+                    .copy_from_slice(&d[(from - o) as usize..(to - o) as usize]);
+            }
         }
         Ok(())
     }
@@ -248,8 +268,14 @@ impl StorageBackend for DbFile {
 
     fn sync_data(&self) -> Result<(), io::Error> {
         let mut pending = self.lock();
-        if self.0.defer_next.swap(false, Ordering::AcqRel) {
+        let deferred = self
+            .0
+            .defer_next
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if deferred.is_ok() {
             *pending = true;
+            // What is written from here on must reach the disk after what was written so far.
+            self.held_mut().push(Held::default());
             return Ok(());
         }
         // Held bytes without an owed sync cannot exist here (`cancel_defer` writes them), but
@@ -261,7 +287,7 @@ impl StorageBackend for DbFile {
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut pending = self.lock();
         self.settle(&mut pending)?;
-        if self.0.defer_next.load(Ordering::Acquire) {
+        if self.0.defer_next.load(Ordering::Acquire) > 0 {
             self.hold(offset, data);
             return Ok(());
         }
@@ -310,7 +336,7 @@ impl DbFile {
     /// can leave.
     pub fn write_held_unsynced(&self) -> io::Result<()> {
         let _pending = self.lock();
-        self.write_held()
+        self.write_held(false)
     }
 }
 
@@ -348,7 +374,7 @@ mod tests {
         f.set_len(64).unwrap();
         f.write(0, &[1; 64]).unwrap();
         let mut model = vec![1u8; 64];
-        f.defer_next_sync();
+        f.defer_next_syncs(1);
         for (offset, len, byte) in [
             (8, 16, 2),  // inside
             (4, 8, 3),   // over the start of the previous one
@@ -378,7 +404,7 @@ mod tests {
         assert_eq!(read(&f, 0, 64), model);
 
         // Deferred again; the next ordinary write completes the owed sync before it.
-        f.defer_next_sync();
+        f.defer_next_syncs(1);
         f.write(0, &[8; 4]).unwrap();
         f.sync_data().unwrap();
         model[..4].fill(8);
@@ -395,7 +421,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = file(&dir);
         f.set_len(16).unwrap();
-        f.defer_next_sync();
+        f.defer_next_syncs(1);
         f.write(4, &[5; 4]).unwrap();
         assert_eq!(on_disk(&dir), vec![0; 16]);
         f.cancel_defer().unwrap();

@@ -59,6 +59,19 @@ impl Overlay {
         })
     }
 
+    /// Makes redb see the file's other commit slot as the newest one (in memory): the way
+    /// back to the commit before a damaged newest one, which redb refuses to fall back to by
+    /// itself after a two-phase commit. (Header byte 9, redb's "god byte": bit 0 names the
+    /// primary slot, bit 1 asks for recovery, bit 2 says the primary was committed in two
+    /// phases.)
+    pub fn use_other_commit_slot(&self) -> io::Result<()> {
+        let mut god = [0u8; 1];
+        self.read(9, &mut god)?;
+        let b = (god[0] ^ 1) & !4 | 2;
+        self.state().write(9, &[b]);
+        Ok(())
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

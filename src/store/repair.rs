@@ -99,8 +99,8 @@ pub fn repair(dir: &Path, now_ms: u64) -> Result<Repaired> {
             )))
         }
     }
-    let db = match check::open_overlay(&src) {
-        Ok(db) => db,
+    let (db, older) = match check::open_overlay(&src) {
+        Ok(x) => x,
         Err(StoreError::Locked(p)) => return Err(StoreError::Locked(p)),
         Err(e) => {
             return Err(StoreError::Refused(format!(
@@ -119,7 +119,14 @@ pub fn repair(dir: &Path, now_ms: u64) -> Result<Repaired> {
     damage::set_quiet(false);
     drop(db);
     let mut done = match result {
-        Ok(r) => r,
+        Ok(mut r) => {
+            if let Some(why) = older {
+                r.lost.insert(0, format!(
+                    "the database's newest commit could not be opened ({why}): repaired from the commit before it; what the newest one added is lost unless the log still holds it (the next start replays it, or says what is missing)"
+                ));
+            }
+            r
+        }
         Err(e) => {
             let _ = std::fs::remove_file(&staging);
             return Err(e);

@@ -603,8 +603,10 @@ pub async fn restart(bin: &Path, dir: &Path, a: RestartArgs, r: &mut Report) -> 
                 .map_or(0, |c| c.id.0);
         }
     }
-    let (mut answer_ms, mut ready_ms, mut back_ms, mut open_ms, mut redb_ms) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut answer_ms, mut ready_ms, mut back_ms, mut open_ms) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut redb_ms, mut log_ms, mut replay_ms, mut batches) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut p = Proc::spawn(bin, dir, port, &extra)?;
     wait_ready(&mut p, addr, Instant::now()).await?;
     for cycle in 0..=a.cycles {
@@ -681,8 +683,15 @@ pub async fn restart(bin: &Path, dir: &Path, a: RestartArgs, r: &mut Report) -> 
         {
             open_ms.push(v);
         }
-        if let Some(v) = field("redb_ms") {
-            redb_ms.push(v);
+        for (name, into) in [
+            ("redb_ms", &mut redb_ms),
+            ("log_ms", &mut log_ms),
+            ("replay_ms", &mut replay_ms),
+            ("batches", &mut batches),
+        ] {
+            if let Some(v) = field(name) {
+                into.push(v);
+            }
         }
     }
     let acked: u64 = states
@@ -702,6 +711,11 @@ pub async fn restart(bin: &Path, dir: &Path, a: RestartArgs, r: &mut Report) -> 
     put(r, "chat_back", back_ms);
     put(r, "store_open", open_ms);
     put(r, "redb_open", redb_ms);
+    put(r, "log_read", log_ms);
+    put(r, "log_replay", replay_ms);
+    let (b50, _, bmax) = percentiles(batches);
+    r.extra.insert("replayed_batches_p50".into(), json!(b50));
+    r.extra.insert("replayed_batches_max".into(), json!(bmax));
     r.extra.insert("seed_s".into(), json!(seed_s));
     r.extra
         .insert("db_mb_seeded".into(), json!(db_bytes as f64 / 1048576.0));
