@@ -5,19 +5,22 @@
 //! every page changed since the previous one and then waits for `fdatasync`. The wait was most
 //! of the checkpoint's 60–150 ms; once it was deferred, the thousands of scattered 4 KiB
 //! `pwrite`s (one per changed page, 15–20 ms with 2,000 active conversations) were what held the
-//! writer. Here the store asks for the next sync to be deferred (`defer_next_sync`); until that
-//! commit's `sync_data`, its writes are only copied into memory (`held`, a memcpy per page
-//! instead of a syscall), redb's commit returns, and the checkpoint thread's `sync_deferred`
-//! later writes them to the file in offset order and calls `fdatasync`. Reads see held bytes
-//! over the file's, so redb reads what it wrote.
+//! writer. Here the store asks for the next commit's syncs to be deferred (`defer_next_syncs`:
+//! two, since durable commits are two-phase for redb's quick repair); until that commit's last
+//! `sync_data`, its writes are only copied into memory (`held`, a memcpy per page instead of a
+//! syscall), in one segment per sync, redb's commit returns, and the checkpoint thread's
+//! `sync_deferred` later writes each segment to the file in offset order and calls `fdatasync`
+//! after it (the order the commit's own syncs stood for: pages and new slot, then the header
+//! that makes it the primary). Reads see held bytes over the file's, so redb reads what it
+//! wrote.
 //!
 //! Safety: until that sync has completed, the file is in the state of a commit interrupted
 //! before its fsync (any subset of its writes on disk, here possibly none), which redb recovers
 //! from on its own (the new header's checksums fail and it uses the previous commit, whose pages
 //! the new commit did not overwrite). What could break that is a later write over the previous
-//! commit's pages, or a shrink of the file, before the sync: so every `write`, `set_len` and
-//! undeferred `sync_data` first completes a pending sync (held writes, then `fdatasync`),
-//! holding the lock that `sync_deferred` holds. Non-durable commits write nothing to the file
+//! commit's pages, or a shrink of the file, before the sync: so every `write` (but the deferred
+//! commit's own), `set_len` and undeferred `sync_data` first completes a pending sync (held
+//! writes, then `fdatasync`), holding the lock that `sync_deferred` holds. Non-durable commits write nothing to the file
 //! (their pages stay in redb's write buffer), so they do not wait. The log that covers the
 //! deferred commit is kept until `sync_deferred` has returned `Ok` (see `Store`). Only `store`
 //! uses this.
@@ -286,11 +289,13 @@ impl StorageBackend for DbFile {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut pending = self.lock();
-        self.settle(&mut pending)?;
         if self.0.defer_next.load(Ordering::Acquire) > 0 {
+            // Inside a deferred commit (also after its first deferred sync: the segments keep
+            // the order its syncs stood for).
             self.hold(offset, data);
             return Ok(());
         }
+        self.settle(&mut pending)?;
         self.0.inner.write(offset, data)
     }
 
@@ -412,6 +417,39 @@ mod tests {
         model[60..].fill(9);
         assert_eq!(on_disk(&dir), model);
         assert!(!f.sync_deferred().unwrap());
+    }
+
+    /// A two-phase commit deferred whole: its writes before the first sync and after it are
+    /// read back laid over each other, reach the file only with `sync_deferred`, in that order
+    /// (the second segment over the first), and the crash state in between is the first
+    /// segment alone.
+    #[test]
+    fn both_syncs_of_a_two_phase_commit_are_deferred_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(&dir);
+        f.set_len(32).unwrap();
+        f.defer_next_syncs(2);
+        f.write(0, &[1; 16]).unwrap(); // the commit's pages and the header's new slot
+        f.sync_data().unwrap();
+        f.write(8, &[2; 4]).unwrap(); // the header's primary bit
+        f.sync_data().unwrap();
+        let mut want = vec![0u8; 32];
+        want[..16].fill(1);
+        want[8..12].fill(2);
+        assert_eq!(read(&f, 0, 32), want);
+        assert_eq!(on_disk(&dir), vec![0; 32], "nothing on the file yet");
+        assert_eq!(
+            f.0.held.read().unwrap().len(),
+            3,
+            "two segments and an empty one"
+        );
+        // A later write is not held: it settles the owed syncs first.
+        assert!(f.sync_deferred().unwrap());
+        assert_eq!(on_disk(&dir), want);
+        f.write(30, &[3; 2]).unwrap();
+        want[30..].fill(3);
+        assert_eq!(on_disk(&dir), want);
+        assert_eq!(read(&f, 0, 32), want);
     }
 
     /// A deferred commit that fails before its sync: what it wrote goes to the file, as it would
