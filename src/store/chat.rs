@@ -230,7 +230,7 @@ pub struct ChatBatch<'t> {
     read_seqs: Table<'t, (u64, u64), u64>,
     direct_pairs: Table<'t, (u64, u64), u64>,
     messages: Table<'t, (u64, u64), &'static [u8]>,
-    client_ids: Table<'t, (u64, &'static str), (u64, u64)>,
+    client_ids: Table<'t, (u64, u64), (u64, u64)>,
     cache: &'t mut MemberCache,
 }
 
@@ -374,11 +374,17 @@ impl<'t> ChatBatch<'t> {
         // since left the conversation.
         let seen = self
             .client_ids
-            .get((sender.0, client_id))?
+            .get((sender.0, client_id_hash(client_id)))?
             .map(|v| v.value());
         if let Some((conv, seq)) = seen {
             let raw = self.messages.get((conv, seq))?.map(|v| v.value().to_vec());
-            if let Some(raw) = raw {
+            // The same sender and client_id (another id with the same hash counts as new; a
+            // damaged message counts as the original, shown as a marker).
+            let same = raw.as_deref().is_some_and(|r| {
+                messages::decode(conv, seq, r)
+                    .map_or(true, |f| f.sender == sender.0 && f.client_id == client_id)
+            });
+            if let (Some(raw), true) = (raw, same) {
                 let message = read_message(&self.users, conv, seq, &raw);
                 let members = self.member_ids(conv)?;
                 return Ok(Ok(SendOutcome {
@@ -452,8 +458,10 @@ impl<'t> ChatBatch<'t> {
             (conv_id, message.seq),
             messages::encode(&message).as_slice(),
         )?;
-        self.client_ids
-            .insert((sender.0, client_id), (conv_id, message.seq))?;
+        self.client_ids.insert(
+            (sender.0, client_id_hash(client_id)),
+            (conv_id, message.seq),
+        )?;
         self.put_conv(conv_id, &conv)?;
         // The sender has read everything up to their own message (the newest one, so this
         // never moves the position backwards).

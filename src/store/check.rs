@@ -215,6 +215,24 @@ fn check_file_into(path: &Path, r: &mut Report) -> Result<Option<DurableState>> 
         Ok(Err(e)) => r.damage("pages", format!("redb's integrity check failed: {e}")),
         Err(p) => r.damage("pages", format!("redb's integrity check crashed: {p}")),
     }
+    // Pages in use against the file's size (the rest is free: redb grows a file in steps and
+    // reuses freed pages before it grows again).
+    let allocated = damage::catch(|| {
+        let w = db.begin_write().ok()?;
+        let s = w.stats().ok()?;
+        let _ = w.abort();
+        Some(s.allocated_pages() * s.page_size() as u64)
+    })
+    .ok()
+    .flatten();
+    if let Some(a) = allocated {
+        r.facts.push(format!(
+            "pages in use: {:.1} MiB of the file's {:.1} MiB ({:.1} MiB free for reuse)",
+            a as f64 / 1048576.0,
+            bytes as f64 / 1048576.0,
+            bytes.saturating_sub(a) as f64 / 1048576.0
+        ));
+    }
     let tx = db.begin_read()?;
     let meta = read_meta(&tx)?;
     let state = DurableState {
@@ -606,7 +624,9 @@ impl Checker<'_> {
                 Ok(f) if f.kind == messages::KIND_LOST => self.lost += 1,
                 Ok(f) => {
                     if !f.client_id.is_empty() {
-                        let indexed = client_ids.get((f.sender, f.client_id))?.map(|v| v.value());
+                        let indexed = client_ids
+                            .get((f.sender, client_id_hash(f.client_id)))?
+                            .map(|v| v.value());
                         if indexed != Some((conv, seq)) {
                             self.r.damage(
                                 "indexes",
@@ -638,10 +658,10 @@ impl Checker<'_> {
         let messages = self.tx.open_table(MESSAGES)?;
         for row in client_ids.iter()? {
             let (k, v) = row?;
-            let ((sender, cid), (conv, seq)) = (k.value(), v.value());
+            let ((sender, hash), (conv, seq)) = (k.value(), v.value());
             let ok = match messages.get((conv, seq))? {
                 Some(m) => messages::decode(conv, seq, m.value())
-                    .map(|f| f.sender == sender && f.client_id == cid)
+                    .map(|f| f.sender == sender && client_id_hash(f.client_id) == hash)
                     // A damaged message is reported as such.
                     .unwrap_or(true),
                 None => false,
@@ -649,7 +669,7 @@ impl Checker<'_> {
             if !ok {
                 self.r.damage(
                     "indexes",
-                    format!("client_ids ({sender}, {cid:?}) → {conv}/{seq}: not that message"),
+                    format!("client_ids ({sender}, {hash:016x}) → {conv}/{seq}: not that message"),
                 );
             }
         }

@@ -994,6 +994,7 @@ fn seal_records(tx: &redb::WriteTransaction) -> Result<()> {
         }
     }
     let mut t = tx.open_table(MESSAGES)?;
+    let mut ids = tx.open_table(CLIENT_IDS)?;
     let total = t.len()?;
     let mut from = (0u64, 0u64);
     let mut done = 0u64;
@@ -1015,6 +1016,7 @@ fn seal_records(tx: &redb::WriteTransaction) -> Result<()> {
                 text: text.to_string(),
                 unreadable: false,
             };
+            ids.insert((sender, client_id_hash(client_id)), (conv, seq))?;
             rows.push(((conv, seq), messages::encode(&m)));
         }
         let Some(&((conv, seq), _)) = rows.last() else {
@@ -1035,6 +1037,9 @@ fn seal_records(tx: &redb::WriteTransaction) -> Result<()> {
             },
         };
     }
+    drop((t, ids));
+    // The index was rebuilt from the messages above.
+    tx.delete_table(OLD_CLIENT_IDS)?;
     Ok(())
 }
 

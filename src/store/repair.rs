@@ -363,7 +363,7 @@ fn rebuild(tx: &ReadTransaction, dest: &Path) -> Result<Repaired> {
                     t.insert((m.conversation.0, m.seq), messages::encode(m).as_slice())?;
                     if !m.unreadable && !m.client_id.is_empty() {
                         ids.insert(
-                            (m.sender.0, m.client_id.as_str()),
+                            (m.sender.0, client_id_hash(&m.client_id)),
                             (m.conversation.0, m.seq),
                         )?;
                     }

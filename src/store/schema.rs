@@ -93,6 +93,26 @@ pub const DIRECT_PAIRS: TableDefinition<(u64, u64), u64> = TableDefinition::new(
 /// sender's name in every record.)
 pub const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messages");
 
-/// (sender id, client_id) → (conversation id, seq): makes sends idempotent. Kept as long as the
-/// message it points to.
-pub const CLIENT_IDS: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition::new("client_ids");
+/// (sender id, `client_id_hash(client_id)`) → (conversation id, seq): makes sends idempotent.
+/// Kept as long as the message it points to. Fixed-width keys (schema 4): 32 bytes per message
+/// where the `client_id` string itself made ~46 plus the offsets of a variable-width key; a hit
+/// is checked against the message's own sender and client_id, so a collision of two of one
+/// sender's ids (2^-64) only makes the later send count as new.
+pub const CLIENT_IDS: TableDefinition<(u64, u64), (u64, u64)> =
+    TableDefinition::new("client_id_hashes");
+
+/// Schema ≤ 3 only (replaced by `CLIENT_IDS` in the 3 → 4 step): (sender id, client_id) →
+/// (conversation id, seq).
+pub const OLD_CLIENT_IDS: TableDefinition<(u64, &str), (u64, u64)> =
+    TableDefinition::new("client_ids");
+
+/// The key part of a `client_id` in `CLIENT_IDS`: FNV-1a 64 of its UTF-8 bytes (stable: it
+/// is on disk).
+pub fn client_id_hash(client_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in client_id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

@@ -726,14 +726,46 @@ pub async fn restart(bin: &Path, dir: &Path, a: RestartArgs, r: &mut Report) -> 
 
 pub async fn dbsize(bin: &Path, dir: &Path, a: DbsizeArgs, r: &mut Report) -> Res<()> {
     let pairs = a.senders.div_ceil(2).max(1);
-    let (store, seed) = seed_users(dir, pairs * 2)?;
-    let convs = seed_pairs(
-        &store,
-        &seed,
-        &(0..pairs).map(|i| (2 * i, 2 * i + 1)).collect::<Vec<_>>(),
-    )?;
-    store.checkpoint().map_err(|e| e.to_string())?;
-    drop(store);
+    // Accounts made by the chatd under test (`chatd user add`, `chatd token create`), not
+    // through this build's store: any chatd's files can be measured, also older ones.
+    let mut users = Vec::new();
+    let mut tokens = Vec::new();
+    for i in 0..pairs * 2 {
+        let run = |args: &[&str], input: Option<&str>| -> Res<String> {
+            use std::io::Write;
+            let mut c = Command::new(bin)
+                .args(args)
+                .arg("--data-dir")
+                .arg(dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            if let (Some(mut w), Some(t)) = (c.stdin.take(), input) {
+                w.write_all(t.as_bytes()).map_err(|e| e.to_string())?;
+            }
+            let out = c.wait_with_output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let name = format!("u{i}");
+        let made = run(
+            &["user", "add", &name, "--password-stdin"],
+            Some("bench-password\n"),
+        )?;
+        let id: u64 = made
+            .split("(id ")
+            .nth(1)
+            .and_then(|x| x.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(|| format!("no user id in {made:?}"))?;
+        let token = run(&["token", "create", &name], None)?;
+        users.push(id);
+        tokens.push(token.trim().to_string());
+    }
     r.scenario = "dbsize".into();
     r.params = format!(
         "messages={} senders={} text_len={}",
@@ -756,14 +788,15 @@ pub async fn dbsize(bin: &Path, dir: &Path, a: DbsizeArgs, r: &mut Report) -> Re
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..pairs * 2)
         .map(|i| {
-            let (token, conv, text, sent) = (seed.tokens[i].clone(), convs[i / 2], text.clone(), sent.clone());
+            let (token, peer, text, sent) =
+                (tokens[i].clone(), users[i ^ 1], text.clone(), sent.clone());
             tokio::spawn(async move {
                 let (mut ws, _) = connect(addr, &token, i).await?;
                 let mut in_flight = 0u64;
                 let mut k = 0u64;
                 while k < per || in_flight > 0 {
                     while in_flight < 16 && k < per {
-                        let f = json!({"type": "send", "conversation": conv, "client_id": format!("c-{i}-{k}-{}", now_ms()), "text": text});
+                        let f = json!({"type": "send", "to": peer, "client_id": format!("c-{i}-{k}-{}", now_ms()), "text": text});
                         super::send(&mut ws, &f).await?;
                         k += 1;
                         in_flight += 1;
@@ -785,14 +818,16 @@ pub async fn dbsize(bin: &Path, dir: &Path, a: DbsizeArgs, r: &mut Report) -> Re
     loop {
         let n = sent.load(Relaxed);
         if n >= next || tasks.iter().all(|t| t.is_finished()) {
-            let bytes = std::fs::metadata(&db).map_or(0, |m| m.len());
+            let (bytes, used) = sizes(&db);
             if let Some(per_message) = bytes.checked_div(n) {
                 eprintln!(
-                    "dbsize: {n} messages, {:.1} MiB, {per_message} bytes per message ({:.0} s)",
+                    "dbsize: {n} messages, {:.1} MiB ({:.1} MiB on disk), {per_message} bytes per message ({} on disk) ({:.0} s)",
                     bytes as f64 / 1048576.0,
+                    used as f64 / 1048576.0,
+                    used / n,
                     t0.elapsed().as_secs_f64()
                 );
-                rows.push((n, bytes));
+                rows.push((n, bytes, used));
             }
             next += a.every;
             if tasks.iter().all(|t| t.is_finished()) {
@@ -806,16 +841,39 @@ pub async fn dbsize(bin: &Path, dir: &Path, a: DbsizeArgs, r: &mut Report) -> Re
     }
     p.stop()?;
     let n = sent.load(Relaxed);
-    let bytes = std::fs::metadata(&db).map_or(0, |m| m.len());
+    let (bytes, used) = sizes(&db);
+    // Where the bytes go (what `chatd check` reports).
+    let report = chatd::store::check::check_dir(dir).map_err(|e| e.to_string())?;
+    for f in &report.facts {
+        eprintln!("{f}");
+    }
+    if !report.damage.is_empty() {
+        return Err(format!("chatd check: {}", report.damage.join("; ")));
+    }
     r.acked = n;
     r.wall_s = t0.elapsed().as_secs_f64();
     r.extra
         .insert("db_mb_stopped".into(), json!(bytes as f64 / 1048576.0));
     r.extra
         .insert("bytes_per_message_stopped".into(), json!(bytes / n.max(1)));
-    for (n, b) in rows {
+    r.extra.insert(
+        "disk_bytes_per_message_stopped".into(),
+        json!(used / n.max(1)),
+    );
+    for (n, b, u) in rows {
         r.extra
             .insert(format!("bytes_per_message_at_{n}"), json!(b / n.max(1)));
+        r.extra.insert(
+            format!("disk_bytes_per_message_at_{n}"),
+            json!(u / n.max(1)),
+        );
     }
     Ok(())
+}
+
+/// (the file's size, the disk space its blocks take: redb grows a file in steps, and the part
+/// not written yet is a hole).
+fn sizes(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or((0, 0), |m| (m.len(), m.blocks() * 512))
 }
