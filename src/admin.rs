@@ -430,6 +430,31 @@ pub fn repair(data_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `chatd compact`: the database rewritten densely, the old file kept.
+pub fn compact(data_dir: &Path) -> Result<(), String> {
+    if let Ok(Remote::Done) | Err(_) = control::probe(data_dir) {
+        return Err(format!(
+            "a chatd server is running on {}; stop it first (for example: systemctl stop chatd)",
+            data_dir.display()
+        ));
+    }
+    need_database(data_dir)?;
+    let c = store::compact::compact(data_dir, now_ms()).map_err(|e| open_error(data_dir, e))?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "compacted the database in {}: {} (was {:.1} MiB, {:.1} MiB on disk)",
+        data_dir.display(),
+        c.summary,
+        mib(c.before.0),
+        mib(c.before.1)
+    );
+    println!(
+        "the old file was kept as {}; delete it to free the space",
+        c.kept.display()
+    );
+    Ok(())
+}
+
 pub fn open_error(data_dir: &Path, e: StoreError) -> String {
     match e {
         StoreError::Locked(_) => e.to_string(),

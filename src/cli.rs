@@ -80,6 +80,10 @@ pub enum Command {
     /// become markers at their seq), keep the old file as chatd.redb.before-repair-<time>, and
     /// print what was lost. Never changes the damaged file. Stop the server first
     Repair,
+    /// Rewrite the database densely (a copy in key order, like `chatd backup` makes) and put
+    /// it in place, keeping the old file as chatd.redb.before-compact-<time>: a busy database
+    /// shrinks to about half. Stop the server first
+    Compact,
 }
 
 #[derive(Subcommand, Debug)]

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Some(Command::Restore { ref file }) => admin::restore(file, &cli.data_dir),
         Some(Command::Check { ref file }) => admin::check(file.as_deref(), &cli.data_dir),
         Some(Command::Repair) => admin::repair(&cli.data_dir),
+        Some(Command::Compact) => admin::compact(&cli.data_dir),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

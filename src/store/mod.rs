@@ -14,6 +14,7 @@ pub mod backup;
 pub mod chat;
 pub mod check;
 mod codec;
+pub mod compact;
 pub mod damage;
 #[cfg(test)]
 mod damage_tests;

@@ -68,6 +68,9 @@ pub struct DbsizeArgs {
     /// Length of each message's text
     #[arg(long, default_value_t = 40)]
     pub text_len: usize,
+    /// At the end, run `chatd compact` and report the size after it too
+    #[arg(long)]
+    pub compact: bool,
 }
 
 /// A small xorshift generator: kill moments need to be random, not secure.
@@ -860,6 +863,33 @@ pub async fn dbsize(bin: &Path, dir: &Path, a: DbsizeArgs, r: &mut Report) -> Re
         "disk_bytes_per_message_stopped".into(),
         json!(used / n.max(1)),
     );
+    if a.compact {
+        let out = Command::new(bin)
+            .arg("compact")
+            .arg("--data-dir")
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "chatd compact: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let (bytes, used) = sizes(&db);
+        r.extra.insert(
+            "bytes_per_message_compacted".into(),
+            json!(bytes / n.max(1)),
+        );
+        r.extra.insert(
+            "disk_bytes_per_message_compacted".into(),
+            json!(used / n.max(1)),
+        );
+        let report = chatd::store::check::check_dir(dir).map_err(|e| e.to_string())?;
+        for f in &report.facts {
+            eprintln!("compacted: {f}");
+        }
+    }
     for (n, b, u) in rows {
         r.extra
             .insert(format!("bytes_per_message_at_{n}"), json!(b / n.max(1)));
