@@ -329,9 +329,139 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<(), String> {
 }
 
 /// The message for a store that would not open, naming the directory.
+/// `chatd check [--file FILE]`: verifies the data directory (or a database file) and prints
+/// what it found; an error (non-zero exit) if anything is damaged.
+pub fn check(file: Option<&Path>, data_dir: &Path) -> Result<(), String> {
+    use crate::store::check;
+    let locked = |_| {
+        format!(
+            "the database in {} is in use, but no server answered on its control socket; stop it and try again",
+            data_dir.display()
+        )
+    };
+    let report = match file {
+        Some(f) => check::check_file(f).map_err(|e| match e {
+            StoreError::Locked(_) => e.to_string(),
+            e => format!("cannot check {}: {e}", f.display()),
+        })?,
+        None => match control::probe(data_dir) {
+            Ok(Remote::Done) => {
+                // A running server: check a snapshot of its database (its log is in use).
+                let snap = data_dir.join(format!("{DB_FILE}.check-{}", now_ms()));
+                let mut out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&snap)
+                    .map_err(|e| format!("cannot create {}: {e}", snap.display()))?;
+                let got = control::request_backup(data_dir, &mut out);
+                drop(out);
+                let r = match got {
+                    Ok(Remote::Done) => check::check_file(&snap).map_err(|e| e.to_string()),
+                    Ok(Remote::NoServer) => {
+                        Err("the server stopped meanwhile; run chatd check again".into())
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = std::fs::remove_file(&snap);
+                let mut r = r?;
+                r.notes.push(
+                    "the server is running: this is a snapshot of its database; its log was not checked (stop the server for a full check)".into(),
+                );
+                r
+            }
+            _ => check::check_dir(data_dir).map_err(|e| match e {
+                StoreError::Locked(p) => locked(p),
+                e => format!("cannot check {}: {e}", data_dir.display()),
+            })?,
+        },
+    };
+    for f in &report.facts {
+        println!("{f}");
+    }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    if report.damage.is_empty() {
+        println!("ok: no damage found");
+        return Ok(());
+    }
+    for d in &report.damage {
+        println!("DAMAGE: {d}");
+    }
+    Err(format!(
+        "found {} damaged things (listed above). With the server stopped, `chatd repair` writes a new database from everything readable (the old one is kept), or `chatd restore` a backup; a damaged log: see docs/OPERATIONS.md (--discard-damaged-log)",
+        report.damage_count()
+    ))
+}
+
+/// `chatd repair`: a new database from everything readable in the damaged one.
+pub fn repair(data_dir: &Path) -> Result<(), String> {
+    if let Ok(Remote::Done) | Err(_) = control::probe(data_dir) {
+        return Err(format!(
+            "a chatd server is running on {}; stop it first (for example: systemctl stop chatd)",
+            data_dir.display()
+        ));
+    }
+    let r = store::repair::repair(data_dir, now_ms()).map_err(|e| match e {
+        StoreError::Locked(_) | StoreError::Refused(_) => e.to_string(),
+        e => format!("cannot repair the database in {}: {e}", data_dir.display()),
+    })?;
+    println!(
+        "repaired the database in {}: {} users, {} conversations, {} messages ({} of them markers of lost messages)",
+        data_dir.display(),
+        r.users,
+        r.conversations,
+        r.messages,
+        r.markers
+    );
+    for l in &r.rebuilt {
+        println!("rebuilt: {l}");
+    }
+    if r.lost.is_empty() {
+        println!("lost: nothing");
+    }
+    for l in &r.lost {
+        println!("lost: {l}");
+    }
+    println!(
+        "the damaged database was kept as {}; delete it once you no longer need it",
+        r.kept.display()
+    );
+    Ok(())
+}
+
+/// `chatd compact`: the database rewritten densely, the old file kept.
+pub fn compact(data_dir: &Path) -> Result<(), String> {
+    if let Ok(Remote::Done) | Err(_) = control::probe(data_dir) {
+        return Err(format!(
+            "a chatd server is running on {}; stop it first (for example: systemctl stop chatd)",
+            data_dir.display()
+        ));
+    }
+    need_database(data_dir)?;
+    let c = store::compact::compact(data_dir, now_ms()).map_err(|e| open_error(data_dir, e))?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "compacted the database in {}: {} (was {:.1} MiB, {:.1} MiB on disk)",
+        data_dir.display(),
+        c.summary,
+        mib(c.before.0),
+        mib(c.before.1)
+    );
+    println!(
+        "the old file was kept as {}; delete it to free the space",
+        c.kept.display()
+    );
+    Ok(())
+}
+
 pub fn open_error(data_dir: &Path, e: StoreError) -> String {
     match e {
         StoreError::Locked(_) => e.to_string(),
+        StoreError::Corrupt(_) => format!(
+            "cannot open the database in {}: {e}. `chatd check` describes the damage; with the server stopped, `chatd repair` saves everything readable (the damaged file is kept), or `chatd restore` a backup",
+            data_dir.display()
+        ),
         _ => format!("cannot open the database in {}: {e}", data_dir.display()),
     }
 }

@@ -67,6 +67,23 @@ pub enum Command {
         /// A file written by `chatd backup`
         file: PathBuf,
     },
+    /// Verify the data directory without changing it: redb's integrity check, every record's
+    /// checksum, each conversation's seqs, the indexes, the log against the database. Prints a
+    /// summary and exits non-zero on damage. On a running server it checks a snapshot (taken
+    /// like `chatd backup`)
+    Check {
+        /// Check this database file (a backup) instead of the data directory
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Write a new database from everything readable in a damaged one (unreadable messages
+    /// become markers at their seq), keep the old file as chatd.redb.before-repair-<time>, and
+    /// print what was lost. Never changes the damaged file. Stop the server first
+    Repair,
+    /// Rewrite the database densely (a copy in key order, like `chatd backup` makes) and put
+    /// it in place, keeping the old file as chatd.redb.before-compact-<time>: a busy database
+    /// shrinks to about half. Stop the server first
+    Compact,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +187,20 @@ pub struct ServeArgs {
     /// Serve GET /metrics to every client address, not only loopback
     #[arg(long, env = "CHATD_METRICS_PUBLIC")]
     pub metrics_public: bool,
+
+    /// Start over with a new, empty database although this data directory held one that is now
+    /// missing or empty (chatd refuses that otherwise). Every account and message of the old
+    /// one is gone; `chatd restore` a backup instead if you have one. Use once, then remove
+    #[arg(long, env = "CHATD_NEW_DATABASE")]
+    pub new_database: bool,
+
+    /// Start although the write-ahead log does not match the database (damaged records with
+    /// intact ones after them, a missing or foreign log, a gap after the database's state),
+    /// without the logged changes that cannot be applied: they are lost, and the log files are
+    /// kept aside as chatd.wal*.damaged-<time>. chatd refuses such a start otherwise. Use
+    /// once, then remove
+    #[arg(long, env = "CHATD_DISCARD_DAMAGED_LOG")]
+    pub discard_damaged_log: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

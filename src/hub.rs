@@ -528,6 +528,7 @@ mod tests {
             time_ms: 1_700_000_000_123,
             client_id: "c-9".into(),
             text: "<b>hi</b>\n\u{1F600} 你好".into(),
+            unreadable: false,
         };
         let borrowed = MessageRef {
             conversation: owned.conversation,
@@ -537,6 +538,7 @@ mod tests {
             time_ms: owned.time_ms,
             client_id: &owned.client_id,
             text: &owned.text,
+            unreadable: false,
         };
         let a = encode(&ServerFrame::Message {
             message: crate::proto::Message::from_stored(&owned),

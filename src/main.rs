@@ -15,7 +15,7 @@ use chatd::app::App;
 use chatd::auth::Auth;
 use chatd::cli::{Cli, Command, LogFormat, ServeArgs};
 use chatd::config::Config;
-use chatd::store::Store;
+use chatd::store::{OpenOptions, Store};
 use chatd::{admin, server};
 
 /// The static (musl) builds use mimalloc: with musl's own allocator the server needed 55-87 %
@@ -40,6 +40,9 @@ fn main() -> ExitCode {
         Some(Command::Token(cmd)) => admin::token(cmd, &cli.data_dir),
         Some(Command::Backup { ref out }) => admin::backup(out, &cli.data_dir),
         Some(Command::Restore { ref file }) => admin::restore(file, &cli.data_dir),
+        Some(Command::Check { ref file }) => admin::check(file.as_deref(), &cli.data_dir),
+        Some(Command::Repair) => admin::repair(&cli.data_dir),
+        Some(Command::Compact) => admin::compact(&cli.data_dir),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,8 +116,11 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     let mem_total = mem_total();
     let cache = chatd::config::cache_bytes(config.cache_mb, mem_total);
-    let store = Store::open_with_cache(data_dir, Some(cache))
-        .map_err(|e| admin::open_error(data_dir, e))?;
+    let open = OpenOptions {
+        cache_bytes: Some(cache),
+        new_database: args.new_database,
+        discard_damaged_log: args.discard_damaged_log,
+    };
     let auth = Auth::new(&config.limits).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -125,6 +131,33 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
         let local = listener
             .local_addr()
             .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        // Reachable at once; `/healthz` answers 503 `starting` while the store opens (after a
+        // crash it replays the log first). Said only if that takes a while, so a start that
+        // fails at once is still one line.
+        let slow = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tracing::info!(
+                "starting on {scheme}://{local}: opening the database (/healthz answers 503 starting until it is open)"
+            );
+        });
+        let (ready, starting) = tokio::sync::oneshot::channel();
+        let starting = tokio::spawn(server::serve_starting(
+            listener,
+            config.tls.clone(),
+            config.limits.header_read_timeout,
+            starting,
+        ));
+        let dir = data_dir.to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || Store::open_with(&dir, &open))
+            .await
+            .map_err(|e| format!("cannot open the database: {e}"))?;
+        slow.abort();
+        let store = opened.map_err(|e| admin::open_error(data_dir, e))?;
+        let _ = ready.send(());
+        let listener = starting
+            .await
+            .map_err(|e| format!("cannot start serving: {e}"))?;
         let (app, writer) = App::new(config, store, auth)
             .map_err(|e| format!("cannot start the message writer: {e}"))?;
         // Backups and admin commands reach the running server through the control socket;
@@ -148,7 +181,6 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
                 None
             }
         };
-        let scheme = if app.config.tls.is_some() { "https" } else { "http" };
         tracing::info!(
             version = chatd::VERSION,
             data_dir = %data_dir.display(),

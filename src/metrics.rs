@@ -126,6 +126,8 @@ pub struct Snapshot {
     /// Times writing stopped, and writes refused, since the server started.
     pub storage_stops: u64,
     pub storage_refused: u64,
+    /// Damaged records met since the start (`store::damage::seen`).
+    pub damaged_records: u64,
 }
 
 /// The reasons `chatd_storage_unwritable` has a series for.
@@ -249,6 +251,12 @@ impl Metrics {
                 n.to_string(),
             );
         }
+        put(
+            "chatd_store_damaged_records_total",
+            "counter",
+            "Times a damaged database record was met and skipped (a message shows as unreadable); nonzero makes /healthz say degraded. Run chatd check.",
+            s.damaged_records.to_string(),
+        );
         let _ = writeln!(
             out,
             "# HELP chatd_storage_unwritable 1 for the reason writes are refused, while they are.\n# TYPE chatd_storage_unwritable gauge"

@@ -140,11 +140,14 @@ pub struct StoredMessage {
     pub conversation: ConversationId,
     pub seq: u64,
     pub sender: UserId,
-    /// The sender's name when sent (names never change, so this is also the current one).
+    /// The sender's name (names never change; looked up when the message is read).
     pub sender_name: String,
     pub time_ms: u64,
     pub client_id: String,
     pub text: String,
+    /// The store could not read this message (its record is damaged or was lost): only the
+    /// conversation and seq are real, the rest is empty.
+    pub unreadable: bool,
 }
 
 /// A stored message borrowed from the database page it was read from (no copies): what
@@ -158,6 +161,8 @@ pub struct MessageRef<'a> {
     pub time_ms: u64,
     pub client_id: &'a str,
     pub text: &'a str,
+    /// See `StoredMessage::unreadable`.
+    pub unreadable: bool,
 }
 
 impl MessageRef<'_> {
@@ -170,6 +175,7 @@ impl MessageRef<'_> {
             time_ms: self.time_ms,
             client_id: self.client_id.to_string(),
             text: self.text.to_string(),
+            unreadable: self.unreadable,
         }
     }
 }

@@ -129,6 +129,9 @@ pub struct Preview {
     pub sender_name: String,
     pub text: String,
     pub time: u64,
+    /// See `Message::unreadable`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
 /// Longest last-message preview, in characters.
@@ -193,6 +196,7 @@ impl Conversation {
                 sender_name: m.sender_name.clone(),
                 text: m.text.chars().take(PREVIEW_CHARS).collect(),
                 time: m.time_ms,
+                unreadable: m.unreadable,
             }),
         }
     }
@@ -232,6 +236,10 @@ pub struct Message {
     pub time: u64,
     pub client_id: String,
     pub text: String,
+    /// Present (true) only on a marker: the server could not read the message at this seq
+    /// (damaged storage); sender, time, client_id and text are empty. See docs/PROTOCOL.md.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
 impl Message {
@@ -244,6 +252,7 @@ impl Message {
             time: m.time_ms,
             client_id: m.client_id.clone(),
             text: m.text.clone(),
+            unreadable: m.unreadable,
         }
     }
 }
@@ -263,6 +272,8 @@ pub struct MessageFrameRef<'a> {
     time: u64,
     client_id: &'a str,
     text: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    unreadable: bool,
 }
 
 impl<'a> MessageFrameRef<'a> {
@@ -284,6 +295,7 @@ impl<'a> MessageFrameRef<'a> {
             time: m.time_ms,
             client_id: m.client_id,
             text: m.text,
+            unreadable: m.unreadable,
         }
     }
 }

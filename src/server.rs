@@ -158,6 +158,52 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     }
 }
 
+/// Answers every connection with `http::handle_starting` (503 `starting`) until `ready`
+/// fires, then hands the listener back for `run`: the server is reachable, and `/healthz`
+/// says why it is not ready, while the store opens (replaying the log after a crash).
+pub async fn serve_starting(
+    listener: TcpListener,
+    tls: Option<Arc<crate::tls::Tls>>,
+    header_timeout: Duration,
+    ready: tokio::sync::oneshot::Receiver<()>,
+) -> TcpListener {
+    tokio::pin!(ready);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut ready => return listener,
+        };
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        tokio::spawn(async move {
+            let serve = |io| async move {
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(io), service_fn(http::handle_starting));
+                let _ = tokio::time::timeout(header_timeout, conn).await;
+            };
+            match acceptor {
+                None => serve(Box::new(stream) as Box<dyn Io>).await,
+                Some(a) => match tokio::time::timeout(header_timeout, a.accept(stream)).await {
+                    Ok(Ok(tls)) => serve(Box::new(tls) as Box<dyn Io>).await,
+                    _ => tracing::debug!(%peer, "TLS handshake failed while starting"),
+                },
+            }
+        });
+    }
+}
+
+/// A plain or TLS stream.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// Counts an open TCP connection in `chatd_http_connections` for as long as it lives.
 struct ConnectionGauge(Arc<crate::metrics::Metrics>);
 

@@ -592,7 +592,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             *cursor = seq;
             self.feed_text(text).await?;
         }
-        if !more {
+        let stuck = more && self.cursors.get(&conv).copied().unwrap_or(0) == after;
+        if stuck {
+            // The store gives every seq in turn (a marker where it cannot read one), so this
+            // is a bug; never loop on it, and never end the catch-up without saying so.
+            tracing::error!(
+                user = user.0,
+                "catch-up of conversation {conv} made no progress after seq {after}; stopped"
+            );
+            self.pending.remove(&conv);
+            self.send_error(
+                None,
+                None,
+                ErrorCode::Internal,
+                "cannot read the rest of a conversation; sync again later",
+            )
+            .await?;
+        } else if !more {
             self.pending.remove(&conv);
         }
         if self.pending.is_empty() {

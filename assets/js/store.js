@@ -284,6 +284,7 @@ function touchConversation(m) {
       sender_name: m.sender_name,
       text: Array.from(m.text).slice(0, 120).join(""),
       time: m.time,
+      unreadable: !!m.unreadable,
     };
   }
   // Sending moves the sender's read position to the new message.

@@ -112,7 +112,8 @@ function updateConv(li, { c }) {
   if (typing.length) p.preview.textContent = typingText(typing);
   else if (c.last_message) {
     const lm = c.last_message;
-    const text = lm.text.replace(/\s+/g, " ");
+    // A message the server could not read (damaged storage) arrives as a marker.
+    const text = lm.unreadable ? t("chat.unreadable") : lm.text.replace(/\s+/g, " ");
     if (lm.sender === S.me.id) p.preview.textContent = t("chats.you", { text });
     else if (c.kind === "group") p.preview.textContent = `${lm.sender_name}: ${text}`;
     else p.preview.textContent = text;
@@ -245,7 +246,8 @@ function buildItems() {
     items.push(item);
   };
   const push = (m, status) => {
-    const dk = dayKey(m.time);
+    // A marker has no time: it stays in the day of the message before it.
+    const dk = m.unreadable ? day : dayKey(m.time);
     if (dk !== day) {
       separate({ key: `d${dk}`, kind: "day", time: m.time });
       day = dk;
@@ -294,7 +296,8 @@ function makeItem(it) {
   }
   // An invisible copy of the time reserves room for the real one in the bottom-right corner.
   const pad = h("span", { class: "meta-pad", attrs: { "aria-hidden": "true" } });
-  bubble.append(h("div", { class: "text" }, linkify(m.text), pad), meta);
+  const text = m.unreadable ? h("em", { class: "unreadable", text: t("chat.unreadable") }) : linkify(m.text);
+  bubble.append(h("div", { class: "text" }, text, pad), meta);
   li.append(bubble);
   Object.assign(li, { _status: status, _time: time, _pad: pad });
   return li;
@@ -307,7 +310,7 @@ function updateItem(li, it) {
   if (li._ms !== it.m.time) {
     // Set once, and again when the server's time replaces the time a pending message was written.
     li._ms = it.m.time;
-    li._time.textContent = clock(it.m.time);
+    li._time.textContent = it.m.unreadable ? "" : clock(it.m.time);
     li._time.title = fullTime(it.m.time);
     li._time.dateTime = new Date(it.m.time).toISOString();
     li._pad.dataset.t = li._time.textContent;

@@ -32,6 +32,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use chatd::model::{now_ms, ConversationId, UserId};
+
+/// The durability scenarios (crashloop, restart, dbsize).
+#[path = "bench/durability.rs"]
+mod durability;
 use chatd::store::chat::{MemberCache, Target};
 use chatd::store::Store;
 
@@ -130,6 +134,13 @@ enum Scenario {
         #[arg(long)]
         no_batch: bool,
     },
+    /// Senders with acks and resends; the server is killed (SIGKILL) at random moments for N
+    /// cycles; then every acked message must be stored exactly once at its seq
+    Crashloop(durability::CrashloopArgs),
+    /// Time until the server is back after kill -9 under load, on a database of N messages
+    Restart(durability::RestartArgs),
+    /// Bytes per message on disk against message count, sent through the server
+    Dbsize(durability::DbsizeArgs),
 }
 
 // ---- the server under test ---------------------------------------------------------------
@@ -603,6 +614,9 @@ struct Report {
     background_delivered: u64,
     background_latency_p50_ms: f64,
     background_latency_p99_ms: f64,
+    /// Figures of scenarios with their own (the durability scenarios).
+    #[serde(flatten)]
+    extra: serde_json::Map<String, Value>,
 }
 
 fn print_report(r: &Report) {
@@ -877,6 +891,9 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
     let mut r = Report::default();
     let bin = cli.chatd.as_path();
     match cli.scenario.clone() {
+        Scenario::Crashloop(a) => durability::crashloop(bin, dir, a, &mut r).await?,
+        Scenario::Restart(a) => durability::restart(bin, dir, a, &mut r).await?,
+        Scenario::Dbsize(a) => durability::dbsize(bin, dir, a, &mut r).await?,
         Scenario::Idle { conns, hold } => {
             r.scenario = "idle".into();
             r.params = format!("conns={conns} hold={hold}s");

@@ -164,24 +164,39 @@ struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     since_ms: Option<u64>,
     version: &'static str,
+    /// Damaged records met since the start (only when there were any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    damaged_records: Option<u64>,
+}
+
+impl Health {
+    fn new(status: &'static str) -> Health {
+        Health {
+            status,
+            reason: None,
+            message: None,
+            since_ms: None,
+            version: crate::VERSION,
+            damaged_records: None,
+        }
+    }
 }
 
 /// `GET /healthz`: 200 `ok` when the database answers a read and takes writes; 503 otherwise:
 /// `database unavailable` when a read fails, `degraded` (reads work) while writes are refused,
-/// with the reason.
+/// with the reason. Damaged records met since the start make it 200 `degraded` with reason
+/// `damaged_records` (chat goes on; an admin should run `chatd check`).
 async fn healthz(app: &Arc<App>) -> Resp {
-    let mut h = Health {
-        status: "ok",
-        reason: None,
-        message: None,
-        since_ms: None,
-        version: crate::VERSION,
-    };
+    let mut h = Health::new("ok");
+    let damaged = crate::store::damage::seen();
+    h.damaged_records = (damaged > 0).then_some(damaged);
+    let mut status = StatusCode::OK;
     if let Err(e) = app.db(|s| s.user_count()).await {
         tracing::error!("health check failed: {e}");
         h.status = "database unavailable";
         h.reason = Some("database_unreadable");
         h.message = Some(e.to_string());
+        status = StatusCode::SERVICE_UNAVAILABLE;
     } else if let Some(w) = app.store.write_health() {
         h.status = "degraded";
         h.reason = Some(w.problem.code());
@@ -194,12 +209,35 @@ async fn healthz(app: &Arc<App>) -> Resp {
             }
         ));
         h.since_ms = Some(w.since_ms);
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    } else if damaged > 0 {
+        h.status = "degraded";
+        h.reason = Some("damaged_records");
+        h.message = Some(format!(
+            "{damaged} damaged database records were met (shown as unreadable messages); run `chatd check`"
+        ));
     }
-    let status = match h.status {
-        "ok" => StatusCode::OK,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
     reply::json(status, &h)
+}
+
+/// Every request while the server is still opening its database (after a crash, recovery can
+/// take a moment): `/healthz` answers 503 `{"status":"starting"}`, everything else 503
+/// `starting` with `Retry-After: 1`. The connection is closed after the reply.
+pub async fn handle_starting(req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let mut resp = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/healthz") => {
+            reply::json(StatusCode::SERVICE_UNAVAILABLE, &Health::new("starting"))
+        }
+        _ => reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the server is starting; try again in a moment",
+        ),
+    };
+    resp.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    security_headers(resp.headers_mut());
+    Ok(resp)
 }
 
 /// `GET /metrics` (loopback only unless `--metrics-public`): Prometheus text format.
@@ -220,6 +258,7 @@ async fn metrics(app: &Arc<App>) -> Resp {
         storage_refusing: app.store.write_health().map(|w| w.problem.code()),
         storage_stops: app.store.write_health_counts().0,
         storage_refused: app.store.write_health_counts().1,
+        damaged_records: crate::store::damage::seen(),
     };
     let body = app.metrics.render(&snapshot);
     let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));

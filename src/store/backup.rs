@@ -79,6 +79,8 @@ fn write_copy(snapshot: &ReadTransaction, dest: &Path) -> Result<DbSummary> {
     let mut tx = db.begin_write()?;
     tx.set_durability(Durability::Immediate)?;
     copy_all(snapshot, &tx)?;
+    // A copy has no log beside it (see `schema::META_WAL_OPEN`).
+    tx.open_table(META)?.remove(META_WAL_OPEN)?;
     tx.commit()?;
     let mut summary = summarize(&db.begin_read()?, dest)?;
     // Closing the database settles its file; measure after.
@@ -187,7 +189,8 @@ pub fn restore(file: &Path, dir: &Path, now_ms: u64) -> Result<Restored> {
         // whatever its write-ahead log still holds, so the copy kept below is complete and
         // the log is empty (it belongs to the replaced history, not to the restored one).
         match Store::open(dir) {
-            Ok(store) => drop(store),
+            // A clean stop: the copy kept aside then opens without its log.
+            Ok(store) => store.checkpoint()?,
             Err(StoreError::Locked(p)) => return Err(StoreError::Locked(p)),
             // A damaged current database is a good reason to restore; do not insist on it.
             Err(_) => {}
@@ -210,9 +213,21 @@ pub fn restore(file: &Path, dir: &Path, now_ms: u64) -> Result<Restored> {
     let staging = dir.join(format!("{DB_FILE}.restoring"));
     let _ = std::fs::remove_file(&staging);
     std::fs::copy(file, &staging).map_err(StoreError::Io)?;
+    {
+        // A backup of an older chatd may say its log was in use; it has none here.
+        let db = Database::create(&staging)?;
+        let tx = db.begin_write()?;
+        tx.open_table(META)?.remove(META_WAL_OPEN)?;
+        tx.commit()?;
+    }
     std::fs::File::open(&staging)
         .and_then(|f| f.sync_all())
         .map_err(StoreError::Io)?;
+    // The marker names the replaced database; the restored one gets its own below.
+    match std::fs::remove_file(dir.join(super::identity::ID_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StoreError::Io(e)),
+        _ => {}
+    }
     let previous = if live.exists() {
         let old = dir.join(format!("{DB_FILE}.before-restore-{now_ms}"));
         std::fs::rename(&live, &old).map_err(StoreError::Io)?;
@@ -225,7 +240,8 @@ pub fn restore(file: &Path, dir: &Path, now_ms: u64) -> Result<Restored> {
         .and_then(|d| d.sync_all())
         .map_err(StoreError::Io)?;
     let mut store = Store::open(dir)?;
-    store.reset_epoch()?;
+    let epoch = store.reset_epoch()?;
+    super::identity::write(dir, epoch).map_err(StoreError::Io)?;
     let summary = store.summary(&live)?;
     Ok(Restored { summary, previous })
 }

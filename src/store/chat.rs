@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
-use super::codec::{Dec, Enc};
+use super::codec::{self, Dec, DecodeError, Enc};
 use super::schema::*;
-use super::{decode_user, Result, Store, StoreError};
+use super::{damage, decode_user, messages, Result, Store};
 use crate::model::{
     ConversationId, ConversationKind, ConversationSummary, MemberInfo, MessageRef, StoredMessage,
     UserId,
@@ -123,20 +123,24 @@ impl MemberCache {
 }
 
 #[derive(Clone, Debug)]
-struct ConvRecord {
-    kind: ConversationKind,
-    title: String,
-    owner: u64,
-    created_ms: u64,
-    last_seq: u64,
-    last_ms: u64,
-    member_count: u64,
+pub(super) struct ConvRecord {
+    pub(super) kind: ConversationKind,
+    pub(super) title: String,
+    pub(super) owner: u64,
+    pub(super) created_ms: u64,
+    pub(super) last_seq: u64,
+    pub(super) last_ms: u64,
+    pub(super) member_count: u64,
 }
 
 const ROLE_MEMBER: u8 = 1;
-const ROLE_OWNER: u8 = 2;
+pub(super) const ROLE_OWNER: u8 = 2;
 
-fn encode_conv(c: &ConvRecord) -> Vec<u8> {
+pub(super) fn encode_conv(id: u64, c: &ConvRecord) -> Vec<u8> {
+    codec::seal(&codec::key1(id), encode_conv_record(c))
+}
+
+fn encode_conv_record(c: &ConvRecord) -> Vec<u8> {
     Enc::new(1)
         .u8(match c.kind {
             ConversationKind::Direct => 1,
@@ -151,12 +155,18 @@ fn encode_conv(c: &ConvRecord) -> Vec<u8> {
         .0
 }
 
-fn decode_conv(raw: &[u8]) -> Result<ConvRecord> {
+/// A sealed conversation record; a damaged one is reported (`damage`) and an error.
+fn decode_conv(id: u64, raw: &[u8]) -> Result<ConvRecord> {
+    let rec = super::unsealed("conversations", id, &codec::key1(id), raw)?;
+    decode_conv_record(rec).map_err(|e| super::damaged("conversations", id, e))
+}
+
+pub(super) fn decode_conv_record(raw: &[u8]) -> std::result::Result<ConvRecord, DecodeError> {
     let mut d = Dec::new(raw, 1, "conversation record version")?;
     let kind = match d.u8()? {
         1 => ConversationKind::Direct,
         2 => ConversationKind::Group,
-        _ => return Err(StoreError::Corrupt("unknown conversation kind".into())),
+        _ => return Err(DecodeError("unknown conversation kind")),
     };
     Ok(ConvRecord {
         kind,
@@ -169,50 +179,33 @@ fn decode_conv(raw: &[u8]) -> Result<ConvRecord> {
     })
 }
 
-fn encode_message(m: &StoredMessage) -> Vec<u8> {
-    Enc::new(1)
-        .u64(m.sender.0)
-        .str(&m.sender_name)
-        .u64(m.time_ms)
-        .u8(1)
-        .str(&m.client_id)
-        .str(&m.text)
-        .0
+/// (direct?, last_seq, member_count) of a sealed conversation record, for `chatd check`.
+pub(super) fn check_conv(
+    id: u64,
+    raw: &[u8],
+) -> std::result::Result<(bool, u64, u64), DecodeError> {
+    let c = decode_conv_record(codec::unseal(&codec::key1(id), raw)?)?;
+    Ok((
+        c.kind == ConversationKind::Direct,
+        c.last_seq,
+        c.member_count,
+    ))
 }
 
-/// Decodes a message record without copying its strings.
-fn decode_message_ref(conv: u64, seq: u64, raw: &[u8]) -> Result<MessageRef<'_>> {
-    let mut d = Dec::new(raw, 1, "message record version")?;
-    let sender = UserId(d.u64()?);
-    let sender_name = d.str()?;
-    let time_ms = d.u64()?;
-    let _kind = d.u8()?;
-    Ok(MessageRef {
-        conversation: ConversationId(conv),
-        seq,
-        sender,
-        sender_name,
-        time_ms,
-        client_id: d.str()?,
-        text: d.str()?,
-    })
+/// Re-seals a schema ≤ 3 conversation record (the 3 → 4 upgrade).
+pub(super) fn upgrade_conv(id: u64, raw: &[u8]) -> Result<Vec<u8>> {
+    let c = decode_conv_record(raw)?;
+    Ok(encode_conv(id, &c))
 }
 
-fn decode_message(conv: u64, seq: u64, raw: &[u8]) -> Result<StoredMessage> {
-    let mut d = Dec::new(raw, 1, "message record version")?;
-    let sender = UserId(d.u64()?);
-    let sender_name = d.str()?.to_string();
-    let time_ms = d.u64()?;
-    let _kind = d.u8()?;
-    Ok(StoredMessage {
-        conversation: ConversationId(conv),
-        seq,
-        sender,
-        sender_name,
-        time_ms,
-        client_id: d.str()?.to_string(),
-        text: d.str()?.to_string(),
-    })
+/// The message at (conv, seq) as a reader shows it, owned (a marker if it is damaged).
+fn read_message(
+    users: &impl ReadableTable<u64, &'static [u8]>,
+    conv: u64,
+    seq: u64,
+    raw: &[u8],
+) -> StoredMessage {
+    messages::view(&mut messages::Names::default(), users, conv, seq, raw).to_stored()
 }
 
 /// Reads the members of a conversation from any readable members table.
@@ -237,7 +230,7 @@ pub struct ChatBatch<'t> {
     read_seqs: Table<'t, (u64, u64), u64>,
     direct_pairs: Table<'t, (u64, u64), u64>,
     messages: Table<'t, (u64, u64), &'static [u8]>,
-    client_ids: Table<'t, (u64, &'static str), (u64, u64)>,
+    client_ids: Table<'t, (u64, u64), (u64, u64)>,
     cache: &'t mut MemberCache,
 }
 
@@ -256,15 +249,18 @@ impl<'t> ChatBatch<'t> {
         })
     }
 
+    /// The conversation's record; a damaged one (reported) counts as missing, so the ops on
+    /// that conversation are refused and the rest of the batch goes on.
     fn conv(&self, id: u64) -> Result<Option<ConvRecord>> {
         match self.conversations.get(id)? {
-            Some(v) => Ok(Some(decode_conv(v.value())?)),
+            Some(v) => Ok(decode_conv(id, v.value()).ok()),
             None => Ok(None),
         }
     }
 
     fn put_conv(&mut self, id: u64, c: &ConvRecord) -> Result<()> {
-        self.conversations.insert(id, encode_conv(c).as_slice())?;
+        self.conversations
+            .insert(id, encode_conv(id, c).as_slice())?;
         Ok(())
     }
 
@@ -290,7 +286,8 @@ impl<'t> ChatBatch<'t> {
 
     fn user_exists(&self, id: UserId) -> Result<bool> {
         match self.users.get(id.0)? {
-            Some(v) => Ok(!decode_user(id.0, v.value())?.disabled),
+            // A damaged account record (reported) counts as no account.
+            Some(v) => Ok(decode_user(id.0, v.value()).is_ok_and(|u| !u.disabled)),
             None => Ok(false),
         }
     }
@@ -377,12 +374,18 @@ impl<'t> ChatBatch<'t> {
         // since left the conversation.
         let seen = self
             .client_ids
-            .get((sender.0, client_id))?
+            .get((sender.0, client_id_hash(client_id)))?
             .map(|v| v.value());
         if let Some((conv, seq)) = seen {
             let raw = self.messages.get((conv, seq))?.map(|v| v.value().to_vec());
-            if let Some(raw) = raw {
-                let message = decode_message(conv, seq, &raw)?;
+            // The same sender and client_id (another id with the same hash counts as new; a
+            // damaged message counts as the original, shown as a marker).
+            let same = raw.as_deref().is_some_and(|r| {
+                messages::decode(conv, seq, r)
+                    .map_or(true, |f| f.sender == sender.0 && f.client_id == client_id)
+            });
+            if let (Some(raw), true) = (raw, same) {
+                let message = read_message(&self.users, conv, seq, &raw);
                 let members = self.member_ids(conv)?;
                 return Ok(Ok(SendOutcome {
                     message,
@@ -449,11 +452,16 @@ impl<'t> ChatBatch<'t> {
             time_ms: conv.last_ms,
             client_id: client_id.to_string(),
             text: text.to_string(),
+            unreadable: false,
         };
-        self.messages
-            .insert((conv_id, message.seq), encode_message(&message).as_slice())?;
-        self.client_ids
-            .insert((sender.0, client_id), (conv_id, message.seq))?;
+        self.messages.insert(
+            (conv_id, message.seq),
+            messages::encode(&message).as_slice(),
+        )?;
+        self.client_ids.insert(
+            (sender.0, client_id_hash(client_id)),
+            (conv_id, message.seq),
+        )?;
         self.put_conv(conv_id, &conv)?;
         // The sender has read everything up to their own message (the newest one, so this
         // never moves the position backwards).
@@ -730,27 +738,28 @@ impl Store {
         if tx.open_table(MEMBERS)?.get((conv.0, user.0))?.is_none() {
             return Ok(None);
         }
+        let last = last_seq_in(&tx, conv.0)?;
         let messages = tx.open_table(MESSAGES)?;
+        let users = tx.open_table(USERS)?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        let mut rows = messages.range((conv.0, after.saturating_add(1))..=(conv.0, u64::MAX))?;
         let mut bytes = 0usize;
-        if limit > 0 {
-            for row in rows.by_ref() {
-                let (k, v) = row?;
-                let m = decode_message_ref(conv.0, k.value().1, v.value())?;
+        let mut seen = after;
+        if limit > 0 && after < last {
+            // Every seq after `after` in turn, a marker where a message cannot be read, so a
+            // page always advances (see `messages::walk`).
+            messages::walk(&messages, &users, conv.0, after + 1, last, true, |m| {
                 bytes = bytes.saturating_add(m.text.len());
-                out.push(f(&m));
-                if out.len() >= limit || bytes >= text_bytes {
-                    break;
-                }
-            }
+                seen = m.seq;
+                out.push(f(m));
+                out.len() < limit && bytes < text_bytes
+            });
         }
-        let more = rows.next().transpose()?.is_some();
-        Ok(Some((out, more)))
+        Ok(Some((out, seen < last)))
     }
 
     /// The newest `limit` messages with seq < `before`, oldest first; fewer once their texts add
-    /// up to `text_bytes` (at least one). Membership is checked.
+    /// up to `text_bytes` (at least one). Membership is checked. Damaged messages are markers
+    /// (see `messages::walk`).
     pub fn history(
         &self,
         user: UserId,
@@ -763,19 +772,18 @@ impl Store {
         if tx.open_table(MEMBERS)?.get((conv.0, user.0))?.is_none() {
             return Ok(None);
         }
+        // Never past the conversation's last seq (a damaged key can sort after it).
+        let top = last_seq_in(&tx, conv.0)?.min(before.saturating_sub(1));
         let messages = tx.open_table(MESSAGES)?;
+        let users = tx.open_table(USERS)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        if before > 1 && limit > 0 {
-            for row in messages.range((conv.0, 1)..(conv.0, before))?.rev() {
-                let (k, v) = row?;
-                let m = decode_message(conv.0, k.value().1, v.value())?;
+        if top >= 1 && limit > 0 {
+            messages::walk(&messages, &users, conv.0, 1, top, false, |m| {
                 bytes = bytes.saturating_add(m.text.len());
-                out.push(m);
-                if out.len() >= limit || bytes >= text_bytes {
-                    break;
-                }
-            }
+                out.push(m.to_stored());
+                out.len() < limit && bytes < text_bytes
+            });
         }
         out.reverse();
         Ok(Some(out))
@@ -805,7 +813,10 @@ impl Store {
         let mut out = Vec::new();
         for (id, role) in read_members(&members, conv.0)? {
             let name = match users.get(id.0)? {
-                Some(v) => decode_user(id.0, v.value())?.name,
+                Some(v) => match decode_user(id.0, v.value()) {
+                    Ok(u) => u.name,
+                    Err(_) => String::new(), // damaged (reported)
+                },
                 None => continue,
             };
             let read_seq = positions
@@ -864,7 +875,9 @@ impl Store {
             }
             let id = v.value();
             if let Some(raw) = users.get(id)? {
-                let u = decode_user(id, raw.value())?;
+                let Ok(u) = decode_user(id, raw.value()) else {
+                    continue; // damaged (reported)
+                };
                 if !u.disabled {
                     out.push((u.id, u.name));
                 }
@@ -872,6 +885,32 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The last seq of conversation `conv`: its record's, or if that is damaged, the highest seq
+/// whose message record is intact (0 if none is found among the last few).
+fn last_seq_in(tx: &redb::ReadTransaction, conv: u64) -> Result<u64> {
+    if let Some(raw) = tx.open_table(CONVERSATIONS)?.get(conv)? {
+        if let Ok(rec) = decode_conv(conv, raw.value()) {
+            return Ok(rec.last_seq);
+        }
+    }
+    let messages = tx.open_table(MESSAGES)?;
+    let found = damage::catch(|| -> Result<u64> {
+        for row in messages
+            .range((conv, 0)..=(conv, u64::MAX))?
+            .rev()
+            .take(1000)
+        {
+            let (k, v) = row?;
+            let seq = k.value().1;
+            if messages::decode(conv, seq, v.value()).is_ok() {
+                return Ok(seq);
+            }
+        }
+        Ok(0)
+    });
+    Ok(found.ok().and_then(|r| r.ok()).unwrap_or(0))
 }
 
 fn summary_in(
@@ -887,7 +926,9 @@ fn summary_in(
     let Some(raw) = convs.get(conv.0)? else {
         return Ok(None);
     };
-    let rec = decode_conv(raw.value())?;
+    let Ok(rec) = decode_conv(conv.0, raw.value()) else {
+        return Ok(None);
+    };
     summary_of(tx, user, conv, rec, read_seq).map(Some)
 }
 
@@ -906,7 +947,9 @@ fn summary_of(
         for (m, _) in read_members(&members, conv.0)? {
             if m != user {
                 if let Some(u) = users.get(m.0)? {
-                    peer = Some((m, decode_user(m.0, u.value())?.name));
+                    // A damaged account record (reported): shown without a peer name.
+                    let name = decode_user(m.0, u.value()).map(|u| u.name);
+                    peer = Some((m, name.unwrap_or_default()));
                 }
             }
         }
@@ -916,8 +959,9 @@ fn summary_of(
     };
     let last_message = if rec.last_seq > 0 {
         let messages = tx.open_table(MESSAGES)?;
+        let users = tx.open_table(USERS)?;
         match messages.get((conv.0, rec.last_seq))? {
-            Some(v) => Some(decode_message(conv.0, rec.last_seq, v.value())?),
+            Some(v) => Some(read_message(&users, conv.0, rec.last_seq, v.value())),
             None => None,
         }
     } else {
@@ -946,7 +990,11 @@ fn records_of(tx: &redb::ReadTransaction, user: UserId) -> Result<Vec<(ConvRecor
         let (k, v) = row?;
         let id = k.value().1;
         if let Some(raw) = convs.get(id)? {
-            found.push((decode_conv(raw.value())?, id, v.value()));
+            // A damaged record (reported) leaves the conversation out of the list, rather than
+            // failing every list, welcome and sync of each of its members.
+            if let Ok(rec) = decode_conv(id, raw.value()) {
+                found.push((rec, id, v.value()));
+            }
         }
     }
     Ok(found)

@@ -7,10 +7,13 @@
 //! The wait was most of the checkpoint's 60–150 ms; once it was deferred, the thousands of
 //! scattered 4 KiB `pwrite`s (one per changed page, 15–20 ms with 2,000 active conversations)
 //! were what held the writer. Here the store asks for the next sync to be deferred
-//! (`defer_next_sync`); until that commit's `sync_data`, its writes are only copied into memory
-//! (a memcpy per page instead of a syscall), redb's commit returns, and the checkpoint thread's
-//! `sync_deferred` later writes them to the file in offset order and calls `fdatasync`. Reads
-//! see held bytes over the file's, so redb reads what it wrote.
+//! (`defer_next_syncs`: two, since durable commits are two-phase for redb's quick repair);
+//! until that commit's last `sync_data`, its writes are only copied into memory (a memcpy per
+//! page instead of a syscall), one group per sync, redb's commit returns, and the checkpoint
+//! thread's `sync_deferred` later writes each group to the file in offset order and calls
+//! `fdatasync` after it (the order the commit's own syncs stood for: pages and new slot, then
+//! the header that makes it the primary). Reads see held bytes over the file's, so redb reads
+//! what it wrote.
 //!
 //! Why absorbing failures: redb latches the first I/O error of its backend and then refuses
 //! every later operation, reads included, until the database is closed and reopened (and
@@ -31,8 +34,8 @@
 //! its fsync (any subset of its writes on disk, here possibly none), which redb recovers from on
 //! its own (the new header's checksums fail and it uses the previous commit, whose pages the new
 //! commit did not overwrite). What could break that is a later write over the previous commit's
-//! pages, or a shrink of the file, before the sync: so every `write`, shrinking `set_len` and
-//! undeferred `sync_data` first completes a pending deferred sync, and while one is owed after a
+//! pages, or a shrink of the file, before the sync: so every `write` (but the deferred commit's
+//! own), shrinking `set_len` and undeferred `sync_data` first completes a pending deferred sync, and while one is owed after a
 //! failure they only add to `owed` (a shrink is skipped: the file stays longer, which redb
 //! ignores). Non-durable commits write nothing to the file (their pages stay in redb's write
 //! buffer), so they do not wait. The log that covers the deferred commit is kept until
@@ -43,7 +46,7 @@ use std::fs::File;
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::{BackendError, StorageBackend};
@@ -65,7 +68,8 @@ struct Shared {
     owed: RwLock<Owed>,
     /// `owed` holds bytes the file may lack (lets reads skip its lock otherwise).
     holding: AtomicBool,
-    defer_next: AtomicBool,
+    /// How many of the next `sync_data` calls are deferred (a two-phase commit makes two).
+    defer_next: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -116,7 +120,7 @@ impl DbFile {
             ops: Mutex::new(Ops::default()),
             owed: RwLock::new(Owed::default()),
             holding: AtomicBool::new(false),
-            defer_next: AtomicBool::new(false),
+            defer_next: AtomicU32::new(0),
         })))
     }
 
@@ -133,17 +137,17 @@ impl DbFile {
         self.0.owed.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next `sync_data` call (the one that ends a durable commit) only records that a sync
-    /// is owed.
-    pub fn defer_next_sync(&self) {
-        self.0.defer_next.store(true, Ordering::Release);
+    /// The next `syncs` `sync_data` calls (those of a durable commit: one, or two for a
+    /// two-phase commit) only record that a sync is owed, and where (see `owed`).
+    pub fn defer_next_syncs(&self, syncs: u32) {
+        self.0.defer_next.store(syncs, Ordering::Release);
     }
 
     /// Withdraws a `defer_next_sync` that no commit used (the commit failed before its sync).
     /// Whatever that commit wrote goes to the file now, as it would have without deferring.
     pub fn cancel_defer(&self) -> io::Result<()> {
         let mut ops = self.lock();
-        if !self.0.defer_next.swap(false, Ordering::AcqRel) || ops.pending || ops.failed.is_some() {
+        if self.0.defer_next.swap(0, Ordering::AcqRel) == 0 || ops.pending || ops.failed.is_some() {
             return Ok(());
         }
         let written = {
@@ -438,7 +442,11 @@ impl StorageBackend for DbFile {
                 owed.steps.push(Step::Sync);
             }
         }
-        if self.0.defer_next.swap(false, Ordering::AcqRel) {
+        let deferred = self
+            .0
+            .defer_next
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if deferred.is_ok() {
             ops.pending = true;
             return Ok(());
         }
@@ -451,11 +459,14 @@ impl StorageBackend for DbFile {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut ops = self.lock();
-        if ops.pending && ops.failed.is_none() {
+        // Inside a deferred commit (also after its first deferred sync: the groups keep the
+        // order its syncs stood for).
+        let deferring = self.0.defer_next.load(Ordering::Acquire) > 0;
+        if ops.pending && ops.failed.is_none() && !deferring {
             // Not over the previous commit's pages before the deferred commit is durable.
             let _ = self.settle(&mut ops);
         }
-        if ops.failed.is_some() || self.0.defer_next.load(Ordering::Acquire) {
+        if ops.failed.is_some() || deferring {
             self.record(offset, data, false);
             return Ok(());
         }
@@ -560,7 +571,7 @@ mod tests {
         f.set_len(64).unwrap();
         f.write(0, &[1; 64]).unwrap();
         let mut model = vec![1u8; 64];
-        f.defer_next_sync();
+        f.defer_next_syncs(1);
         for (offset, len, byte) in [
             (8, 16, 2),  // inside
             (4, 8, 3),   // over the start of the previous one
@@ -590,7 +601,7 @@ mod tests {
         assert_eq!(read(&f, 0, 64), model);
 
         // Deferred again; the next ordinary write completes the owed sync before it.
-        f.defer_next_sync();
+        f.defer_next_syncs(1);
         f.write(0, &[8; 4]).unwrap();
         f.sync_data().unwrap();
         model[..4].fill(8);
@@ -607,7 +618,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = file(&dir);
         f.set_len(16).unwrap();
-        f.defer_next_sync();
+        f.defer_next_syncs(1);
         f.write(4, &[5; 4]).unwrap();
         assert_eq!(on_disk(&dir), vec![0; 16]);
         f.cancel_defer().unwrap();
@@ -618,6 +629,45 @@ mod tests {
         f.write(0, &[1; 2]).unwrap();
         want[..2].fill(1);
         assert_eq!(on_disk(&dir), want, "later writes go straight to the file");
+    }
+
+    /// A two-phase commit deferred whole: its writes before the first sync and after it are
+    /// read back laid over each other, reach the file only with `sync_deferred`, in that order
+    /// (the second group over the first, a sync after each).
+    #[test]
+    fn both_syncs_of_a_two_phase_commit_are_deferred_in_order() {
+        use crate::store::fault::{Cut, Plan};
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan::install(dir.path());
+        let f = file(&dir);
+        f.set_len(32).unwrap();
+        f.sync_data().unwrap();
+        f.defer_next_syncs(2);
+        f.write(0, &[1; 16]).unwrap(); // the commit's pages and the header's new slot
+        f.sync_data().unwrap();
+        f.write(8, &[2; 4]).unwrap(); // the header's primary bit
+        f.sync_data().unwrap();
+        let mut want = vec![0u8; 32];
+        want[..16].fill(1);
+        want[8..12].fill(2);
+        assert_eq!(read(&f, 0, 32), want);
+        assert_eq!(on_disk(&dir), vec![0; 32], "nothing on the file yet");
+        assert_eq!(f.owed().steps.len(), 4, "two groups, each with its sync");
+        assert!(f.sync_deferred().unwrap());
+        assert_eq!(on_disk(&dir), want);
+        let cut = tempfile::tempdir().unwrap();
+        plan.snapshot_to(cut.path(), Cut::DropUnsynced);
+        assert_eq!(
+            std::fs::read(cut.path().join("db")).unwrap(),
+            want,
+            "synced"
+        );
+        // A later write is not held.
+        f.write(30, &[3; 2]).unwrap();
+        want[30..].fill(3);
+        assert_eq!(on_disk(&dir), want);
+        assert_eq!(read(&f, 0, 32), want);
+        plan.uninstall();
     }
 
     /// A write the disk refuses, or an fsync that fails, is not reported to redb (which would

@@ -16,10 +16,22 @@
 
 pub mod backup;
 pub mod chat;
+pub mod check;
 mod codec;
+pub mod compact;
+pub mod damage;
+#[cfg(test)]
+mod damage_tests;
 mod dbfile;
 pub(crate) mod fault;
 pub mod health;
+pub mod identity;
+mod messages;
+mod overlay;
+mod recover;
+pub mod repair;
+#[cfg(test)]
+mod repair_tests;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -57,6 +69,9 @@ pub enum StoreError {
     NameTaken,
     /// No user with that id or name.
     NoSuchUser,
+    /// The data directory is damaged in a way that starting would hide (a missing database,
+    /// a log that does not match it): the message says what is missing and what to do.
+    Refused(String),
     /// Registration is closed and the database already has accounts.
     RegistrationClosed,
     /// Writes are refused until the disk takes them again (see `health`); nothing was changed.
@@ -80,6 +95,7 @@ impl fmt::Display for StoreError {
             StoreError::Db(e) => write!(f, "database error: {e}"),
             StoreError::NameTaken => write!(f, "that name is already taken"),
             StoreError::NoSuchUser => write!(f, "no such user"),
+            StoreError::Refused(why) => write!(f, "{why}"),
             StoreError::RegistrationClosed => write!(f, "registration is closed"),
             StoreError::Unwritable(u) => write!(f, "{u}"),
         }
@@ -205,6 +221,21 @@ struct Journal {
     /// be written): logging more would make recovery replay it before them, so writes stop
     /// until `heal` has written the abort.
     void: Option<u64>,
+    /// The durable state has `meta.wal_open` set (see `store::recover`).
+    log_marked: bool,
+}
+
+/// How `Store::open_with` treats a data directory it would otherwise refuse.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// redb's page cache (see `open_with_cache`); `None`: redb's default, 1 GiB.
+    pub cache_bytes: Option<usize>,
+    /// Start over with a new, empty database when the directory held one that is missing or
+    /// empty now (`--new-database`).
+    pub new_database: bool,
+    /// Start on a log that does not match the database, without the batches that cannot be
+    /// applied (`--discard-damaged-log`).
+    pub discard_damaged_log: bool,
 }
 
 /// Checkpoint (durable redb commit, then an empty log) when the log is this big...
@@ -305,7 +336,33 @@ impl Store {
     /// checkpoint (beyond that redb writes them out early, which then waits for a pending
     /// checkpoint fsync). This is the bulk of a busy server's memory besides its connections.
     pub fn open_with_cache(dir: &Path, cache_bytes: Option<usize>) -> Result<Store> {
+        Store::open_with(
+            dir,
+            &OpenOptions {
+                cache_bytes,
+                ..OpenOptions::default()
+            },
+        )
+    }
+
+    /// `open`, with the page cache and what to accept in a damaged directory set in `opts`.
+    /// Never panics on a damaged file: a panic inside redb becomes `StoreError::Corrupt`.
+    pub fn open_with(dir: &Path, opts: &OpenOptions) -> Result<Store> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Store::open_inner(dir, opts)
+        })) {
+            Ok(r) => r,
+            Err(p) => Err(StoreError::Corrupt(format!(
+                "reading it made the database library fail ({}); `chatd check` describes the damage, `chatd repair` or `chatd restore` recover from it",
+                damage::panic_message(&*p)
+            ))),
+        }
+    }
+
+    fn open_inner(dir: &Path, opts: &OpenOptions) -> Result<Store> {
         let path = dir.join(DB_FILE);
+        let starting_over = identity::before_open(dir, opts.new_database)?;
+        let cache_bytes = opts.cache_bytes;
         let new_db = !path.exists();
         let dbfile = std::fs::OpenOptions::new()
             .read(true)
@@ -320,6 +377,7 @@ impl Store {
                     format!("cannot open {}: {e}", path.display()),
                 ))
             })?;
+        let t0 = Instant::now();
         let mut builder = Database::builder();
         if let Some(bytes) = cache_bytes {
             builder.set_cache_size(bytes);
@@ -334,6 +392,7 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
+        let t_redb = t0.elapsed();
         let epoch = init_schema(&db)?;
         if new_db {
             same_owner_as_dir(&path, dir);
@@ -348,22 +407,22 @@ impl Store {
                 dbfile.owed_bytes() + wal::PREALLOC,
             );
         }
-        let (wal, recovered) = wal::Wal::open(dir).map_err(|e| {
-            StoreError::Io(std::io::Error::new(
-                e.kind(),
-                format!("cannot open the log in {}: {e}", dir.display()),
-            ))
-        })?;
-        if let Some(e) = &recovered.unprepared {
+        identity::after_open(dir, epoch, starting_over).map_err(StoreError::Io)?;
+        let t1 = Instant::now();
+        let opened = recover::open_log(&db, dir, epoch, opts.discard_damaged_log)?;
+        let t_log = t1.elapsed();
+        let batches = opened.replay.len();
+        if let Some(e) = &opened.unprepared {
             health.stop("preallocating the write-ahead log", e, wal::PREALLOC);
         }
         let journal = Arc::new(Mutex::new(Journal {
-            wal,
+            wal: opened.wal,
             next: 1,
             last_checkpoint: Instant::now(),
             interval: CHECKPOINT_INTERVAL,
             unpersisted: 0,
             void: None,
+            log_marked: false,
         }));
         let (wake, rx) = std::sync::mpsc::sync_channel(1);
         let store = Store {
@@ -375,7 +434,33 @@ impl Store {
             health,
         };
         spawn_syncer(store.downgrade(), rx)?;
-        store.recover(recovered)?;
+        let t2 = Instant::now();
+        store.replay(opened.replay)?;
+        let took = t0.elapsed();
+        let (redb_ms, log_ms, replay_ms) = (
+            t_redb.as_millis() as u64,
+            t_log.as_millis() as u64,
+            t2.elapsed().as_millis() as u64,
+        );
+        if took > Duration::from_millis(200) || batches > 0 {
+            tracing::info!(
+                redb_ms,
+                log_ms,
+                replay_ms,
+                batches,
+                "opened the database in {} ms",
+                took.as_millis()
+            );
+        } else {
+            tracing::debug!(
+                redb_ms,
+                log_ms,
+                replay_ms,
+                batches,
+                "opened the database in {} ms",
+                took.as_millis()
+            );
+        }
         Ok(store)
     }
 
@@ -454,72 +539,6 @@ impl Store {
         }
     }
 
-    /// Re-applies the logged batches that the last durable commit does not have, makes them
-    /// durable and empties the log.
-    fn recover(&self, recovered: wal::Recovered) -> Result<()> {
-        let applied = self.meta(META_WAL_APPLIED)?.unwrap_or(0);
-        if recovered.dropped_bytes > 0 {
-            tracing::info!(
-                bytes = recovered.dropped_bytes,
-                "cut off what followed the last intact record of the log: a write the crash cut short, or the rest of older records of a reused log file (neither was acknowledged or is still needed)"
-            );
-        }
-        let mut cache = chat::MemberCache::default();
-        let mut last = applied;
-        let mut replayed = 0;
-        for b in recovered.batches {
-            if b.epoch != self.epoch {
-                tracing::warn!(
-                    batch = b.number,
-                    "the log holds a batch of another database (a different epoch); ignored"
-                );
-                continue;
-            }
-            if b.number <= applied {
-                continue;
-            }
-            let ops: Vec<wal::LoggedOp<'_>> = b
-                .ops
-                .iter()
-                .map(|(actor, name, change)| wal::LoggedOp {
-                    actor: *actor,
-                    actor_name: name,
-                    change,
-                })
-                .collect();
-            self.apply_batch(
-                &mut cache,
-                b.number,
-                b.now_ms,
-                &ops,
-                Durability::None,
-                || Ok(()),
-            )?;
-            last = b.number;
-            replayed += 1;
-        }
-        let mut j = self.lock_journal();
-        j.next = last + 1;
-        if replayed > 0 || !j.wal.is_empty() {
-            if replayed > 0 {
-                tracing::info!(
-                    batches = replayed,
-                    "recovered logged batches after an unclean stop"
-                );
-            }
-            j.unpersisted = replayed;
-            match self.checkpoint_locked(&mut j) {
-                Ok(()) => {}
-                // The disk refused it: the batches stay in the log (and applied in memory, so
-                // they are read); writes are refused until the sync thread has made them
-                // durable (`heal`).
-                Err(StoreError::Unwritable(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
     fn lock_journal(&self) -> std::sync::MutexGuard<'_, Journal> {
         // A panic while holding it leaves a usable log (every step is a whole record).
         self.journal.lock().unwrap_or_else(|p| p.into_inner())
@@ -539,6 +558,11 @@ impl Store {
         self.health
             .check_ops(ops.len() as u64)
             .map_err(StoreError::Unwritable)?;
+        if !j.log_marked {
+            // After a clean stop's checkpoint (see `store::recover`).
+            self.mark_log(true)?;
+            j.log_marked = true;
+        }
         let number = j.next;
         // The record's fsync runs on the log's sync thread while the batch is applied here;
         // the redb commit waits for it, so nothing of a batch the disk refused becomes visible.
@@ -562,9 +586,8 @@ impl Store {
         // The apply may have failed before it got to the commit (and so to the fsync).
         let synced = synced.unwrap_or_else(|| j.wal.finish_append());
         if let Err(e) = synced {
-            // Cut off again (or, if even that failed, cut off by `heal` before any other
-            // record) and not committed to redb: as if the batch never happened, so the next
-            // batch takes its number.
+            // Cut off again and not committed to redb: as if the batch never happened, so the
+            // next batch takes its number (recovery refuses a gap in the numbers).
             cache.clear();
             j.next = number;
             return Err(self.stop_writes("syncing the write-ahead log", &e));
@@ -627,7 +650,8 @@ impl Store {
     /// the syncer thread empties the covered one after the fsync.
     fn checkpoint_deferred(&self, j: &mut Journal, wake_syncer: bool) -> Result<()> {
         let tx = self.write_unchecked()?;
-        self.dbfile.defer_next_sync();
+        // Both fsyncs of the two-phase commit (see `durable_write`).
+        self.dbfile.defer_next_syncs(2);
         let committed = tx.commit();
         // Unused if the commit failed before its sync; must not defer a later commit's.
         let cancelled = self.dbfile.cancel_defer();
@@ -704,14 +728,31 @@ impl Store {
 
     /// Makes every applied batch durable in redb and empties the log (a no-op if nothing is
     /// pending). The writer calls it when it stops. While writes are refused it does nothing
-    /// and says so (the log keeps every batch for the next start).
+    /// and says so (the log keeps every batch for the next start). The durable state then says
+    /// the log holds nothing it lacks (`meta.wal_open` cleared): a start that finds a log file
+    /// missing goes on.
     pub fn checkpoint(&self) -> Result<()> {
         let mut j = self.lock_journal();
-        if j.unpersisted == 0 && j.wal.is_empty() {
+        if j.unpersisted == 0 && j.wal.is_empty() && !j.log_marked {
             return Ok(());
         }
         self.health.check().map_err(StoreError::Unwritable)?;
-        self.checkpoint_locked(&mut j)
+        // An Immediate commit persists every non-durable commit before it.
+        self.mark_log(false)?;
+        j.log_marked = false;
+        j.unpersisted = 0;
+        j.last_checkpoint = Instant::now();
+        j.wal
+            .reset()
+            .map_err(|e| self.stop_writes("emptying the write-ahead log", &e))
+    }
+
+    /// Sets or clears `meta.wal_open` with a durable commit.
+    fn mark_log(&self, open: bool) -> Result<()> {
+        let tx = self.write()?;
+        tx.open_table(META)?
+            .insert(META_WAL_OPEN, u64::from(open))?;
+        tx.commit()
     }
 
     /// A checkpoint whose fsync is made here (on whatever the health says: `heal` and
@@ -767,10 +808,10 @@ impl Store {
     }
 
     fn write_unchecked(&self) -> Result<WriteTx<'_>> {
-        let mut tx = self.db.begin_write()?;
-        // Explicit, although it is redb's default: acknowledged means fsync'd.
-        tx.set_durability(Durability::Immediate)?;
-        Ok(WriteTx { tx, store: self })
+        Ok(WriteTx {
+            tx: durable_write(&self.db)?,
+            store: self,
+        })
     }
 
     // ---- users -------------------------------------------------------------------------------
@@ -910,16 +951,7 @@ impl Store {
     pub fn create_session(&self, token_hash: &[u8; 32], session: &Session) -> Result<()> {
         let tx = self.write()?;
         {
-            let rec = Enc::new(1)
-                .u64(session.user.0)
-                .u8(match session.kind {
-                    SessionKind::Cookie => 1,
-                    SessionKind::Token => 2,
-                })
-                .u64(session.created_ms)
-                .u64(session.expires_ms)
-                .str(&session.label)
-                .0;
+            let rec = encode_session(token_hash, session);
             tx.open_table(SESSIONS)?
                 .insert(token_hash, rec.as_slice())?;
             tx.open_table(USER_SESSIONS)?
@@ -937,7 +969,7 @@ impl Store {
         let Some(raw) = sessions.get(token_hash)? else {
             return Ok(None);
         };
-        let session = decode_session(raw.value())?;
+        let session = decode_session(token_hash, raw.value())?;
         if session.expires_ms != 0 && session.expires_ms <= now_ms {
             return Ok(None);
         }
@@ -955,7 +987,7 @@ impl Store {
         {
             let mut sessions = tx.open_table(SESSIONS)?;
             let user = match sessions.remove(token_hash)? {
-                Some(raw) => Some(decode_session(raw.value())?.user),
+                Some(raw) => Some(decode_session(token_hash, raw.value())?.user),
                 None => None,
             };
             if let Some(user) = user {
@@ -976,7 +1008,7 @@ impl Store {
             let (k, _) = row?;
             let (_, hash) = k.value();
             if let Some(raw) = sessions.get(hash)? {
-                out.push((*hash, decode_session(raw.value())?));
+                out.push((*hash, decode_session(hash, raw.value())?));
             }
         }
         Ok(out)
@@ -1015,8 +1047,14 @@ impl Store {
                 };
                 index.insert(key.as_str(), next)?;
                 users.insert(next, encode_user(&user).as_slice())?;
-                let rec = Enc::new(1).u64(next).u8(2).u64(now_ms).u64(0).str("seed").0;
-                sessions.insert(token, rec.as_slice())?;
+                let session = Session {
+                    user: UserId(next),
+                    kind: SessionKind::Token,
+                    created_ms: now_ms,
+                    expires_ms: 0,
+                    label: "seed".into(),
+                };
+                sessions.insert(token, encode_session(token, &session).as_slice())?;
                 user_sessions.insert((next, token), ())?;
                 next += 1;
                 out.push(user);
@@ -1045,9 +1083,20 @@ impl Store {
 
 /// Creates every table, writes the schema version and epoch on a new database, refuses a newer
 /// one and migrates an older one. Returns the epoch.
-fn init_schema(db: &Database) -> Result<u64> {
+/// A write transaction that commits durably (fsync: acknowledged means on disk) with redb's
+/// quick repair: the commit also records the allocator state (two-phase, so two fsyncs), and
+/// the open after a crash loads it instead of walking the whole file to rebuild it (0.8 s at
+/// 1,000,000 messages, growing with the file; see docs/BENCHMARKS.md). Every durable commit
+/// must do this: the next open after a crash needs its last durable commit to have it.
+fn durable_write(db: &Database) -> Result<redb::WriteTransaction> {
     let mut tx = db.begin_write()?;
     tx.set_durability(Durability::Immediate)?;
+    tx.set_quick_repair(true);
+    Ok(tx)
+}
+
+fn init_schema(db: &Database) -> Result<u64> {
+    let tx = durable_write(db)?;
     let epoch = {
         let mut meta = tx.open_table(META)?;
         let found = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
@@ -1123,6 +1172,8 @@ fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<()> {
                 // redb keeps each table's length, so the message count needs no counter.
                 tx.open_table(META)?.remove(META_MESSAGE_COUNT)?;
             }
+            // 3 → 4: seal every record; message records v2 (see `store::messages`).
+            3 => seal_records(tx)?,
             _ => {
                 return Err(StoreError::Corrupt(format!(
                     "unknown schema version {v} (no upgrade step from it)"
@@ -1131,6 +1182,93 @@ fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<()> {
         }
         v += 1;
     }
+    Ok(())
+}
+
+/// The 3 → 4 step: every record sealed (`codec::seal`), message records rewritten as v2.
+/// Messages are rewritten in chunks (their keys read, then written), so memory stays small
+/// whatever the database's size.
+fn seal_records(tx: &redb::WriteTransaction) -> Result<()> {
+    let undecodable = |what: String| {
+        move |e: DecodeError| StoreError::Corrupt(format!("cannot upgrade {what}: {}", e.0))
+    };
+    {
+        let mut t = tx.open_table(USERS)?;
+        let rows: Vec<(u64, Vec<u8>)> = t
+            .iter()?
+            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<std::result::Result<_, _>>()?;
+        for (id, raw) in rows {
+            t.insert(id, codec::seal(&codec::key1(id), raw).as_slice())?;
+        }
+    }
+    {
+        let mut t = tx.open_table(SESSIONS)?;
+        let rows: Vec<([u8; 32], Vec<u8>)> = t
+            .iter()?
+            .map(|r| r.map(|(k, v)| (*k.value(), v.value().to_vec())))
+            .collect::<std::result::Result<_, _>>()?;
+        for (hash, raw) in rows {
+            t.insert(&hash, codec::seal(&hash, raw).as_slice())?;
+        }
+    }
+    {
+        let mut t = tx.open_table(CONVERSATIONS)?;
+        let rows: Vec<(u64, Vec<u8>)> = t
+            .iter()?
+            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<std::result::Result<_, _>>()?;
+        for (id, raw) in rows {
+            t.insert(id, chat::upgrade_conv(id, &raw)?.as_slice())?;
+        }
+    }
+    let mut t = tx.open_table(MESSAGES)?;
+    let mut ids = tx.open_table(CLIENT_IDS)?;
+    let total = t.len()?;
+    let mut from = (0u64, 0u64);
+    let mut done = 0u64;
+    loop {
+        const CHUNK: usize = 10_000;
+        let mut rows: Vec<((u64, u64), Vec<u8>)> = Vec::with_capacity(CHUNK);
+        for r in t.range(from..)?.take(CHUNK) {
+            let (k, v) = r?;
+            let (conv, seq) = k.value();
+            let (sender, time_ms, client_id, text) = messages::decode_v1(v.value())
+                .map_err(undecodable(format!("message {conv}/{seq}")))?;
+            let m = crate::model::StoredMessage {
+                conversation: crate::model::ConversationId(conv),
+                seq,
+                sender: UserId(sender),
+                sender_name: String::new(),
+                time_ms,
+                client_id: client_id.to_string(),
+                text: text.to_string(),
+                unreadable: false,
+            };
+            ids.insert((sender, client_id_hash(client_id)), (conv, seq))?;
+            rows.push(((conv, seq), messages::encode(&m)));
+        }
+        let Some(&((conv, seq), _)) = rows.last() else {
+            break;
+        };
+        for (k, v) in &rows {
+            t.insert(*k, v.as_slice())?;
+        }
+        done += rows.len() as u64;
+        if done % 100_000 < CHUNK as u64 {
+            tracing::info!("upgrading the database: {done} of {total} messages");
+        }
+        from = match seq.checked_add(1) {
+            Some(s) => (conv, s),
+            None => match conv.checked_add(1) {
+                Some(c) => (c, 0),
+                None => break,
+            },
+        };
+    }
+    drop((t, ids));
+    // The index was rebuilt from the messages above.
+    tx.delete_table(OLD_CLIENT_IDS)?;
     Ok(())
 }
 
@@ -1158,7 +1296,29 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// The record inside a sealed value of `table` at `key` (`key_bytes` as sealed), or a reported
+/// `Corrupt` error when its checksum does not match (see `codec::seal`, `damage`).
+fn unsealed<'a>(
+    table: &str,
+    key: impl fmt::Display,
+    key_bytes: &[u8],
+    raw: &'a [u8],
+) -> Result<&'a [u8]> {
+    codec::unseal(key_bytes, raw).map_err(|e| damaged(table, key, e))
+}
+
+/// Reports a damaged record (see `damage`) and makes the error for it.
+fn damaged(table: &str, key: impl fmt::Display, e: DecodeError) -> StoreError {
+    let what = format!("{table} {key}");
+    damage::report(&what, e.0);
+    StoreError::Corrupt(format!("{what}: {}", e.0))
+}
+
 fn encode_user(u: &User) -> Vec<u8> {
+    codec::seal(&codec::key1(u.id.0), encode_user_record(u))
+}
+
+fn encode_user_record(u: &User) -> Vec<u8> {
     let mut flags = 0;
     if u.admin {
         flags |= USER_FLAG_ADMIN;
@@ -1175,6 +1335,11 @@ fn encode_user(u: &User) -> Vec<u8> {
 }
 
 fn decode_user(id: u64, raw: &[u8]) -> Result<User> {
+    let rec = unsealed("users", id, &codec::key1(id), raw)?;
+    decode_user_record(id, rec).map_err(|e| damaged("users", id, e))
+}
+
+fn decode_user_record(id: u64, raw: &[u8]) -> std::result::Result<User, DecodeError> {
     let mut d = Dec::new(raw, 1, "user record version")?;
     let name = d.str()?.to_string();
     let password_hash = d.str()?.to_string();
@@ -1190,13 +1355,37 @@ fn decode_user(id: u64, raw: &[u8]) -> Result<User> {
     })
 }
 
-fn decode_session(raw: &[u8]) -> Result<Session> {
+fn encode_session(hash: &[u8; 32], s: &Session) -> Vec<u8> {
+    let rec = Enc::new(1)
+        .u64(s.user.0)
+        .u8(match s.kind {
+            SessionKind::Cookie => 1,
+            SessionKind::Token => 2,
+        })
+        .u64(s.created_ms)
+        .u64(s.expires_ms)
+        .str(&s.label)
+        .0;
+    codec::seal(hash, rec)
+}
+
+/// A session's key as the logs show it: the first bytes of the token's hash.
+fn short_hash(hash: &[u8; 32]) -> String {
+    hash[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_session(hash: &[u8; 32], raw: &[u8]) -> Result<Session> {
+    let rec = unsealed("sessions", short_hash(hash), hash, raw)?;
+    decode_session_record(rec).map_err(|e| damaged("sessions", short_hash(hash), e))
+}
+
+fn decode_session_record(raw: &[u8]) -> std::result::Result<Session, DecodeError> {
     let mut d = Dec::new(raw, 1, "session record version")?;
     let user = UserId(d.u64()?);
     let kind = match d.u8()? {
         1 => SessionKind::Cookie,
         2 => SessionKind::Token,
-        _ => return Err(StoreError::Corrupt("unknown session kind".into())),
+        _ => return Err(DecodeError("unknown session kind")),
     };
     Ok(Session {
         user,

@@ -10,7 +10,7 @@ use redb::TableDefinition;
 
 /// The schema this build writes. Databases with a higher number are refused; lower ones are
 /// migrated forward on open.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 // What each schema version changed, oldest first (`store::migrate` applies the steps):
 // 1. The first release layout.
 // 2. `META_MESSAGE_COUNT` (messages stored, kept by every send; counted once on upgrade).
@@ -18,6 +18,9 @@ pub const SCHEMA_VERSION: u64 = 3;
 //    (read_seq only): the recent-conversations order is computed from `conversations.last_ms`
 //    when a list is read, so a message no longer rewrites one index entry per member. And
 //    `message_count` is gone again: redb keeps every table's length in its header.
+// 4. Every record (users, sessions, conversations, messages) is sealed with a CRC-32C of its
+//    key and bytes (`codec::seal`), checked on every read. Message records v2: varints, no
+//    sender name (looked up in `users`), kind 2 = a lost message's marker (`chatd repair`).
 
 /// Small counters and settings: `schema_version`, `epoch` (random, set when the database is
 /// created or restored, so clients can tell a restored database from the one they knew),
@@ -32,11 +35,17 @@ pub const META_NEXT_CONVERSATION: &str = "next_conversation_id";
 /// Written by every logged batch; recovery re-applies only later batches.
 pub const META_WAL_APPLIED: &str = "wal_applied";
 
+/// 1 while the log in the data directory may hold batches this database lacks: set by a
+/// durable commit when the store opens the log (and before the first batch after a clean stop's
+/// checkpoint), cleared by that checkpoint. A start that finds it set while a log file is
+/// missing refuses (`store::recover`). A backup's copy has it cleared.
+pub const META_WAL_OPEN: &str = "wal_open";
+
 /// Schema 2 only (set by the 1 → 2 step, removed by 2 → 3).
 pub const META_MESSAGE_COUNT: &str = "message_count";
 
 /// user id → user record v1: name, password PHC string, flags (1 = admin, 2 = disabled),
-/// created_ms.
+/// created_ms. Sealed (schema 4: the record, then CRC-32C of key and record; `codec::seal`).
 pub const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 
 /// lowercase name → user id. Makes names unique regardless of case.
@@ -44,7 +53,7 @@ pub const USER_NAMES: TableDefinition<&str, u64> = TableDefinition::new("user_na
 
 /// BLAKE2b-256(token) → session record v1: user id, kind (1 = cookie, 2 = bearer token),
 /// created_ms, expires_ms (0 = never), label. Only the hash is stored, so a copy of the
-/// database does not hand out live sessions.
+/// database does not hand out live sessions. Sealed.
 pub const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions");
 
 /// (user id, token hash) → (). Finds every session of a user, to revoke them on disable or
@@ -54,7 +63,7 @@ pub const USER_SESSIONS: TableDefinition<(u64, &[u8; 32]), ()> =
 
 /// conversation id → conversation record v1: kind (1 = direct, 2 = group), title, owner id,
 /// created_ms, last_seq (highest message seq, 0 = none yet), last_ms (time of last activity),
-/// member_count.
+/// member_count. Sealed.
 pub const CONVERSATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("conversations");
 
 /// (conversation id, user id) → role (1 = member, 2 = owner). The members of a conversation,
@@ -78,10 +87,32 @@ pub const OLD_ACTIVITY: TableDefinition<(u64, u64, u64), ()> = TableDefinition::
 /// (lower user id, higher user id) → conversation id: the one direct conversation per pair.
 pub const DIRECT_PAIRS: TableDefinition<(u64, u64), u64> = TableDefinition::new("direct_pairs");
 
-/// (conversation id, seq) → message record v1: sender id, sender name, server time ms,
-/// kind (1 = text), client_id, text. Seqs start at 1 and have no gaps within a conversation.
+/// (conversation id, seq) → message record v2 (see `store::messages`): sender id, server time
+/// ms, kind (1 = text, 2 = a lost message's marker), client_id, text; sealed. Seqs start at 1
+/// and have no gaps within a conversation. (v1, schema ≤ 3: fixed-width integers and the
+/// sender's name in every record.)
 pub const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messages");
 
-/// (sender id, client_id) → (conversation id, seq): makes sends idempotent. Kept as long as the
-/// message it points to.
-pub const CLIENT_IDS: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition::new("client_ids");
+/// (sender id, `client_id_hash(client_id)`) → (conversation id, seq): makes sends idempotent.
+/// Kept as long as the message it points to. Fixed-width keys (schema 4): 32 bytes per message
+/// where the `client_id` string itself made ~46 plus the offsets of a variable-width key; a hit
+/// is checked against the message's own sender and client_id, so a collision of two of one
+/// sender's ids (2^-64) only makes the later send count as new.
+pub const CLIENT_IDS: TableDefinition<(u64, u64), (u64, u64)> =
+    TableDefinition::new("client_id_hashes");
+
+/// Schema ≤ 3 only (replaced by `CLIENT_IDS` in the 3 → 4 step): (sender id, client_id) →
+/// (conversation id, seq).
+pub const OLD_CLIENT_IDS: TableDefinition<(u64, &str), (u64, u64)> =
+    TableDefinition::new("client_ids");
+
+/// The key part of a `client_id` in `CLIENT_IDS`: FNV-1a 64 of its UTF-8 bytes (stable: it
+/// is on disk).
+pub fn client_id_hash(client_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in client_id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

@@ -839,7 +839,19 @@ fn logged_batches_are_replayed_after_a_crash() {
     }
     std::fs::copy(live.path().join(DB_FILE), no_log.path().join(DB_FILE)).unwrap();
     drop(s);
-    let bare = Store::open(no_log.path()).unwrap();
+    // (The database expects its log: only the explicit flag opens it without.)
+    assert!(matches!(
+        Store::open(no_log.path()),
+        Err(StoreError::Refused(_))
+    ));
+    let bare = Store::open_with(
+        no_log.path(),
+        &OpenOptions {
+            discard_damaged_log: true,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(
         bare.message_count().unwrap(),
         0,
@@ -891,7 +903,9 @@ fn logged_batches_are_replayed_after_a_crash() {
     let file = backup.path().join("b.redb");
     {
         let early = tmp();
-        std::fs::copy(no_log.path().join(DB_FILE), early.path().join(DB_FILE)).unwrap();
+        for f in [DB_FILE, WAL_FILES[0], WAL_FILES[1]] {
+            std::fs::copy(no_log.path().join(f), early.path().join(f)).unwrap();
+        }
         Store::open(early.path()).unwrap().backup_to(&file).unwrap();
     }
     let again = tmp();

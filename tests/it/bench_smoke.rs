@@ -81,3 +81,42 @@ fn catchup() {
         "1",
     ]);
 }
+
+/// CI's short crash soak: the server killed with SIGKILL at random moments (some while it is
+/// still opening the database) under acked load with resends; every acked message must be in
+/// the database exactly once at its seq (chatd-bench exits non-zero otherwise).
+#[test]
+fn crashloop() {
+    let out = bench(&["crashloop", "--cycles", "8", "--max-run-ms", "400"]);
+    assert!(out.contains("acked"), "{out}");
+}
+
+#[test]
+fn restart() {
+    let out = bench(&[
+        "restart",
+        "--messages",
+        "2000",
+        "--cycles",
+        "2",
+        "--load-secs",
+        "1",
+        "--senders",
+        "4",
+    ]);
+    assert!(out.contains("chat_back_p50_ms"), "{out}");
+}
+
+#[test]
+fn dbsize() {
+    let out = bench(&[
+        "dbsize",
+        "--messages",
+        "2000",
+        "--every",
+        "1000",
+        "--senders",
+        "8",
+    ]);
+    assert!(out.contains("bytes_per_message_stopped"), "{out}");
+}

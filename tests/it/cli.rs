@@ -51,6 +51,8 @@ fn help_lists_every_flag_with_its_environment_variable() {
         "CHATD_METRICS_PUBLIC",
         "CHATD_LOG_FORMAT",
         "CHATD_CACHE_MB",
+        "CHATD_NEW_DATABASE",
+        "CHATD_DISCARD_DAMAGED_LOG",
     ] {
         assert!(help.contains(env), "{env} missing from --help:\n{help}");
     }

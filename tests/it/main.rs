@@ -3,6 +3,7 @@
 mod accounts;
 mod bench_smoke;
 mod cli;
+mod damage;
 mod http_edge;
 mod observability;
 mod ops;
