@@ -28,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::app::App;
 use crate::hub::{encode, FrameBuf, Outbound, Reservation, SessionFlags, SessionHandle};
 use crate::model::{self, ConversationId, User, UserId};
-use crate::proto::{self, ClientEnvelope, ClientFrame, ErrorCode, ServerFrame};
+use crate::proto::{self, ClientFrame, ErrorCode, ServerFrame};
 use crate::ratelimit::TokenBucket;
 use crate::store::chat::Target;
 use crate::writer::{Change, WriteOp};
@@ -654,12 +654,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .write(Message::Text(Utf8Bytes::from_static("pong")))
                 .await;
         }
-        let envelope: ClientEnvelope = match serde_json::from_str(text.as_str()) {
+        let envelope = match proto::decode(text.as_str()) {
             Ok(e) => e,
             Err(e) => {
-                let (reference, client_id, code) = classify_parse_error(text.as_str(), &e);
                 return self
-                    .send_error(reference, client_id, code, &format!("invalid frame: {e}"))
+                    .send_error(e.reference, e.client_id, e.code, &e.message)
                     .await;
             }
         };
@@ -696,6 +695,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn on_frame(&mut self, r: Option<u64>, frame: ClientFrame) -> Step {
         let limits = self.app.config.limits.clone();
         let user = self.user.id;
+        if let Err(bad) = frame.check(user.0, limits.max_message_bytes, limits.history_max) {
+            let client_id = frame.client_id().map(str::to_string);
+            return self.send_error(r, client_id, bad.code, &bad.message).await;
+        }
         match frame {
             ClientFrame::Sync { cursors, batch } => {
                 self.batch = batch;
@@ -707,45 +710,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 to,
                 text,
             } => {
-                let cid = Some(client_id.clone());
-                let n = client_id.chars().count();
-                if n == 0 || n > model::MAX_CLIENT_ID_CHARS {
-                    return self
-                        .send_error(
-                            r,
-                            cid,
-                            ErrorCode::BadFrame,
-                            "client_id must be 1-64 characters",
-                        )
-                        .await;
-                }
                 let target = match (conversation, to) {
                     (Some(c), None) => Target::Conversation(ConversationId(c)),
                     (None, Some(u)) => Target::User(UserId(u)),
-                    _ => {
-                        return self
-                            .send_error(
-                                r,
-                                cid,
-                                ErrorCode::BadFrame,
-                                "give exactly one of conversation and to",
-                            )
-                            .await
-                    }
+                    // `check` refused both and neither.
+                    _ => return Ok(()),
                 };
-                if text.trim().is_empty() {
-                    return self
-                        .send_error(r, cid, ErrorCode::EmptyText, "the message text is empty")
-                        .await;
-                }
-                if text.len() > limits.max_message_bytes {
-                    let msg = format!(
-                        "the message text is {} bytes; at most {} are allowed",
-                        text.len(),
-                        limits.max_message_bytes
-                    );
-                    return self.send_error(r, cid, ErrorCode::TextTooLong, &msg).await;
-                }
                 self.submit(
                     r,
                     Change::Send {
@@ -762,11 +732,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 limit,
             } => {
                 let limit = limit.unwrap_or(50);
-                if limit == 0 || limit > limits.history_max {
-                    return self
-                        .send_error(r, None, ErrorCode::BadFrame, "limit must be 1-100")
-                        .await;
-                }
                 let before = before.unwrap_or(u64::MAX);
                 let conv = ConversationId(conversation);
                 let text_bytes = limits.page_text_bytes;
@@ -837,22 +802,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             ClientFrame::CreateGroup { title, members } => {
                 let title = title.trim().to_string();
-                let n = title.chars().count();
-                if n == 0 || n > model::MAX_TITLE_CHARS {
-                    return self
-                        .send_error(
-                            r,
-                            None,
-                            ErrorCode::BadFrame,
-                            "title must be 1-64 characters",
-                        )
-                        .await;
-                }
-                if members.len() > model::MAX_GROUP_MEMBERS {
-                    return self
-                        .send_error(r, None, ErrorCode::BadFrame, "at most 1000 members")
-                        .await;
-                }
                 let members = members.into_iter().map(UserId).collect();
                 self.submit(r, Change::CreateGroup { title, members }).await
             }
@@ -860,16 +809,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 conversation,
                 members,
             } => {
-                if members.is_empty() || members.len() > model::MAX_GROUP_MEMBERS {
-                    return self
-                        .send_error(
-                            r,
-                            None,
-                            ErrorCode::BadFrame,
-                            "members must list 1-1000 users",
-                        )
-                        .await;
-                }
                 let members = members.into_iter().map(UserId).collect();
                 self.submit(
                     r,
@@ -884,16 +823,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 conversation,
                 user: target,
             } => {
-                if target == user.0 {
-                    return self
-                        .send_error(
-                            r,
-                            None,
-                            ErrorCode::BadFrame,
-                            "to remove yourself, use leave",
-                        )
-                        .await;
-                }
                 self.submit(
                     r,
                     Change::RemoveMember {
@@ -915,16 +844,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             ClientFrame::Users { query, limit } => {
                 let limit = limit.unwrap_or(50);
-                if limit == 0 || limit > 100 || query.chars().count() > model::MAX_NAME_CHARS {
-                    return self
-                        .send_error(
-                            r,
-                            None,
-                            ErrorCode::BadFrame,
-                            "limit must be 1-100 and query at most 32 characters",
-                        )
-                        .await;
-                }
                 match self
                     .app
                     .db(move |s| s.search_users(&query, limit as usize))
@@ -1089,31 +1008,6 @@ fn ws_error(e: WsError) -> End {
     }
 }
 
-/// Works out the error code of an unparsable frame, and recovers `ref` and `client_id` when
-/// the frame is at least a JSON object, so the error names the request it answers.
-fn classify_parse_error(
-    text: &str,
-    e: &serde_json::Error,
-) -> (Option<u64>, Option<String>, ErrorCode) {
-    let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
-    let Some(obj) = value.as_ref().and_then(|v| v.as_object()) else {
-        return (None, None, ErrorCode::BadJson);
-    };
-    let reference = obj.get("ref").and_then(|v| v.as_u64());
-    let client_id = obj
-        .get("client_id")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
-    let msg = e.to_string();
-    let code = match obj.get("type") {
-        None => ErrorCode::UnknownType,
-        Some(_) if msg.contains("unknown variant") => ErrorCode::UnknownType,
-        Some(t) if !t.is_string() => ErrorCode::UnknownType,
-        _ => ErrorCode::BadFrame,
-    };
-    (reference, client_id, code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1145,45 +1039,5 @@ mod tests {
         assert!(!hub.is_online(UserId(5)));
         drop(reg(3));
         assert!(!hub.is_online(UserId(5)));
-    }
-
-    fn parse_err(text: &str) -> (Option<u64>, Option<String>, ErrorCode) {
-        let e = serde_json::from_str::<ClientEnvelope>(text).unwrap_err();
-        classify_parse_error(text, &e)
-    }
-
-    #[test]
-    fn parse_errors_are_classified() {
-        assert_eq!(parse_err("{oops").2, ErrorCode::BadJson);
-        assert_eq!(parse_err("[1,2]").2, ErrorCode::BadJson);
-        assert_eq!(parse_err(r#"{"text":"hi"}"#).2, ErrorCode::UnknownType);
-        assert_eq!(
-            parse_err(r#"{"type":"dance","ref":3}"#),
-            (Some(3), None, ErrorCode::UnknownType)
-        );
-        let (r, cid, code) = parse_err(r#"{"type":"send","ref":9,"client_id":"c1"}"#);
-        assert_eq!(
-            (r, cid.as_deref(), code),
-            (Some(9), Some("c1"), ErrorCode::BadFrame)
-        );
-        assert_eq!(
-            parse_err(r#"{"type":"read","conversation":"x","seq":1}"#).2,
-            ErrorCode::BadFrame
-        );
-    }
-
-    #[test]
-    fn frames_parse() {
-        let e: ClientEnvelope =
-            serde_json::from_str(r#"{"type":"send","ref":1,"client_id":"a","to":2,"text":"hi"}"#)
-                .unwrap();
-        assert_eq!(e.reference, Some(1));
-        assert!(matches!(e.frame, ClientFrame::Send { to: Some(2), .. }));
-        let e: ClientEnvelope = serde_json::from_str(r#"{"type":"sync"}"#).unwrap();
-        assert!(
-            matches!(e.frame, ClientFrame::Sync { ref cursors, batch } if cursors.is_empty() && !batch)
-        );
-        let e: ClientEnvelope = serde_json::from_str(r#"{"type":"conversations"}"#).unwrap();
-        assert!(matches!(e.frame, ClientFrame::Conversations));
     }
 }

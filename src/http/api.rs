@@ -21,6 +21,7 @@ use crate::auth::{self, Throttled, COOKIE_NAME};
 use crate::cli::Registration;
 use crate::model::{self, now_ms, Session, SessionKind, User};
 use crate::store::{AdminGrant, StoreError};
+use crate::strict_json;
 
 #[derive(Deserialize)]
 struct Credentials {
@@ -97,13 +98,18 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) ->
             ))
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let bad_json = |e: &dyn std::fmt::Display| {
         reply::error(
             StatusCode::BAD_REQUEST,
             "bad_json",
             &format!("invalid request body: {e}"),
         )
-    })
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|e| bad_json(&e))?;
+    // One object, no key twice, bounded depth: serde alone would take `["name", "password"]`
+    // for the struct, by position, and let a repeated key through.
+    strict_json::scan(text).map_err(|(p, _)| bad_json(&p))?;
+    serde_json::from_str(text).map_err(|e| bad_json(&e))
 }
 
 /// The session token a request carries: the cookie, or `Authorization: Bearer <token>`.

@@ -265,3 +265,49 @@ async fn the_server_raises_its_open_file_limit() {
     assert_eq!(r.status, 200, "with 300 connections held");
     drop(held);
 }
+
+/// serde's derive takes a struct given as a JSON array, field by position: `["alice",
+/// "password-1"]` logged alice in. A body must be one JSON object, with no key twice and at
+/// most 32 levels deep.
+#[tokio::test]
+async fn json_bodies_by_position_or_with_repeated_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let r = srv
+        .post_json("/api/register", &creds("alice", "password-1"), &[])
+        .await;
+    assert_eq!(r.status, 201);
+    let deep = format!(
+        r#"{{"name":"alice","password":"password-1","x":{}{}}}"#,
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let cases = [
+        ("/api/login", r#"["alice","password-1"]"#.to_string()),
+        ("/api/register", r#"["bob","password-1"]"#.to_string()),
+        (
+            "/api/login",
+            r#"{"name":"mallory","name":"alice","password":"password-1"}"#.to_string(),
+        ),
+        (
+            "/api/login",
+            r#"{"name":"alice","password":"password-1","x":{"a":1,"a":2}}"#.to_string(),
+        ),
+        ("/api/login", deep),
+    ];
+    for (path, body) in cases {
+        let r = srv.post_json(path, &body, &[]).await;
+        assert_eq!(r.status, 400, "{path} {body}: {:?}", r.body);
+        assert_eq!(r.error_code(), "bad_json", "{path} {body}");
+        assert!(r.header("set-cookie").is_none(), "{path} {body}");
+    }
+    // Unknown fields are still ignored.
+    let r = srv
+        .post_json(
+            "/api/login",
+            r#"{"name":"alice","password":"password-1","remember":true}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
