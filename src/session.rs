@@ -884,13 +884,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn start_sync(&mut self, r: Option<u64>, cursors: Vec<proto::Cursor>) -> Step {
         let given: HashMap<u64, u64> = cursors.iter().map(|c| (c.conversation, c.seq)).collect();
         let user = self.user.id;
-        let last = match self.welcome_seqs.take() {
+        let ahead = |last: &[(ConversationId, u64)]| {
+            last.iter()
+                .filter_map(|&(conv, last_seq)| {
+                    let c = given.get(&conv.0).copied()?;
+                    (c > last_seq).then_some((conv.0, c, last_seq))
+                })
+                .min()
+        };
+        let mut last = self.welcome_seqs.take();
+        if last.as_deref().is_some_and(|l| ahead(l).is_some()) {
+            // The welcome's seqs may be older than what the client has seen since (on another
+            // connection): only the current ones can say a cursor is ahead.
+            last = None;
+        }
+        let last = match last {
             Some(seqs) => seqs,
             None => match self.app.db(move |s| s.last_seqs(user)).await {
                 Ok(l) => l,
                 Err(e) => return self.internal(r, &e).await,
             },
         };
+        // A cursor past the last message is from another history (a restore gave the database
+        // a new epoch): syncing from it would skip every message up to it, silently.
+        if let Some((conv, cursor, last_seq)) = ahead(&last) {
+            return self
+                .send_frame(&ServerFrame::cursor_ahead(r, conv, cursor, last_seq))
+                .await;
+        }
         self.cursors.clear();
         self.pending.clear();
         for (conv, last_seq) in last {
