@@ -97,11 +97,19 @@ pub struct Limits {
     /// raises it for a large `--max-message-bytes`). A frame over it would end the connection,
     /// so the session logs it as a bug.
     pub ws_max_write_buffer: usize,
-    /// Time one socket write may take before the client counts as stuck (closed).
+    /// Time one socket write may take before the client counts as stalled: the connection is
+    /// dropped without a close frame (nothing more can be written) and counted as a slow client.
     pub write_timeout: Duration,
     /// Frames queued for one connection; when full the client is too slow and is closed with
     /// 1008 (it resumes with `sync`, nothing is lost).
     pub outbox_frames: usize,
+    /// After a client's outbox overflowed: how long its socket gets to take the rest of the
+    /// frame being written and the close frame (1008). A client that reads nothing at all
+    /// cannot take them; it is dropped without a close frame when this runs out.
+    pub slow_close_grace: Duration,
+    /// How long a closing connection waits for the client's close frame after sending its own
+    /// (the close handshake) before it drops the connection.
+    pub close_wait: Duration,
     /// Connections (devices) one user may hold; more get HTTP 429.
     pub max_connections_per_user: usize,
     /// Frame rate limit per connection: burst and refill interval per frame.
@@ -157,6 +165,8 @@ impl Default for Limits {
             ws_max_write_buffer: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             outbox_frames: 1024,
+            slow_close_grace: Duration::from_secs(2),
+            close_wait: Duration::from_secs(2),
             max_connections_per_user: 16,
             frame_burst: 200,
             frame_refill: Duration::from_millis(10),

@@ -148,6 +148,17 @@ impl Server {
         http(self.addr, "GET", path, headers, None).await
     }
 
+    /// The value of a plain sample (`name value`) on /metrics; 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let r = self.get("/metrics", &[]).await;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub async fn post_json(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
         let mut h = vec![("content-type", "application/json")];
         h.extend_from_slice(headers);
