@@ -1,16 +1,23 @@
 //! Authentication: argon2id password hashing and checking (off the async workers, with a cap on
-//! concurrent hashes), session tokens and their hashes, the session cookie's text, and the
-//! login/registration rate limits. It calls only `ratelimit` and `model`; looking sessions up
-//! is the store's job, reading cookies from requests is `http`'s.
+//! concurrent hashes), session tokens and their hashes, the session and device cookies' text,
+//! and the login/registration rate limits. It calls only `ratelimit` and `model`; looking
+//! sessions up is the store's job, reading cookies from requests is `http`'s.
+//!
+//! Failed logins are limited so that guessing stays hopeless without letting a stranger lock
+//! the owner out (README "Login limits"): per (account, address) tightly, per address across
+//! accounts, per account only at a rate one address cannot reach; a browser that logged in to
+//! the account before carries a device cookie (a MAC keyed by the account's password hash) and
+//! is limited on its own instead, so even an attack from many addresses leaves it alone.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use blake2::digest::consts::U32;
-use blake2::{Blake2b, Digest};
+use blake2::digest::Mac;
+use blake2::{Blake2b, Blake2bMac, Digest};
 use tokio::sync::Semaphore;
 
 use crate::config::Limits;
@@ -19,6 +26,12 @@ use crate::ratelimit::KeyedLimiter;
 
 /// Name of the browser session cookie.
 pub const COOKIE_NAME: &str = "chatd_session";
+
+/// Name of the device cookie: "this browser logged in to this account before".
+pub const DEVICE_COOKIE: &str = "chatd_device";
+
+/// How long a device cookie is kept by the browser (renewed at every login).
+const DEVICE_COOKIE_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane.
 const ARGON2_M_KIB: u32 = 19_456;
@@ -126,6 +139,83 @@ pub fn clear_cookie(secure: bool) -> String {
     )
 }
 
+/// A browser that logged in to an account before, known by the random id in its device cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Device([u8; 16]);
+
+/// The MAC of a device cookie: keyed by the account's password hash (a secret that never
+/// leaves the server, and changes with the password, which retires every device cookie).
+fn device_mac(user: u64, id: &[u8; 16], phc: &str) -> Blake2bMac<U32> {
+    let key = Blake2b::<U32>::new()
+        .chain_update(b"chatd device cookie v1\0")
+        .chain_update(phc.as_bytes())
+        .finalize();
+    let mut mac = <Blake2bMac<U32> as Mac>::new_from_slice(&key).expect("a 32-byte key fits");
+    mac.update(&user.to_le_bytes());
+    mac.update(id);
+    mac
+}
+
+/// A new device cookie value for `user` (whose password hash is `phc`): `user.id.mac`.
+pub fn new_device_cookie(user: u64, phc: &str) -> Result<String, AuthError> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|_| AuthError::Random)?;
+    let tag = device_mac(user, &id, phc).finalize().into_bytes();
+    Ok(format!("{user}.{}.{}", hex(&id), hex(&tag)))
+}
+
+/// The device a cookie value names, if it was made by this server for `user` with the
+/// password hash `phc` (constant-time check).
+pub fn device_of(cookie: &str, user: u64, phc: &str) -> Option<Device> {
+    let mut parts = cookie.split('.');
+    let (Some(u), Some(id), Some(tag), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    if u.parse::<u64>().ok()? != user || u != user.to_string() {
+        return None;
+    }
+    let id: [u8; 16] = unhex(id)?.try_into().ok()?;
+    let tag = unhex(tag)?;
+    device_mac(user, &id, phc).verify_slice(&tag).ok()?;
+    Some(Device(id))
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.len() > 128 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The `Set-Cookie` value of a device cookie: sent back only to the login endpoint.
+pub fn device_cookie(value: &str, secure: bool) -> String {
+    format!(
+        "{DEVICE_COOKIE}={value}; Path=/api/login; Max-Age={}; HttpOnly; SameSite=Strict{}",
+        DEVICE_COOKIE_AGE.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The key an address is limited under: IPv6 by its /64 (one subscriber's network: anyone with
+/// one has 2^64 addresses), IPv4 and IPv4-mapped IPv6 as the IPv4 address.
+pub fn address_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// Shared authentication state of the running server.
 pub struct Auth {
     /// Bounds concurrent argon2 runs: each holds 19 MiB and a CPU for tens of milliseconds.
@@ -133,8 +223,15 @@ pub struct Auth {
     /// A real hash of a random password, checked when the account does not exist, so unknown
     /// names cost the same time as wrong passwords (no user enumeration by timing).
     dummy_hash: String,
-    login_account: KeyedLimiter<String>,
+    /// Failed logins per (account, address): tight.
+    login_account_address: KeyedLimiter<(String, IpAddr)>,
+    /// Failed logins per address, whatever the account.
     login_address: KeyedLimiter<IpAddr>,
+    /// Failed logins per account from browsers without its device cookie: faster than one
+    /// address may try, so a single attacker cannot lock the account.
+    login_account: KeyedLimiter<String>,
+    /// Failed logins per device cookie (instead of the three above).
+    login_device: KeyedLimiter<Device>,
     register_address: KeyedLimiter<IpAddr>,
 }
 
@@ -147,15 +244,21 @@ impl Auth {
     pub fn new(limits: &Limits) -> Result<Auth, AuthError> {
         let (token, _) = new_token()?;
         let dummy_hash = hash_password(&token)?;
-        let (la, lai) = limits.login_per_account;
-        let (lp, lpi) = limits.login_per_address;
-        let (rp, rpi) = limits.register_per_address;
+        fn limiter<K: std::hash::Hash + Eq + Clone>(
+            (n, every): (u32, Duration),
+            keys: usize,
+        ) -> KeyedLimiter<K> {
+            KeyedLimiter::new(n, every, keys)
+        }
+        let keys = limits.rate_limit_keys;
         Ok(Auth {
             hashers: Arc::new(Semaphore::new(limits.concurrent_hashes.max(1))),
             dummy_hash,
-            login_account: KeyedLimiter::new(la, lai, limits.rate_limit_keys),
-            login_address: KeyedLimiter::new(lp, lpi, limits.rate_limit_keys),
-            register_address: KeyedLimiter::new(rp, rpi, limits.rate_limit_keys),
+            login_account_address: limiter(limits.login_per_account_address, keys),
+            login_address: limiter(limits.login_per_address, keys),
+            login_account: limiter(limits.login_per_account, keys),
+            login_device: limiter(limits.login_per_device, keys),
+            register_address: limiter(limits.register_per_address, keys),
         })
     }
 
@@ -186,21 +289,47 @@ impl Auth {
         ok && known
     }
 
-    /// Refuses a login attempt early if the account or the address has used up its failures.
-    pub fn login_allowed(&self, name: &str, addr: IpAddr) -> Result<(), Throttled> {
-        self.login_address.check(&addr).map_err(Throttled)?;
-        self.login_account.check(&name_key(name)).map_err(Throttled)
+    /// Refuses a login attempt before the password is checked if its budget of failures is
+    /// used up: the device's, for a browser with a valid device cookie for the account;
+    /// otherwise the (account, address) pair's, the address's and the account's.
+    pub fn login_allowed(
+        &self,
+        name: &str,
+        addr: IpAddr,
+        device: Option<Device>,
+    ) -> Result<(), Throttled> {
+        if let Some(d) = device {
+            return self.login_device.check(&d).map_err(Throttled);
+        }
+        let (account, addr) = (name_key(name), address_key(addr));
+        let waits = [
+            self.login_account_address.check(&(account.clone(), addr)),
+            self.login_address.check(&addr),
+            self.login_account.check(&account),
+        ];
+        match waits.iter().filter_map(|w| w.err()).max() {
+            Some(wait) => Err(Throttled(wait)),
+            None => Ok(()),
+        }
     }
 
-    /// Counts a failed login against the account and the address.
-    pub fn login_failed(&self, name: &str, addr: IpAddr) {
+    /// Counts a failed login against the budgets `login_allowed` checked.
+    pub fn login_failed(&self, name: &str, addr: IpAddr, device: Option<Device>) {
+        if let Some(d) = device {
+            let _ = self.login_device.take(&d);
+            return;
+        }
+        let (account, addr) = (name_key(name), address_key(addr));
+        let _ = self.login_account_address.take(&(account.clone(), addr));
         let _ = self.login_address.take(&addr);
-        let _ = self.login_account.take(&name_key(name));
+        let _ = self.login_account.take(&account);
     }
 
     /// Counts a registration attempt against the address.
     pub fn register_allowed(&self, addr: IpAddr) -> Result<(), Throttled> {
-        self.register_address.take(&addr).map_err(Throttled)
+        self.register_address
+            .take(&address_key(addr))
+            .map_err(Throttled)
     }
 }
 
@@ -216,6 +345,84 @@ mod tests {
         assert!(!verify_password(&h, "correct hors"));
         assert!(!verify_password("not a hash", "x"));
         assert_ne!(h, hash_password("correct horse").unwrap(), "salted");
+    }
+
+    #[test]
+    fn device_cookies_are_bound_to_the_account_and_its_password() {
+        let phc = hash_password("correct horse").unwrap();
+        let c = new_device_cookie(7, &phc).unwrap();
+        let d = device_of(&c, 7, &phc).expect("valid");
+        assert_ne!(new_device_cookie(7, &phc).unwrap(), c, "random ids");
+        assert_eq!(device_of(&c, 7, &phc), Some(d));
+        assert_eq!(device_of(&c, 8, &phc), None, "another account");
+        let other = hash_password("correct horse").unwrap();
+        assert_eq!(device_of(&c, 7, &other), None, "a new password retires it");
+        let (head, tag) = c.rsplit_once('.').unwrap();
+        let flipped = format!(
+            "{head}.{}{}",
+            if tag.starts_with('0') { "1" } else { "0" },
+            &tag[1..]
+        );
+        assert_eq!(device_of(&flipped, 7, &phc), None, "a forged tag");
+        for bad in [
+            "",
+            "7",
+            "7..",
+            "07.",
+            "x.y.z",
+            &format!("{c}.x"),
+            &format!("07{}", &c[1..]),
+        ] {
+            assert_eq!(device_of(bad, 7, &phc), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_limited_by_ipv4_or_ipv6_slash_64() {
+        let k = |s: &str| address_key(s.parse().unwrap()).to_string();
+        assert_eq!(k("192.0.2.7"), "192.0.2.7");
+        assert_eq!(k("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(k("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+    }
+
+    #[test]
+    fn a_stranger_cannot_lock_the_owner_out() {
+        let auth = Auth::new(&Limits::default()).unwrap();
+        let attacker: IpAddr = "192.0.2.66".parse().unwrap();
+        let owner: IpAddr = "198.51.100.1".parse().unwrap();
+        for _ in 0..5 {
+            assert!(auth.login_allowed("Dave", attacker, None).is_ok());
+            auth.login_failed("Dave", attacker, None);
+        }
+        assert!(
+            auth.login_allowed("dave", attacker, None).is_err(),
+            "the attacker is throttled"
+        );
+        assert!(
+            auth.login_allowed("dave", owner, None).is_ok(),
+            "the owner is not"
+        );
+        // Many addresses drain the account's budget: browsers without the device cookie wait,
+        // the owner's known browser does not.
+        for i in 0..10u8 {
+            let a = IpAddr::from([203, 0, 113, i]);
+            for _ in 0..5 {
+                auth.login_failed("dave", a, None);
+            }
+        }
+        assert!(auth.login_allowed("dave", owner, None).is_err());
+        let known = Device([1; 16]);
+        assert!(auth.login_allowed("dave", owner, Some(known)).is_ok());
+        // A device has its own budget.
+        for _ in 0..10 {
+            auth.login_failed("dave", owner, Some(known));
+        }
+        assert!(auth.login_allowed("dave", owner, Some(known)).is_err());
+        assert!(auth
+            .login_allowed("dave", owner, Some(Device([2; 16])))
+            .is_ok());
     }
 
     #[test]

@@ -63,10 +63,19 @@ pub struct Limits {
     pub session_ttl: Duration,
     /// Password hashes computed at once (each takes ~19 MiB); more wait their turn.
     pub concurrent_hashes: usize,
-    /// Failed logins allowed per account before it is throttled, and the refill interval.
-    pub login_per_account: (u32, Duration),
-    /// Failed logins allowed per client address, and the refill interval.
+    /// Failed logins allowed per (account, client address) before that pair is throttled,
+    /// and the refill interval: what one attacker gets against one account.
+    pub login_per_account_address: (u32, Duration),
+    /// Failed logins allowed per client address (IPv6: per /64) whatever the account, and the
+    /// refill interval.
     pub login_per_address: (u32, Duration),
+    /// Failed logins allowed per account from browsers without its device cookie, all
+    /// addresses together, and the refill interval. It refills faster than one address may
+    /// try (`login_per_account_address`), so one attacker cannot keep it empty.
+    pub login_per_account: (u32, Duration),
+    /// Failed logins allowed per device cookie (a browser that logged in to the account
+    /// before; such a login is limited by this alone), and the refill interval.
+    pub login_per_device: (u32, Duration),
     /// Registrations allowed per client address, and the refill interval.
     pub register_per_address: (u32, Duration),
     /// Most keys (accounts or addresses) a rate limiter tracks; when full, new keys are refused.
@@ -152,8 +161,10 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             concurrent_hashes: 2,
-            login_per_account: (5, Duration::from_secs(60)),
+            login_per_account_address: (5, Duration::from_secs(60)),
             login_per_address: (20, Duration::from_secs(15)),
+            login_per_account: (30, Duration::from_secs(20)),
+            login_per_device: (10, Duration::from_secs(60)),
             register_per_address: (10, Duration::from_secs(60)),
             rate_limit_keys: 100_000,
             shutdown_grace: Duration::from_secs(5),
