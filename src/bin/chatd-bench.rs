@@ -32,6 +32,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use chatd::model::{now_ms, ConversationId, UserId};
+
+#[path = "chatd-bench/logins.rs"]
+mod logins;
 use chatd::store::chat::{MemberCache, Target};
 use chatd::store::Store;
 
@@ -109,6 +112,15 @@ enum Scenario {
         /// Handshakes in flight at once
         #[arg(long, default_value_t = 512)]
         concurrency: usize,
+    },
+    /// N concurrent password logins; server RSS at idle, at peak, after, and `settle` s later
+    /// (src/bin/chatd-bench/logins.rs)
+    Logins {
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+        /// Seconds to keep watching RSS after the burst
+        #[arg(long, default_value_t = 60)]
+        settle: u64,
     },
     /// N clients reconnect at once, each missing `missed` messages, while `rooms` runs
     Catchup {
@@ -603,6 +615,10 @@ struct Report {
     background_delivered: u64,
     background_latency_p50_ms: f64,
     background_latency_p99_ms: f64,
+    /// logins: server RSS before the burst, the highest during it, and `settle` s after it.
+    rss_idle_mb: f64,
+    rss_peak_mb: f64,
+    rss_settled_mb: f64,
 }
 
 fn print_report(r: &Report) {
@@ -877,6 +893,10 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
     let mut r = Report::default();
     let bin = cli.chatd.as_path();
     match cli.scenario.clone() {
+        Scenario::Logins {
+            concurrency,
+            settle,
+        } => logins::run(bin, dir, concurrency, settle, &mut r).await?,
         Scenario::Idle { conns, hold } => {
             r.scenario = "idle".into();
             r.params = format!("conns={conns} hold={hold}s");
