@@ -81,3 +81,11 @@ fn catchup() {
         "1",
     ]);
 }
+
+#[test]
+fn logins() {
+    let out = bench(&["logins", "--concurrency", "6", "--settle", "0"]);
+    for field in ["rss_idle_mb", "rss_peak_mb", "acked"] {
+        assert!(out.contains(field), "{field} missing:\n{out}");
+    }
+}
