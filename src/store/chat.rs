@@ -123,20 +123,20 @@ impl MemberCache {
 }
 
 #[derive(Clone, Debug)]
-struct ConvRecord {
-    kind: ConversationKind,
-    title: String,
-    owner: u64,
-    created_ms: u64,
-    last_seq: u64,
-    last_ms: u64,
-    member_count: u64,
+pub(super) struct ConvRecord {
+    pub(super) kind: ConversationKind,
+    pub(super) title: String,
+    pub(super) owner: u64,
+    pub(super) created_ms: u64,
+    pub(super) last_seq: u64,
+    pub(super) last_ms: u64,
+    pub(super) member_count: u64,
 }
 
 const ROLE_MEMBER: u8 = 1;
 const ROLE_OWNER: u8 = 2;
 
-fn encode_conv(c: &ConvRecord) -> Vec<u8> {
+pub(super) fn encode_conv(c: &ConvRecord) -> Vec<u8> {
     Enc::new(1)
         .u8(match c.kind {
             ConversationKind::Direct => 1,
@@ -151,7 +151,7 @@ fn encode_conv(c: &ConvRecord) -> Vec<u8> {
         .0
 }
 
-fn decode_conv(raw: &[u8]) -> Result<ConvRecord> {
+pub(super) fn decode_conv(raw: &[u8]) -> Result<ConvRecord> {
     let mut d = Dec::new(raw, 1, "conversation record version")?;
     let kind = match d.u8()? {
         1 => ConversationKind::Direct,
@@ -169,7 +169,7 @@ fn decode_conv(raw: &[u8]) -> Result<ConvRecord> {
     })
 }
 
-fn encode_message(m: &StoredMessage) -> Vec<u8> {
+pub(super) fn encode_message(m: &StoredMessage) -> Vec<u8> {
     Enc::new(1)
         .u64(m.sender.0)
         .str(&m.sender_name)
@@ -181,7 +181,7 @@ fn encode_message(m: &StoredMessage) -> Vec<u8> {
 }
 
 /// Decodes a message record without copying its strings.
-fn decode_message_ref(conv: u64, seq: u64, raw: &[u8]) -> Result<MessageRef<'_>> {
+pub(super) fn decode_message_ref(conv: u64, seq: u64, raw: &[u8]) -> Result<MessageRef<'_>> {
     let mut d = Dec::new(raw, 1, "message record version")?;
     let sender = UserId(d.u64()?);
     let sender_name = d.str()?;
@@ -198,7 +198,7 @@ fn decode_message_ref(conv: u64, seq: u64, raw: &[u8]) -> Result<MessageRef<'_>>
     })
 }
 
-fn decode_message(conv: u64, seq: u64, raw: &[u8]) -> Result<StoredMessage> {
+pub(super) fn decode_message(conv: u64, seq: u64, raw: &[u8]) -> Result<StoredMessage> {
     let mut d = Dec::new(raw, 1, "message record version")?;
     let sender = UserId(d.u64()?);
     let sender_name = d.str()?.to_string();

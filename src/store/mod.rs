@@ -14,6 +14,8 @@ pub mod backup;
 pub mod chat;
 mod codec;
 mod dbfile;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod schema;
 #[cfg(test)]
 mod tests;

@@ -374,13 +374,7 @@ impl LogFile {
     fn write_unsynced(&mut self, payload: &[u8]) -> std::io::Result<()> {
         debug_assert!(self.unsynced.is_none(), "one unsynced record at a time");
         self.buf.clear();
-        self.buf.extend_from_slice(MAGIC);
-        self.buf
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&self.salt.to_le_bytes());
-        self.buf
-            .extend_from_slice(&checksum(self.salt, payload).to_le_bytes());
-        self.buf.extend_from_slice(payload);
+        frame_record(&mut self.buf, self.salt, payload);
         if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
             self.cut_off();
             return Err(e);
@@ -447,6 +441,15 @@ fn checksum(salt: u64, payload: &[u8]) -> u64 {
     fnv1a_from(fnv1a(&salt.to_le_bytes()), payload)
 }
 
+/// Appends a whole record (header, then `payload`) to `buf`.
+pub(super) fn frame_record(buf: &mut Vec<u8>, salt: u64, payload: &[u8]) {
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&salt.to_le_bytes());
+    buf.extend_from_slice(&checksum(salt, payload).to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
 /// Whether the log file at `path` holds any record (a missing file holds none).
 pub fn holds_records(path: &Path) -> std::io::Result<bool> {
     match std::fs::read(path) {
@@ -456,7 +459,7 @@ pub fn holds_records(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-fn batch_payload(number: u64, epoch: u64, now_ms: u64, ops: &[LoggedOp<'_>]) -> Vec<u8> {
+pub(super) fn batch_payload(number: u64, epoch: u64, now_ms: u64, ops: &[LoggedOp<'_>]) -> Vec<u8> {
     let mut e = Enc::new(1)
         .u8(KIND_BATCH)
         .u64(number)
@@ -471,7 +474,7 @@ fn batch_payload(number: u64, epoch: u64, now_ms: u64, ops: &[LoggedOp<'_>]) -> 
 
 /// Reads records until the end or the first one that is damaged or not of the file's current
 /// use; returns them, the good length and the salt of the records (if they have one).
-fn parse(bytes: &[u8]) -> (Recovered, usize, Option<u64>) {
+pub(super) fn parse(bytes: &[u8]) -> (Recovered, usize, Option<u64>) {
     let mut batches: Vec<Batch> = Vec::new();
     let mut at = 0;
     let mut salt: Option<u64> = None;
