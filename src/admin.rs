@@ -526,6 +526,22 @@ pub fn format_utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The control socket parses `AdminOp` straight from its text (no `flatten`), where
+    /// serde_json takes a variant only by its name: `{"op":2}` is not `user_list`.
+    #[test]
+    fn an_admin_op_is_named_not_numbered() {
+        use super::AdminOp;
+        assert!(matches!(
+            serde_json::from_str::<AdminOp>(r#"{"op":"user_list"}"#),
+            Ok(AdminOp::UserList)
+        ));
+        for i in 0..7 {
+            let text =
+                format!(r#"{{"op":{i},"name":"x","label":"","admin":true,"password_hash":""}}"#);
+            assert!(serde_json::from_str::<AdminOp>(&text).is_err(), "{text}");
+        }
+    }
+
     #[test]
     fn dates() {
         assert_eq!(super::format_utc(0), "1970-01-01 00:00");

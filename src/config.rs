@@ -63,10 +63,19 @@ pub struct Limits {
     pub session_ttl: Duration,
     /// Password hashes computed at once (each takes ~19 MiB); more wait their turn.
     pub concurrent_hashes: usize,
-    /// Failed logins allowed per account before it is throttled, and the refill interval.
-    pub login_per_account: (u32, Duration),
-    /// Failed logins allowed per client address, and the refill interval.
+    /// Failed logins allowed per (account, client address) before that pair is throttled,
+    /// and the refill interval: what one attacker gets against one account.
+    pub login_per_account_address: (u32, Duration),
+    /// Failed logins allowed per client address (IPv6: per /64) whatever the account, and the
+    /// refill interval.
     pub login_per_address: (u32, Duration),
+    /// Failed logins allowed per account from browsers without its device cookie, all
+    /// addresses together, and the refill interval. It refills faster than one address may
+    /// try (`login_per_account_address`), so one attacker cannot keep it empty.
+    pub login_per_account: (u32, Duration),
+    /// Failed logins allowed per device cookie (a browser that logged in to the account
+    /// before; such a login is limited by this alone), and the refill interval.
+    pub login_per_device: (u32, Duration),
     /// Registrations allowed per client address, and the refill interval.
     pub register_per_address: (u32, Duration),
     /// Most keys (accounts or addresses) a rate limiter tracks; when full, new keys are refused.
@@ -97,11 +106,19 @@ pub struct Limits {
     /// raises it for a large `--max-message-bytes`). A frame over it would end the connection,
     /// so the session logs it as a bug.
     pub ws_max_write_buffer: usize,
-    /// Time one socket write may take before the client counts as stuck (closed).
+    /// Time one socket write may take before the client counts as stalled: the connection is
+    /// dropped without a close frame (nothing more can be written) and counted as a slow client.
     pub write_timeout: Duration,
     /// Frames queued for one connection; when full the client is too slow and is closed with
     /// 1008 (it resumes with `sync`, nothing is lost).
     pub outbox_frames: usize,
+    /// After a client's outbox overflowed: how long its socket gets to take the rest of the
+    /// frame being written and the close frame (1008). A client that reads nothing at all
+    /// cannot take them; it is dropped without a close frame when this runs out.
+    pub slow_close_grace: Duration,
+    /// How long a closing connection waits for the client's close frame after sending its own
+    /// (the close handshake) before it drops the connection.
+    pub close_wait: Duration,
     /// Connections (devices) one user may hold; more get HTTP 429.
     pub max_connections_per_user: usize,
     /// Frame rate limit per connection: burst and refill interval per frame.
@@ -144,8 +161,10 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             concurrent_hashes: 2,
-            login_per_account: (5, Duration::from_secs(60)),
+            login_per_account_address: (5, Duration::from_secs(60)),
             login_per_address: (20, Duration::from_secs(15)),
+            login_per_account: (30, Duration::from_secs(20)),
+            login_per_device: (10, Duration::from_secs(60)),
             register_per_address: (10, Duration::from_secs(60)),
             rate_limit_keys: 100_000,
             shutdown_grace: Duration::from_secs(5),
@@ -157,6 +176,8 @@ impl Default for Limits {
             ws_max_write_buffer: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             outbox_frames: 1024,
+            slow_close_grace: Duration::from_secs(2),
+            close_wait: Duration::from_secs(2),
             max_connections_per_user: 16,
             frame_burst: 200,
             frame_refill: Duration::from_millis(10),

@@ -204,8 +204,16 @@ pub struct SessionFlags {
     /// Set when an administrator signed the user out (disable, password change): the session
     /// must close (1008) and its credentials no longer work.
     pub revoked: AtomicBool,
-    /// Wakes the session when `overflowed` is set.
+    /// Wakes the session (its loop, and a socket write it is waiting on) when a flag is set.
     pub wake: Notify,
+}
+
+impl SessionFlags {
+    /// Wakes everything waiting on `wake` now, and every `wake.notified()` already made. No
+    /// permit is kept for later: the session reads the flags after making its waiter.
+    pub fn signal(&self) {
+        self.wake.notify_waiters();
+    }
 }
 
 /// How the hub and the writer reach one connected session.
@@ -224,12 +232,13 @@ impl SessionHandle {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if !self.flags.overflowed.swap(true, Ordering::AcqRel) {
+                    // The session logs how it actually ends (closed, or dropped).
                     tracing::info!(
                         user = self.user.0,
                         session = self.id,
-                        "outbox full: closing slow client"
+                        "outbox full: the client does not read fast enough; closing it"
                     );
-                    self.flags.wake.notify_one();
+                    self.flags.signal();
                 }
             }
             // The session is ending; it resumes from the store next time.
@@ -406,7 +415,7 @@ impl Hub {
         };
         for h in list {
             h.flags.revoked.store(true, Ordering::Release);
-            h.flags.wake.notify_one();
+            h.flags.signal();
         }
         list.len()
     }

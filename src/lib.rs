@@ -9,7 +9,10 @@
 //! - `auth`: password hashing (argon2id), session tokens, cookies, login rate limits.
 //! - `http::ws`: the WebSocket upgrade (Origin, session and per-user limit checks).
 //! - `session`: one task per WebSocket: decodes `proto` frames, resume/catch-up, heartbeat.
-//! - `proto`: the wire contract (typed frames, error codes, protocol version).
+//! - `proto`: the wire contract (typed frames, error codes, protocol version), frame decoding
+//!   and validation.
+//! - `strict_json`: the checks every client JSON document passes first (one object, no repeated
+//!   key, bounded depth).
 //! - `hub`: who is online and fan-out of encoded frames to bounded per-session outboxes.
 //! - `writer`: the group-commit thread applying every chat mutation, then acking and fanning out.
 //! - `store`: the only code that touches redb; every table and transaction.
@@ -27,6 +30,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -39,6 +44,7 @@ pub mod session;
 #[cfg(test)]
 mod storage_fault_tests;
 pub mod store;
+pub mod strict_json;
 pub mod tls;
 pub mod writer;
 

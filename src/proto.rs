@@ -3,13 +3,22 @@
 //! by a `"type"` field, plus the error codes. `docs/PROTOCOL.md` documents exactly these types;
 //! a change here is a change to that document.
 //!
+//! `decode` turns a client's text frame into a `ClientEnvelope` or the `error` it gets (after
+//! `strict_json`'s checks: one object, no key twice, bounded depth, and a `type` that is a
+//! string: serde alone would take `{"type":1}` as the second variant), and
+//! `ClientFrame::check` validates the values the types cannot (lengths, ranges, exactly one
+//! target).
+//!
 //! Only this module (and the HTTP API's request/response structs) derive serde for the wire.
 //! Numbers that can exceed 2^53 (the database epoch) are sent as strings, so JavaScript clients
 //! read them exactly.
 
-use serde::{Deserialize, Serialize};
+use serde::{de, Deserialize, Deserializer, Serialize};
 
-use crate::model::{ConversationKind, ConversationSummary, MemberInfo, MessageRef, StoredMessage};
+use crate::model::{
+    self, ConversationKind, ConversationSummary, MemberInfo, MessageRef, StoredMessage,
+};
+use crate::strict_json::{self, Problem, TypeField};
 
 /// Bumped on any incompatible change to the frames below.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -92,10 +101,208 @@ pub enum ClientFrame {
 }
 
 /// How far a client has a conversation.
-#[derive(Debug, Deserialize, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub conversation: u64,
     pub seq: u64,
+}
+
+/// Only as an object: serde's derive would also take `[conversation, seq]` by position.
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Cursor;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object {conversation, seq}")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Cursor, A::Error> {
+                let (mut conversation, mut seq) = (None, None);
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match k.as_ref() {
+                        "conversation" => conversation = Some(m.next_value()?),
+                        "seq" => seq = Some(m.next_value()?),
+                        _ => {
+                            m.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Cursor {
+                    conversation: conversation
+                        .ok_or_else(|| de::Error::missing_field("conversation"))?,
+                    seq: seq.ok_or_else(|| de::Error::missing_field("seq"))?,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A frame refused before it was handled: what its `error` reply says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The frame's `ref`, when it could be read (also from a frame that is not valid JSON, if
+    /// the `ref` came before the fault).
+    pub reference: Option<u64>,
+    pub client_id: Option<String>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Decodes a client's text frame (not the application-level `ping`, which is not JSON).
+///
+/// - not JSON, or not a JSON object: `bad_json` (with the `ref` if it was read before the fault);
+/// - a key twice in one object, or nested deeper than `strict_json::MAX_DEPTH`: `bad_frame`;
+/// - `type` missing, not a string, or not a frame name: `unknown_type`;
+/// - anything else serde refuses (missing field, wrong type): `bad_frame`.
+pub fn decode(text: &str) -> Result<ClientEnvelope, Rejected> {
+    let reject = |head: strict_json::Head, code, message: String| Rejected {
+        reference: head.reference,
+        client_id: head.client_id,
+        code,
+        message,
+    };
+    let head = match strict_json::scan(text) {
+        Ok(head) => head,
+        Err((p, head)) => {
+            let code = match p {
+                Problem::NotJson(_) | Problem::NotObject => ErrorCode::BadJson,
+                Problem::DuplicateKey(_) | Problem::TooDeep => ErrorCode::BadFrame,
+            };
+            return Err(reject(head, code, format!("invalid frame: {p}")));
+        }
+    };
+    match &head.kind {
+        TypeField::Name(_) => {}
+        TypeField::Missing => {
+            return Err(reject(head, ErrorCode::UnknownType, "no frame type".into()))
+        }
+        TypeField::NotString => {
+            return Err(reject(
+                head,
+                ErrorCode::UnknownType,
+                "the frame type must be a string".into(),
+            ))
+        }
+    }
+    serde_json::from_str::<ClientEnvelope>(text).map_err(|e| {
+        let msg = e.to_string();
+        let code = if msg.contains("unknown variant") {
+            ErrorCode::UnknownType
+        } else {
+            ErrorCode::BadFrame
+        };
+        reject(head, code, format!("invalid frame: {msg}"))
+    })
+}
+
+/// A frame whose values are out of range (see `ClientFrame::check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn invalid(code: ErrorCode, message: impl Into<String>) -> Result<(), Invalid> {
+    Err(Invalid {
+        code,
+        message: message.into(),
+    })
+}
+
+impl ClientFrame {
+    /// Checks what the types cannot: lengths, ranges, exactly one target. `me` is the
+    /// requesting user. Membership and existence are the store's to check.
+    pub fn check(
+        &self,
+        me: u64,
+        max_message_bytes: usize,
+        history_max: u32,
+    ) -> Result<(), Invalid> {
+        use ErrorCode::{BadFrame, EmptyText, TextTooLong};
+        match self {
+            ClientFrame::Send {
+                client_id,
+                conversation,
+                to,
+                text,
+            } => {
+                let n = client_id.chars().count();
+                if n == 0 || n > model::MAX_CLIENT_ID_CHARS {
+                    return invalid(BadFrame, "client_id must be 1-64 characters");
+                }
+                match (conversation, to) {
+                    (Some(_), None) => {}
+                    (None, Some(u)) if *u == me => {
+                        return invalid(BadFrame, "to: you cannot send to yourself")
+                    }
+                    (None, Some(_)) => {}
+                    _ => return invalid(BadFrame, "give exactly one of conversation and to"),
+                }
+                if text.trim().is_empty() {
+                    return invalid(EmptyText, "the message text is empty");
+                }
+                if text.len() > max_message_bytes {
+                    return invalid(
+                        TextTooLong,
+                        format!(
+                            "the message text is {} bytes; at most {max_message_bytes} are allowed",
+                            text.len()
+                        ),
+                    );
+                }
+            }
+            ClientFrame::History { limit, .. } => {
+                if limit.is_some_and(|l| l == 0 || l > history_max) {
+                    return invalid(BadFrame, format!("limit must be 1-{history_max}"));
+                }
+            }
+            ClientFrame::CreateGroup { title, members } => {
+                let n = title.trim().chars().count();
+                if n == 0 || n > model::MAX_TITLE_CHARS {
+                    return invalid(BadFrame, "title must be 1-64 characters");
+                }
+                if members.len() > model::MAX_GROUP_MEMBERS {
+                    return invalid(BadFrame, "at most 1000 members");
+                }
+            }
+            ClientFrame::AddMembers { members, .. } => {
+                if members.is_empty() || members.len() > model::MAX_GROUP_MEMBERS {
+                    return invalid(BadFrame, "members must list 1-1000 users");
+                }
+            }
+            ClientFrame::RemoveMember { user, .. } => {
+                if *user == me {
+                    return invalid(BadFrame, "to remove yourself, use leave");
+                }
+            }
+            ClientFrame::Users { query, limit } => {
+                if limit.is_some_and(|l| l == 0 || l > 100)
+                    || query.chars().count() > model::MAX_NAME_CHARS
+                {
+                    return invalid(
+                        BadFrame,
+                        "limit must be 1-100 and query at most 32 characters",
+                    );
+                }
+            }
+            ClientFrame::Sync { .. }
+            | ClientFrame::Read { .. }
+            | ClientFrame::Typing { .. }
+            | ClientFrame::Conversations
+            | ClientFrame::Members { .. }
+            | ClientFrame::Leave { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The `client_id` of a `send` (its errors carry it).
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Send { client_id, .. } => Some(client_id),
+            _ => None,
+        }
+    }
 }
 
 /// A user as other users see them.
@@ -415,6 +622,11 @@ pub enum ServerFrame {
         client_id: Option<String>,
         code: ErrorCode,
         message: String,
+        /// `cursor_ahead` only: the conversation whose cursor is ahead, and its `last_seq`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conversation: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_seq: Option<u64>,
     },
 }
 
@@ -440,6 +652,9 @@ pub enum ErrorCode {
     TextTooLong,
     /// Too many frames; slow down. Persisting floods close the connection (1008).
     RateLimited,
+    /// A `sync` cursor is above the conversation's `last_seq` (a history the server does not
+    /// have, e.g. from before a restore): the sync did not start.
+    CursorAhead,
     /// The server failed; retry later (sends are safe to retry with the same client_id).
     Internal,
     /// The server's disk is full: nothing was stored. Retry later (the server resumes writing
@@ -462,6 +677,211 @@ impl ServerFrame {
             client_id,
             code,
             message: message.into(),
+            conversation: None,
+            last_seq: None,
         }
+    }
+
+    /// The `cursor_ahead` error for `conversation`, whose newest message is `last_seq`.
+    pub fn cursor_ahead(
+        reference: Option<u64>,
+        conversation: u64,
+        cursor: u64,
+        last_seq: u64,
+    ) -> Self {
+        ServerFrame::Error {
+            reference,
+            client_id: None,
+            code: ErrorCode::CursorAhead,
+            message: format!(
+                "the cursor {cursor} of conversation {conversation} is past its last message \
+                 ({last_seq}): this is another history (check the epoch); nothing was synced"
+            ),
+            conversation: Some(conversation),
+            last_seq: Some(last_seq),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(text: &str) -> (Option<u64>, Option<String>, ErrorCode) {
+        let e = decode(text).unwrap_err();
+        (e.reference, e.client_id, e.code)
+    }
+
+    #[test]
+    fn frames_parse() {
+        let e = decode(r#"{"type":"send","ref":1,"client_id":"a","to":2,"text":"hi"}"#).unwrap();
+        assert_eq!(e.reference, Some(1));
+        assert!(matches!(e.frame, ClientFrame::Send { to: Some(2), .. }));
+        let e = decode(r#"{"type":"sync"}"#).unwrap();
+        assert!(
+            matches!(e.frame, ClientFrame::Sync { ref cursors, batch } if cursors.is_empty() && !batch)
+        );
+        let e =
+            decode(r#"{"type":"sync","cursors":[{"conversation":7,"seq":2,"x":[1]}]}"#).unwrap();
+        let ClientFrame::Sync { cursors, .. } = e.frame else {
+            panic!("not a sync")
+        };
+        assert_eq!(
+            cursors,
+            vec![Cursor {
+                conversation: 7,
+                seq: 2
+            }]
+        );
+        let e = decode(r#"{"type":"conversations"}"#).unwrap();
+        assert!(matches!(e.frame, ClientFrame::Conversations));
+    }
+
+    #[test]
+    fn parse_errors_are_classified() {
+        assert_eq!(rejected("{oops").2, ErrorCode::BadJson);
+        assert_eq!(rejected("[1,2]").2, ErrorCode::BadJson);
+        assert_eq!(rejected(r#"{"text":"hi"}"#).2, ErrorCode::UnknownType);
+        assert_eq!(
+            rejected(r#"{"type":"dance","ref":3}"#),
+            (Some(3), None, ErrorCode::UnknownType)
+        );
+        assert_eq!(
+            rejected(r#"{"type":"send","ref":9,"client_id":"c1"}"#),
+            (Some(9), Some("c1".into()), ErrorCode::BadFrame)
+        );
+        assert_eq!(
+            rejected(r#"{"type":"read","conversation":"x","seq":1}"#).2,
+            ErrorCode::BadFrame
+        );
+        // A ref that can be read before the JSON breaks is echoed with bad_json.
+        assert_eq!(
+            rejected(r#"{"type":"conversations","ref":60,}"#),
+            (Some(60), None, ErrorCode::BadJson)
+        );
+        assert_eq!(
+            rejected(r#"{"type":"send","ref":62,"client_id":"c62","text":"unterminated"#),
+            (Some(62), Some("c62".into()), ErrorCode::BadJson)
+        );
+        // Duplicate keys and deep nesting: bad_frame.
+        assert_eq!(
+            rejected(r#"{"type":"send","ref":5,"client_id":"d","to":2,"text":"a","text":"b"}"#),
+            (Some(5), Some("d".into()), ErrorCode::BadFrame)
+        );
+        let deep = format!(
+            r#"{{"type":"sync","ref":6,"x":{}{}}}"#,
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        assert_eq!(rejected(&deep), (Some(6), None, ErrorCode::BadFrame));
+    }
+
+    /// serde matches a variant by its index too: `{"type":1}` was `send` (the second variant).
+    #[test]
+    fn an_integer_or_other_non_string_type_is_unknown() {
+        for i in 0..=20 {
+            let text = format!(
+                r#"{{"type":{i},"ref":{i},"client_id":"x","to":2,"conversation":1,"seq":1,"user":3,"title":"t","members":[1],"text":"hi"}}"#
+            );
+            assert_eq!(
+                rejected(&text),
+                (Some(i), Some("x".into()), ErrorCode::UnknownType),
+                "{text}"
+            );
+        }
+        for t in [
+            "-1",
+            "1.0",
+            "true",
+            "null",
+            "[\"send\"]",
+            "{\"send\":1}",
+            "\"Send\"",
+            "\"\"",
+        ] {
+            let text = format!(r#"{{"type":{t}}}"#);
+            assert_eq!(rejected(&text).2, ErrorCode::UnknownType, "{text}");
+        }
+    }
+
+    /// serde's derive takes a struct given as an array, by position: not for us.
+    #[test]
+    fn a_cursor_given_by_position_is_refused() {
+        let e = decode(r#"{"type":"sync","ref":4,"cursors":[[7,2]]}"#).unwrap_err();
+        assert_eq!((e.reference, e.code), (Some(4), ErrorCode::BadFrame));
+        let e = decode(r#"{"type":"sync","cursors":[{"conversation":7}]}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        assert!(e.message.contains("seq"), "{}", e.message);
+    }
+
+    fn check(text: &str) -> Result<(), ErrorCode> {
+        decode(text)
+            .unwrap()
+            .frame
+            .check(1, 100, 100)
+            .map_err(|e| e.code)
+    }
+
+    #[test]
+    fn values_are_checked() {
+        use ErrorCode::*;
+        let ok = [
+            r#"{"type":"send","client_id":"c","to":2,"text":"hi"}"#,
+            r#"{"type":"send","client_id":"c","conversation":2,"text":"hi"}"#,
+            r#"{"type":"history","conversation":2,"limit":100}"#,
+            r#"{"type":"create_group","title":" t ","members":[]}"#,
+            r#"{"type":"add_members","conversation":2,"members":[3]}"#,
+            r#"{"type":"remove_member","conversation":2,"user":3}"#,
+            r#"{"type":"users","query":"abc","limit":1}"#,
+        ];
+        for f in ok {
+            assert_eq!(check(f), Ok(()), "{f}");
+        }
+        let long = format!(
+            r#"{{"type":"send","client_id":"c","to":2,"text":"{}"}}"#,
+            "x".repeat(101)
+        );
+        let bad = [
+            (
+                r#"{"type":"send","client_id":"","to":2,"text":"hi"}"#,
+                BadFrame,
+            ),
+            (
+                r#"{"type":"send","client_id":"c","to":1,"text":"hi"}"#,
+                BadFrame,
+            ),
+            (r#"{"type":"send","client_id":"c","text":"hi"}"#, BadFrame),
+            (
+                r#"{"type":"send","client_id":"c","to":2,"conversation":2,"text":"hi"}"#,
+                BadFrame,
+            ),
+            (
+                r#"{"type":"send","client_id":"c","to":2,"text":" \n"}"#,
+                EmptyText,
+            ),
+            (long.as_str(), TextTooLong),
+            (r#"{"type":"history","conversation":2,"limit":0}"#, BadFrame),
+            (
+                r#"{"type":"history","conversation":2,"limit":101}"#,
+                BadFrame,
+            ),
+            (r#"{"type":"create_group","title":"  "}"#, BadFrame),
+            (
+                r#"{"type":"add_members","conversation":2,"members":[]}"#,
+                BadFrame,
+            ),
+            (
+                r#"{"type":"remove_member","conversation":2,"user":1}"#,
+                BadFrame,
+            ),
+            (r#"{"type":"users","limit":101}"#, BadFrame),
+        ];
+        for (f, code) in bad {
+            assert_eq!(check(f), Err(code), "{f}");
+        }
+        let cid = "é".repeat(65);
+        let f = format!(r#"{{"type":"send","client_id":"{cid}","to":2,"text":"hi"}}"#);
+        assert_eq!(check(&f), Err(BadFrame));
+        assert_eq!(check(&f.replace(&cid, &"é".repeat(64))), Ok(()));
     }
 }

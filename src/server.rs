@@ -222,7 +222,7 @@ impl Drop for ConnectionGauge {
 
 /// Runs HTTP/1.1 (with upgrades, for WebSockets) on one accepted connection, plain or TLS, until
 /// it ends or the server stops.
-async fn serve_connection<I>(
+pub(crate) async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     app: Arc<App>,

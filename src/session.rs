@@ -28,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::app::App;
 use crate::hub::{encode, FrameBuf, Outbound, Reservation, SessionFlags, SessionHandle};
 use crate::model::{self, ConversationId, User, UserId};
-use crate::proto::{self, ClientEnvelope, ClientFrame, ErrorCode, ServerFrame};
+use crate::proto::{self, ClientFrame, ErrorCode, ServerFrame};
 use crate::ratelimit::TokenBucket;
 use crate::store::chat::Target;
 use crate::writer::{Change, WriteOp};
@@ -39,7 +39,14 @@ enum End {
     Close(u16, &'static str),
     /// The connection is gone (client closed, or the network failed): nothing to send.
     Gone,
+    /// The client stopped taking data: a socket write made no progress before its deadline
+    /// (`write_timeout`, or `slow_close_grace` after the outbox overflowed). Nothing more can
+    /// be written (a frame may be cut off mid-way), so the connection is dropped.
+    Stalled,
 }
+
+/// The close reason of a client whose outbox overflowed.
+const SLOW_REASON: &str = "slow consumer: reconnect and sync";
 
 type Step = Result<(), End>;
 
@@ -217,12 +224,42 @@ pub async fn run<S>(
         limited_streak: 0,
         typing_last: HashMap::new(),
         last_seen: Instant::now(),
+        slow_deadline: None,
         welcome_seqs: None,
         welcome: Some((conversations, contacts)),
     };
     let end = s.run().await;
     let (id, uid) = (s.handle.id, s.user.id);
-    Box::pin(s.finish(end)).await;
+    let slow = match &end {
+        End::Stalled => true,
+        End::Close(1008, reason) => *reason == SLOW_REASON,
+        _ => false,
+    };
+    let overflowed = s.handle.flags.overflowed.load(Ordering::Acquire);
+    let closed = Box::pin(s.finish(end)).await;
+    if slow {
+        app.metrics.slow_closes.fetch_add(1, Ordering::Relaxed);
+        let l = &app.config.limits;
+        let how = if closed {
+            "closed with 1008".to_string()
+        } else if overflowed {
+            format!(
+                "it took no data for {:?}: dropped without a close frame",
+                l.slow_close_grace
+            )
+        } else {
+            format!(
+                "a write made no progress for {:?}: dropped without a close frame",
+                l.write_timeout
+            )
+        };
+        let why = if overflowed {
+            format!("its outbox of {} frames filled", l.outbox_frames)
+        } else {
+            "it stopped reading".to_string()
+        };
+        tracing::info!(user = uid.0, session = id, "slow client: {why}; {how}");
+    }
     if registered.leave() {
         announce_presence(app.clone(), uid);
     }
@@ -272,6 +309,9 @@ struct Session<S> {
     typing_last: HashMap<u64, Instant>,
     /// Last time anything arrived from the client.
     last_seen: Instant,
+    /// Set when the session learns its outbox overflowed: every write must be done by then,
+    /// the close frame included (`Limits::slow_close_grace` later).
+    slow_deadline: Option<Instant>,
     /// `(conversation, last_seq)` of every conversation as read for `welcome`, when complete;
     /// used by the first `sync`.
     welcome_seqs: Option<Vec<(ConversationId, u64)>>,
@@ -306,6 +346,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         tokio::pin!(stop);
         let wake = flags.wake.notified();
         tokio::pin!(wake);
+        // `wake` hears only what is signalled from now on (`notify_waiters`).
+        if let Err(end) = self.check_flags(&flags) {
+            return end;
+        }
+        // Fires at the idle deadline of the last frame seen when it was set; re-armed from the
+        // newest one instead of being reset on every frame.
+        let idle = tokio::time::sleep_until((self.last_seen + limits.idle_timeout).into());
+        tokio::pin!(idle);
         loop {
             let step = tokio::select! {
                 msg = self.ws.next() => match msg {
@@ -316,20 +364,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Some(out) = self.rx.recv() => Box::pin(self.on_outbound(out)).await,
                 _ = &mut wake => {
                     wake.set(flags.wake.notified());
-                    if flags.revoked.load(Ordering::Acquire) {
-                        Err(End::Close(1008, "signed out by an administrator"))
-                    } else if flags.overflowed.load(Ordering::Acquire) {
-                        self.app.metrics.slow_closes.fetch_add(1, Ordering::Relaxed);
-                        Err(End::Close(1008, "slow consumer: reconnect and sync"))
-                    } else {
-                        Ok(())
-                    }
+                    self.check_flags(&flags)
                 }
-                _ = ping.tick() => {
-                    if self.last_seen.elapsed() > limits.idle_timeout {
+                _ = ping.tick() => Box::pin(self.write(Message::Ping(Default::default()))).await,
+                _ = &mut idle => {
+                    let deadline = self.last_seen + limits.idle_timeout;
+                    if Instant::now() >= deadline {
                         Err(End::Close(1000, "idle timeout"))
                     } else {
-                        Box::pin(self.write(Message::Ping(Default::default()))).await
+                        idle.as_mut().reset(deadline.into());
+                        Ok(())
                     }
                 }
                 _ = &mut stop => Err(End::Close(1001, "server shutting down")),
@@ -341,25 +385,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Sends the close frame (if any) and waits briefly for the client's.
-    async fn finish(&mut self, end: End) {
+    /// Ends the session if an administrator revoked it or its outbox overflowed.
+    fn check_flags(&mut self, flags: &SessionFlags) -> Step {
+        if flags.revoked.load(Ordering::Acquire) {
+            Err(End::Close(1008, "signed out by an administrator"))
+        } else if flags.overflowed.load(Ordering::Acquire) {
+            let grace = self.app.config.limits.slow_close_grace;
+            self.slow_deadline
+                .get_or_insert_with(|| Instant::now() + grace);
+            Err(End::Close(1008, SLOW_REASON))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends the close frame (if any) and waits briefly for the client's: at most
+    /// `close_wait`, and for a slow client only until its `slow_deadline`. Returns whether the
+    /// close frame was handed to the socket.
+    async fn finish(&mut self, end: End) -> bool {
         let End::Close(code, reason) = end else {
-            return;
+            return false;
         };
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: Utf8Bytes::from_static(reason),
         };
-        let limit = self
-            .app
-            .config
-            .limits
-            .write_timeout
-            .min(std::time::Duration::from_secs(2));
-        let _ = tokio::time::timeout(limit, async {
+        let l = &self.app.config.limits;
+        let mut deadline = Instant::now() + l.close_wait;
+        if let Some(d) = self.slow_deadline {
+            deadline = deadline.min(d);
+        }
+        let mut sent = false;
+        let _ = tokio::time::timeout_at(deadline.into(), async {
             if self.ws.send(Message::Close(Some(frame))).await.is_err() {
                 return;
             }
+            sent = true;
             while let Some(Ok(m)) = self.ws.next().await {
                 if m.is_close() {
                     break;
@@ -367,14 +428,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         })
         .await;
+        sent
+    }
+
+    /// Runs a socket write or flush under its deadline (see `guard`).
+    async fn io(
+        &mut self,
+        f: impl AsyncFnOnce(&mut WebSocketStream<S>) -> Result<(), WsError>,
+    ) -> Step {
+        let l = &self.app.config.limits;
+        let (timeout, grace) = (l.write_timeout, l.slow_close_grace);
+        guard(
+            &self.handle.flags,
+            &mut self.slow_deadline,
+            timeout,
+            grace,
+            f(&mut self.ws),
+        )
+        .await
     }
 
     async fn write(&mut self, msg: Message) -> Step {
-        match tokio::time::timeout(self.app.config.limits.write_timeout, self.ws.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ws_error(e)),
-            Err(_) => Err(End::Gone),
-        }
+        self.io(async |ws| ws.send(msg).await).await
     }
 
     async fn send_frame(&mut self, frame: &ServerFrame) -> Step {
@@ -389,25 +464,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Queues a text frame (a short one in tungstenite's write buffer, a long one written out
     /// at once, see `DIRECT_FRAME_BYTES`); `flush` sends what is queued.
     async fn feed_text(&mut self, text: Utf8Bytes) -> Step {
-        let limit = self.app.config.limits.write_timeout;
-        let r = if text.len() < DIRECT_FRAME_BYTES {
-            tokio::time::timeout(limit, self.ws.feed(Message::Text(text))).await
+        if text.len() < DIRECT_FRAME_BYTES {
+            self.io(async |ws| ws.feed(Message::Text(text)).await).await
         } else {
-            tokio::time::timeout(limit, write_direct(&mut self.ws, text)).await
-        };
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ws_error(e)),
-            Err(_) => Err(End::Gone),
+            self.io(async |ws| write_direct(ws, text).await).await
         }
     }
 
     async fn flush(&mut self) -> Step {
-        match tokio::time::timeout(self.app.config.limits.write_timeout, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ws_error(e)),
-            Err(_) => Err(End::Gone),
-        }
+        self.io(async |ws| ws.flush().await).await
     }
 
     async fn send_error(
@@ -628,14 +693,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Message::Text(text) => self.on_text(text).await,
             Message::Binary(_) => Err(End::Close(1003, "binary frames are not supported")),
             // tungstenite queues the pong; flushing sends it now.
-            Message::Ping(_) => match self.ws.flush().await {
-                Ok(()) => Ok(()),
-                Err(e) => Err(ws_error(e)),
-            },
+            Message::Ping(_) => self.flush().await,
             Message::Pong(_) | Message::Frame(_) => Ok(()),
             Message::Close(_) => {
                 // tungstenite answers the close; flush it out and end.
-                let _ = self.ws.flush().await;
+                let _ = self.flush().await;
                 Err(End::Gone)
             }
         }
@@ -670,12 +732,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .write(Message::Text(Utf8Bytes::from_static("pong")))
                 .await;
         }
-        let envelope: ClientEnvelope = match serde_json::from_str(text.as_str()) {
+        let envelope = match proto::decode(text.as_str()) {
             Ok(e) => e,
             Err(e) => {
-                let (reference, client_id, code) = classify_parse_error(text.as_str(), &e);
                 return self
-                    .send_error(reference, client_id, code, &format!("invalid frame: {e}"))
+                    .send_error(e.reference, e.client_id, e.code, &e.message)
                     .await;
             }
         };
@@ -712,6 +773,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn on_frame(&mut self, r: Option<u64>, frame: ClientFrame) -> Step {
         let limits = self.app.config.limits.clone();
         let user = self.user.id;
+        if let Err(bad) = frame.check(user.0, limits.max_message_bytes, limits.history_max) {
+            let client_id = frame.client_id().map(str::to_string);
+            return self.send_error(r, client_id, bad.code, &bad.message).await;
+        }
         match frame {
             ClientFrame::Sync { cursors, batch } => {
                 self.batch = batch;
@@ -723,45 +788,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 to,
                 text,
             } => {
-                let cid = Some(client_id.clone());
-                let n = client_id.chars().count();
-                if n == 0 || n > model::MAX_CLIENT_ID_CHARS {
-                    return self
-                        .send_error(
-                            r,
-                            cid,
-                            ErrorCode::BadFrame,
-                            "client_id must be 1-64 characters",
-                        )
-                        .await;
-                }
                 let target = match (conversation, to) {
                     (Some(c), None) => Target::Conversation(ConversationId(c)),
                     (None, Some(u)) => Target::User(UserId(u)),
-                    _ => {
-                        return self
-                            .send_error(
-                                r,
-                                cid,
-                                ErrorCode::BadFrame,
-                                "give exactly one of conversation and to",
-                            )
-                            .await
-                    }
+                    // `check` refused both and neither.
+                    _ => return Ok(()),
                 };
-                if text.trim().is_empty() {
-                    return self
-                        .send_error(r, cid, ErrorCode::EmptyText, "the message text is empty")
-                        .await;
-                }
-                if text.len() > limits.max_message_bytes {
-                    let msg = format!(
-                        "the message text is {} bytes; at most {} are allowed",
-                        text.len(),
-                        limits.max_message_bytes
-                    );
-                    return self.send_error(r, cid, ErrorCode::TextTooLong, &msg).await;
-                }
                 self.submit(
                     r,
                     Change::Send {
@@ -778,11 +810,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 limit,
             } => {
                 let limit = limit.unwrap_or(50);
-                if limit == 0 || limit > limits.history_max {
-                    return self
-                        .send_error(r, None, ErrorCode::BadFrame, "limit must be 1-100")
-                        .await;
-                }
                 let before = before.unwrap_or(u64::MAX);
                 let conv = ConversationId(conversation);
                 let text_bytes = limits.page_text_bytes;
@@ -853,22 +880,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             ClientFrame::CreateGroup { title, members } => {
                 let title = title.trim().to_string();
-                let n = title.chars().count();
-                if n == 0 || n > model::MAX_TITLE_CHARS {
-                    return self
-                        .send_error(
-                            r,
-                            None,
-                            ErrorCode::BadFrame,
-                            "title must be 1-64 characters",
-                        )
-                        .await;
-                }
-                if members.len() > model::MAX_GROUP_MEMBERS {
-                    return self
-                        .send_error(r, None, ErrorCode::BadFrame, "at most 1000 members")
-                        .await;
-                }
                 let members = members.into_iter().map(UserId).collect();
                 self.submit(r, Change::CreateGroup { title, members }).await
             }
@@ -876,16 +887,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 conversation,
                 members,
             } => {
-                if members.is_empty() || members.len() > model::MAX_GROUP_MEMBERS {
-                    return self
-                        .send_error(
-                            r,
-                            None,
-                            ErrorCode::BadFrame,
-                            "members must list 1-1000 users",
-                        )
-                        .await;
-                }
                 let members = members.into_iter().map(UserId).collect();
                 self.submit(
                     r,
@@ -900,16 +901,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 conversation,
                 user: target,
             } => {
-                if target == user.0 {
-                    return self
-                        .send_error(
-                            r,
-                            None,
-                            ErrorCode::BadFrame,
-                            "to remove yourself, use leave",
-                        )
-                        .await;
-                }
                 self.submit(
                     r,
                     Change::RemoveMember {
@@ -931,16 +922,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             ClientFrame::Users { query, limit } => {
                 let limit = limit.unwrap_or(50);
-                if limit == 0 || limit > 100 || query.chars().count() > model::MAX_NAME_CHARS {
-                    return self
-                        .send_error(
-                            r,
-                            None,
-                            ErrorCode::BadFrame,
-                            "limit must be 1-100 and query at most 32 characters",
-                        )
-                        .await;
-                }
                 match self
                     .app
                     .db(move |s| s.search_users(&query, limit as usize))
@@ -981,13 +962,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn start_sync(&mut self, r: Option<u64>, cursors: Vec<proto::Cursor>) -> Step {
         let given: HashMap<u64, u64> = cursors.iter().map(|c| (c.conversation, c.seq)).collect();
         let user = self.user.id;
-        let last = match self.welcome_seqs.take() {
+        let ahead = |last: &[(ConversationId, u64)]| {
+            last.iter()
+                .filter_map(|&(conv, last_seq)| {
+                    let c = given.get(&conv.0).copied()?;
+                    (c > last_seq).then_some((conv.0, c, last_seq))
+                })
+                .min()
+        };
+        let mut last = self.welcome_seqs.take();
+        if last.as_deref().is_some_and(|l| ahead(l).is_some()) {
+            // The welcome's seqs may be older than what the client has seen since (on another
+            // connection): only the current ones can say a cursor is ahead.
+            last = None;
+        }
+        let last = match last {
             Some(seqs) => seqs,
             None => match self.app.db(move |s| s.last_seqs(user)).await {
                 Ok(l) => l,
                 Err(e) => return self.internal(r, &e).await,
             },
         };
+        // A cursor past the last message is from another history (a restore gave the database
+        // a new epoch): syncing from it would skip every message up to it, silently.
+        if let Some((conv, cursor, last_seq)) = ahead(&last) {
+            return self
+                .send_frame(&ServerFrame::cursor_ahead(r, conv, cursor, last_seq))
+                .await;
+        }
         self.cursors.clear();
         self.pending.clear();
         for (conv, last_seq) in last {
@@ -1055,6 +1057,47 @@ fn request_names(text: &str) -> (Option<u64>, Option<String>) {
     }
 }
 
+/// Runs a socket write to completion unless the client stops taking data: it ends as
+/// `Stalled` after `timeout` without completing, or by the session's `slow_deadline` once the
+/// outbox has overflowed (the hub says so through `flags.wake`; the deadline is then set to
+/// `grace` from that moment, for this and every later write). A write that is ready at once
+/// costs no timer.
+async fn guard(
+    flags: &SessionFlags,
+    slow_deadline: &mut Option<Instant>,
+    timeout: std::time::Duration,
+    grace: std::time::Duration,
+    write: impl std::future::Future<Output = Result<(), WsError>>,
+) -> Step {
+    // Created before the flag is read, so an overflow after the read still wakes it.
+    let overflow = flags.wake.notified();
+    tokio::pin!(overflow, write);
+    let deadline = |slow: &Option<Instant>, start: Instant| {
+        let d = start + timeout;
+        slow.map_or(d, |s| d.min(s))
+    };
+    let start = Instant::now();
+    if flags.overflowed.load(Ordering::Acquire) {
+        slow_deadline.get_or_insert_with(|| start + grace);
+    }
+    let sleep = tokio::time::sleep_until(deadline(slow_deadline, start).into());
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut write => return r.map_err(ws_error),
+            _ = &mut sleep => return Err(End::Stalled),
+            _ = &mut overflow => {
+                overflow.set(flags.wake.notified());
+                if flags.overflowed.load(Ordering::Acquire) && slow_deadline.is_none() {
+                    *slow_deadline = Some(Instant::now() + grace);
+                    sleep.as_mut().reset(deadline(slow_deadline, start).into());
+                }
+            }
+        }
+    }
+}
+
 /// Writes one text frame to the socket under the WebSocket, after everything tungstenite has
 /// queued (so frames keep their order), with the header from tungstenite's own `FrameHeader`
 /// and one vectored write for header and payload. A server's frames are unmasked and this one
@@ -1105,31 +1148,6 @@ fn ws_error(e: WsError) -> End {
     }
 }
 
-/// Works out the error code of an unparsable frame, and recovers `ref` and `client_id` when
-/// the frame is at least a JSON object, so the error names the request it answers.
-fn classify_parse_error(
-    text: &str,
-    e: &serde_json::Error,
-) -> (Option<u64>, Option<String>, ErrorCode) {
-    let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
-    let Some(obj) = value.as_ref().and_then(|v| v.as_object()) else {
-        return (None, None, ErrorCode::BadJson);
-    };
-    let reference = obj.get("ref").and_then(|v| v.as_u64());
-    let client_id = obj
-        .get("client_id")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
-    let msg = e.to_string();
-    let code = match obj.get("type") {
-        None => ErrorCode::UnknownType,
-        Some(_) if msg.contains("unknown variant") => ErrorCode::UnknownType,
-        Some(t) if !t.is_string() => ErrorCode::UnknownType,
-        _ => ErrorCode::BadFrame,
-    };
-    (reference, client_id, code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1161,45 +1179,5 @@ mod tests {
         assert!(!hub.is_online(UserId(5)));
         drop(reg(3));
         assert!(!hub.is_online(UserId(5)));
-    }
-
-    fn parse_err(text: &str) -> (Option<u64>, Option<String>, ErrorCode) {
-        let e = serde_json::from_str::<ClientEnvelope>(text).unwrap_err();
-        classify_parse_error(text, &e)
-    }
-
-    #[test]
-    fn parse_errors_are_classified() {
-        assert_eq!(parse_err("{oops").2, ErrorCode::BadJson);
-        assert_eq!(parse_err("[1,2]").2, ErrorCode::BadJson);
-        assert_eq!(parse_err(r#"{"text":"hi"}"#).2, ErrorCode::UnknownType);
-        assert_eq!(
-            parse_err(r#"{"type":"dance","ref":3}"#),
-            (Some(3), None, ErrorCode::UnknownType)
-        );
-        let (r, cid, code) = parse_err(r#"{"type":"send","ref":9,"client_id":"c1"}"#);
-        assert_eq!(
-            (r, cid.as_deref(), code),
-            (Some(9), Some("c1"), ErrorCode::BadFrame)
-        );
-        assert_eq!(
-            parse_err(r#"{"type":"read","conversation":"x","seq":1}"#).2,
-            ErrorCode::BadFrame
-        );
-    }
-
-    #[test]
-    fn frames_parse() {
-        let e: ClientEnvelope =
-            serde_json::from_str(r#"{"type":"send","ref":1,"client_id":"a","to":2,"text":"hi"}"#)
-                .unwrap();
-        assert_eq!(e.reference, Some(1));
-        assert!(matches!(e.frame, ClientFrame::Send { to: Some(2), .. }));
-        let e: ClientEnvelope = serde_json::from_str(r#"{"type":"sync"}"#).unwrap();
-        assert!(
-            matches!(e.frame, ClientFrame::Sync { ref cursors, batch } if cursors.is_empty() && !batch)
-        );
-        let e: ClientEnvelope = serde_json::from_str(r#"{"type":"conversations"}"#).unwrap();
-        assert!(matches!(e.frame, ClientFrame::Conversations));
     }
 }

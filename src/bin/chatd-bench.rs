@@ -36,6 +36,9 @@ use chatd::model::{now_ms, ConversationId, UserId};
 /// The durability scenarios (crashloop, restart, dbsize).
 #[path = "bench/durability.rs"]
 mod durability;
+
+#[path = "chatd-bench/logins.rs"]
+mod logins;
 use chatd::store::chat::{MemberCache, Target};
 use chatd::store::Store;
 
@@ -113,6 +116,15 @@ enum Scenario {
         /// Handshakes in flight at once
         #[arg(long, default_value_t = 512)]
         concurrency: usize,
+    },
+    /// N concurrent password logins; server RSS at idle, at peak, after, and `settle` s later
+    /// (src/bin/chatd-bench/logins.rs)
+    Logins {
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+        /// Seconds to keep watching RSS after the burst
+        #[arg(long, default_value_t = 60)]
+        settle: u64,
     },
     /// N clients reconnect at once, each missing `missed` messages, while `rooms` runs
     Catchup {
@@ -617,6 +629,10 @@ struct Report {
     /// Figures of scenarios with their own (the durability scenarios).
     #[serde(flatten)]
     extra: serde_json::Map<String, Value>,
+    /// logins: server RSS before the burst, the highest during it, and `settle` s after it.
+    rss_idle_mb: f64,
+    rss_peak_mb: f64,
+    rss_settled_mb: f64,
 }
 
 fn print_report(r: &Report) {
@@ -894,6 +910,10 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
         Scenario::Crashloop(a) => durability::crashloop(bin, dir, a, &mut r).await?,
         Scenario::Restart(a) => durability::restart(bin, dir, a, &mut r).await?,
         Scenario::Dbsize(a) => durability::dbsize(bin, dir, a, &mut r).await?,
+        Scenario::Logins {
+            concurrency,
+            settle,
+        } => logins::run(bin, dir, concurrency, settle, &mut r).await?,
         Scenario::Idle { conns, hold } => {
             r.scenario = "idle".into();
             r.params = format!("conns={conns} hold={hold}s");

@@ -21,6 +21,7 @@ use crate::auth::{self, Throttled, COOKIE_NAME};
 use crate::cli::Registration;
 use crate::model::{self, now_ms, Session, SessionKind, User};
 use crate::store::{AdminGrant, StoreError};
+use crate::strict_json;
 
 #[derive(Deserialize)]
 struct Credentials {
@@ -97,13 +98,18 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) ->
             ))
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let bad_json = |e: &dyn std::fmt::Display| {
         reply::error(
             StatusCode::BAD_REQUEST,
             "bad_json",
             &format!("invalid request body: {e}"),
         )
-    })
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|e| bad_json(&e))?;
+    // One object, no key twice, bounded depth: serde alone would take `["name", "password"]`
+    // for the struct, by position, and let a repeated key through.
+    strict_json::scan(text).map_err(|(p, _)| bad_json(&p))?;
+    serde_json::from_str(text).map_err(|e| bad_json(&e))
 }
 
 /// The session token a request carries: the cookie, or `Authorization: Bearer <token>`.
@@ -115,13 +121,18 @@ pub fn request_token(headers: &HeaderMap) -> Option<&str> {
     {
         return Some(bearer.trim());
     }
+    cookie(headers, COOKIE_NAME)
+}
+
+/// The value of the cookie `name`, if the request carries it.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE_NAME)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
 }
 
@@ -170,12 +181,21 @@ async fn start_session(app: &Arc<App>, user: &User, status: StatusCode, secure: 
     }
     let mut resp = user_reply(status, user);
     match HeaderValue::from_str(&auth::session_cookie(&token, ttl, secure)) {
-        Ok(v) => {
-            resp.headers_mut().insert(SET_COOKIE, v);
-            resp
+        Ok(v) => resp.headers_mut().insert(SET_COOKIE, v),
+        Err(e) => return reply::internal(&e),
+    };
+    // This browser knows the password: later logins from it are limited on their own
+    // (`auth::Device`), so nobody else's failures can lock it out.
+    let device = auth::new_device_cookie(user.id.0, &user.password_hash)
+        .map(|c| HeaderValue::from_str(&auth::device_cookie(&c, secure)));
+    match device {
+        Ok(Ok(v)) => {
+            resp.headers_mut().append(SET_COOKIE, v);
         }
-        Err(e) => reply::internal(&e),
+        Ok(Err(e)) => return reply::internal(&e),
+        Err(e) => return reply::internal(&e),
     }
+    resp
 }
 
 /// `POST /api/register {name, password}` → 201 `{user}` and a session cookie.
@@ -225,6 +245,7 @@ pub async fn register(app: Arc<App>, req: Request<Incoming>, client: Client) -> 
 /// `POST /api/login {name, password}` → 200 `{user}` and a session cookie.
 pub async fn login(app: Arc<App>, req: Request<Incoming>, client: Client) -> Resp {
     let addr = client.ip;
+    let headers = req.headers().clone();
     let creds: Credentials = match read_json(req, app.config.limits.max_body_bytes).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -235,21 +256,25 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>, client: Client) -> Res
     if creds.password.len() > model::MAX_PASSWORD_BYTES {
         return bad_request("invalid_password", "password must be at most 1024 bytes");
     }
-    if let Err(t) = app.auth.login_allowed(&creds.name, addr) {
-        return throttled(t);
-    }
     let name = creds.name.clone();
     let user = match app.db(move |s| s.user_by_name(&name)).await {
         Ok(u) => u,
         Err(e) => return reply::internal(&e),
     };
+    let device = match (&user, cookie(&headers, auth::DEVICE_COOKIE)) {
+        (Some(u), Some(c)) => auth::device_of(c, u.id.0, &u.password_hash),
+        _ => None,
+    };
+    if let Err(t) = app.auth.login_allowed(&creds.name, addr, device) {
+        return throttled(t);
+    }
     let phc = user.as_ref().map(|u| u.password_hash.clone());
     // SECURITY: unknown names and wrong passwords take the same path, time and answer.
     let ok = app.auth.verify(phc, creds.password).await;
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => {
-            app.auth.login_failed(&creds.name, addr);
+            app.auth.login_failed(&creds.name, addr, device);
             tracing::info!(name = %creds.name, %addr, "failed login");
             return reply::error(
                 StatusCode::UNAUTHORIZED,

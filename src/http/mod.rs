@@ -37,7 +37,7 @@ pub async fn handle(
     let method = req.method().clone();
     let client = Client::of(&app.config, peer, req.headers());
     let own_tls = app.config.tls.is_some();
-    let mut resp = if method == Method::POST && !same_origin(req.headers()) {
+    let mut resp = if method == Method::POST && !same_origin(req.headers(), client.https) {
         // SECURITY: browsers send Origin on cross-site POSTs; refuse them outright.
         reply::error(
             StatusCode::FORBIDDEN,
@@ -129,7 +129,7 @@ async fn route(app: Arc<App>, client: Client, req: Request<Incoming>) -> Resp {
         (&Method::POST, "/api/login") => api::login(app, req, client).await,
         (&Method::POST, "/api/logout") => api::logout(app, req, client).await,
         (&Method::GET, "/api/me") => api::me(app, req).await,
-        (&Method::GET, "/ws") => ws::upgrade(app, req).await,
+        (&Method::GET, "/ws") => ws::upgrade(app, req, client).await,
         (_, "/ws") => method_not_allowed("GET"),
         (_, "/api/register" | "/api/login" | "/api/logout") => method_not_allowed("POST"),
         (_, "/api/me") => method_not_allowed("GET"),
@@ -275,8 +275,11 @@ async fn metrics(app: &Arc<App>) -> Resp {
 }
 
 /// True when the request has no Origin header (not a browser cross-site request) or its Origin
-/// names the host the request was sent to.
-pub fn same_origin(headers: &HeaderMap) -> bool {
+/// is this server's own: the scheme the client used (`https` when it came over TLS, ours or,
+/// with `--behind-proxy`, the proxy's per `X-Forwarded-Proto`: see `Client::https`) and the
+/// host the request was sent to. A page served over http is another origin than the same host
+/// over https, and may not act for it.
+pub fn same_origin(headers: &HeaderMap, https: bool) -> bool {
     let Some(origin) = headers.get(ORIGIN) else {
         return true;
     };
@@ -286,9 +289,11 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     ) else {
         return false;
     };
+    let scheme = if https { "https://" } else { "http://" };
     let authority = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
+        .get(..scheme.len())
+        .filter(|s| s.eq_ignore_ascii_case(scheme))
+        .and_then(|_| origin.get(scheme.len()..));
     authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
 }
 
@@ -313,14 +318,30 @@ mod tests {
     #[test]
     fn origin_check() {
         let mut h = HeaderMap::new();
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, false));
         h.insert(HOST, HeaderValue::from_static("chat.lan:8080"));
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, false));
         h.insert(ORIGIN, HeaderValue::from_static("http://chat.lan:8080"));
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, false));
+        assert!(!same_origin(&h, true), "http page, https server");
+        h.insert(ORIGIN, HeaderValue::from_static("HTTPS://Chat.lan:8080"));
+        assert!(same_origin(&h, true));
+        assert!(!same_origin(&h, false), "https page, http server");
         h.insert(ORIGIN, HeaderValue::from_static("http://evil.example"));
-        assert!(!same_origin(&h));
-        h.insert(ORIGIN, HeaderValue::from_static("null"));
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, false));
+        for o in [
+            "null",
+            "ws://chat.lan:8080",
+            "chat.lan:8080",
+            "http://",
+            "é",
+        ] {
+            h.insert(
+                ORIGIN,
+                HeaderValue::from_str(o).unwrap_or(HeaderValue::from_static("x")),
+            );
+            assert!(!same_origin(&h, false), "{o}");
+            assert!(!same_origin(&h, true), "{o}");
+        }
     }
 }

@@ -36,8 +36,8 @@ fn has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token: &str) 
 
 /// SECURITY: a browser page from another site must not open a socket with our cookie
 /// (cross-site WebSocket hijacking). No Origin (non-browser clients) is fine.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    if super::same_origin(headers) {
+pub fn origin_allowed(headers: &HeaderMap, https: bool, allowed: &[String]) -> bool {
+    if super::same_origin(headers, https) {
         return true;
     }
     headers
@@ -59,7 +59,7 @@ pub fn ws_config(l: &Limits) -> WebSocketConfig {
 }
 
 /// `GET /ws`.
-pub async fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
+pub async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, client: super::Client) -> Resp {
     let headers = req.headers();
     if !has_token(headers, CONNECTION, "upgrade") || !has_token(headers, UPGRADE, "websocket") {
         return reply::error(
@@ -88,7 +88,7 @@ pub async fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
             "missing Sec-WebSocket-Key",
         );
     };
-    if !origin_allowed(headers, &app.config.allowed_origins) {
+    if !origin_allowed(headers, client.https, &app.config.allowed_origins) {
         return reply::error(
             StatusCode::FORBIDDEN,
             "bad_origin",

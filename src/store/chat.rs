@@ -156,7 +156,7 @@ fn encode_conv_record(c: &ConvRecord) -> Vec<u8> {
 }
 
 /// A sealed conversation record; a damaged one is reported (`damage`) and an error.
-fn decode_conv(id: u64, raw: &[u8]) -> Result<ConvRecord> {
+pub(super) fn decode_conv(id: u64, raw: &[u8]) -> Result<ConvRecord> {
     let rec = super::unsealed("conversations", id, &codec::key1(id), raw)?;
     decode_conv_record(rec).map_err(|e| super::damaged("conversations", id, e))
 }

@@ -24,6 +24,8 @@ pub mod damage;
 mod damage_tests;
 mod dbfile;
 pub(crate) mod fault;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod health;
 pub mod identity;
 mod messages;

@@ -504,13 +504,7 @@ impl LogFile {
     fn write_unsynced(&mut self, payload: &[u8]) -> std::io::Result<()> {
         debug_assert!(self.unsynced.is_none(), "one unsynced record at a time");
         self.buf.clear();
-        self.buf.extend_from_slice(MAGIC);
-        self.buf
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&self.salt.to_le_bytes());
-        self.buf
-            .extend_from_slice(&checksum(self.salt, payload).to_le_bytes());
-        self.buf.extend_from_slice(payload);
+        frame_record(&mut self.buf, self.salt, payload);
         if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
             self.cut_off();
             return Err(e);
@@ -579,6 +573,15 @@ fn checksum(salt: u64, payload: &[u8]) -> u64 {
     fnv1a_from(fnv1a(&salt.to_le_bytes()), payload)
 }
 
+/// Appends a whole record (header, then `payload`) to `buf`.
+pub(super) fn frame_record(buf: &mut Vec<u8>, salt: u64, payload: &[u8]) {
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&salt.to_le_bytes());
+    buf.extend_from_slice(&checksum(salt, payload).to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
 /// Whether the log file at `path` holds any record (a missing file holds none).
 pub fn holds_records(path: &Path) -> std::io::Result<bool> {
     match std::fs::read(path) {
@@ -588,7 +591,7 @@ pub fn holds_records(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-fn batch_payload(number: u64, epoch: u64, now_ms: u64, ops: &[LoggedOp<'_>]) -> Vec<u8> {
+pub(super) fn batch_payload(number: u64, epoch: u64, now_ms: u64, ops: &[LoggedOp<'_>]) -> Vec<u8> {
     let mut e = Enc::new(1)
         .u8(KIND_BATCH)
         .u64(number)
@@ -602,20 +605,20 @@ fn batch_payload(number: u64, epoch: u64, now_ms: u64, ops: &[LoggedOp<'_>]) -> 
 }
 
 /// A log file's bytes, read back.
-struct Parsed {
-    batches: Vec<Batch>,
-    aborted: Vec<u64>,
+pub(super) struct Parsed {
+    pub(super) batches: Vec<Batch>,
+    pub(super) aborted: Vec<u64>,
     /// Length of the readable records.
-    good: usize,
+    pub(super) good: usize,
     /// The salt of the records (if they have one).
-    salt: Option<u64>,
-    dropped_bytes: u64,
-    damage: Option<Damage>,
+    pub(super) salt: Option<u64>,
+    pub(super) dropped_bytes: u64,
+    pub(super) damage: Option<Damage>,
 }
 
 /// Reads records until the end or the first one that is damaged or not of the file's current
 /// use, then looks at what follows (see `Damage`).
-fn parse(bytes: &[u8]) -> Parsed {
+pub(super) fn parse(bytes: &[u8]) -> Parsed {
     let mut batches: Vec<Batch> = Vec::new();
     let mut aborted: Vec<u64> = Vec::new();
     let mut at = 0;

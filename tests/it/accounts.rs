@@ -1,7 +1,7 @@
 //! The account API end to end: register, log in, log out, who-am-I, sessions across restarts,
 //! disabled accounts, rate limits, closed registration.
 
-use crate::support::{chatd, creds, Server};
+use crate::support::{chatd, creds, post_json_from, Server};
 
 #[tokio::test]
 async fn register_login_me_logout() {
@@ -98,32 +98,127 @@ async fn wrong_password_and_unknown_user_look_the_same() {
     assert!(wrong.header("set-cookie").is_none());
 }
 
+/// After 5 wrong passwords from anyone, the right password got 429 for a minute: anyone who
+/// knew a name could keep its owner out with one request a minute. Failures now count per
+/// (account, address), per address and, much more loosely, per account; a browser that logged
+/// in before (device cookie) has its own budget. The attacker stays throttled throughout.
 #[tokio::test]
-async fn failed_logins_are_rate_limited_per_account() {
+async fn an_attacker_cannot_lock_the_owner_out_and_stays_throttled() {
+    use std::net::Ipv4Addr;
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &[]);
-    srv.post_json("/api/register", &creds("dave", "password-1"), &[])
-        .await;
-    for i in 0..5 {
-        let r = srv
-            .post_json("/api/login", &creds("dave", "nope-nope"), &[])
-            .await;
-        assert_eq!(r.status, 401, "attempt {i}");
-    }
-    // Now even the right password is refused for a while, with a Retry-After.
+    let owner = Ipv4Addr::new(127, 0, 0, 1);
+    let attacker = Ipv4Addr::new(127, 0, 0, 2);
+    let login = |from: Ipv4Addr, password: &'static str, cookie: Option<String>| {
+        let addr = srv.addr;
+        async move {
+            let h: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+            post_json_from(from, addr, "/api/login", &creds("dave", password), &h).await
+        }
+    };
     let r = srv
-        .post_json("/api/login", &creds("DAVE", "password-1"), &[])
+        .post_json("/api/register", &creds("dave", "password-1"), &[])
         .await;
-    assert_eq!(r.status, 429);
-    assert_eq!(r.error_code(), "rate_limited");
-    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=60).contains(&wait), "{wait}");
-    // Another account from the same address is still fine (the per-address budget is larger).
+    assert_eq!(r.status, 201);
+    let registered = r;
+
+    // One attacker: 5 failures, then throttled, even with the right password.
+    for i in 0..5 {
+        assert_eq!(
+            login(attacker, "nope-nope", None).await.status,
+            401,
+            "attempt {i}"
+        );
+    }
+    for _ in 0..3 {
+        let r = login(attacker, "nope-nope", None).await;
+        assert_eq!(
+            (r.status, r.error_code()),
+            (429, "rate_limited".to_string())
+        );
+        let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+    }
+    assert_eq!(login(attacker, "password-1", None).await.status, 429);
+    // The owner, from their own address and a browser that never logged in: fine.
+    let r = login(owner, "password-1", None).await;
+    assert_eq!(r.status, 200, "the owner was locked out: {:?}", r.body);
+    assert_eq!(login(attacker, "password-1", None).await.status, 429);
+
+    // Registering (and every login) gave the browser a device cookie for this account.
+    let device = registered.cookie("chatd_device").expect("a device cookie");
+    let sc: Vec<&str> = registered
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let dc = sc.iter().find(|c| c.starts_with("chatd_device=")).unwrap();
+    assert!(
+        dc.contains("Path=/api/login") && dc.contains("HttpOnly"),
+        "{dc}"
+    );
+    assert!(dc.contains("SameSite=Strict"), "{dc}");
+
+    // Many addresses together drain the account's budget for unknown browsers...
+    let mut failures = 5;
+    'spray: for last in 3..=60u8 {
+        let from = Ipv4Addr::new(127, 0, 0, last);
+        for _ in 0..5 {
+            let r = login(from, "nope-nope", None).await;
+            if r.status == 429 {
+                break 'spray;
+            }
+            assert_eq!(r.status, 401);
+            failures += 1;
+        }
+    }
+    assert!(
+        (30..=45).contains(&failures),
+        "{failures} failures before the account's limit"
+    );
+    let fresh = Ipv4Addr::new(127, 0, 0, 99);
+    assert_eq!(login(fresh, "password-1", None).await.status, 429);
+    assert_eq!(login(fresh, "nope-nope", None).await.status, 429);
+    // ...but not for the owner's browser that logged in before, from any address.
+    let r = login(fresh, "password-1", Some(device.clone())).await;
+    assert_eq!(
+        r.status, 200,
+        "the owner's browser was locked out: {:?}",
+        r.body
+    );
+    // A device cookie is no pass for guessing: 10 failures, then that browser waits too.
+    let mut refused = 0;
+    for _ in 0..12 {
+        match login(attacker, "nope-nope", Some(device.clone()))
+            .await
+            .status
+        {
+            401 => {}
+            429 => refused += 1,
+            s => panic!("{s}"),
+        }
+    }
+    assert_eq!(refused, 2);
+    // A forged or foreign device cookie is no cookie.
+    let forged = format!("{}0", &device[..device.len() - 1]);
+    let forged = if forged == device {
+        format!("{}1", &device[..device.len() - 1])
+    } else {
+        forged
+    };
+    assert_eq!(login(owner, "password-1", Some(forged)).await.status, 429);
+    // Another account from the attacker's address is fine while the address has budget.
     srv.post_json("/api/register", &creds("erin", "password-1"), &[])
         .await;
-    let r = srv
-        .post_json("/api/login", &creds("erin", "password-1"), &[])
-        .await;
+    let r = post_json_from(
+        attacker,
+        srv.addr,
+        "/api/login",
+        &creds("erin", "password-1"),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 200);
 }
 

@@ -120,3 +120,11 @@ fn dbsize() {
     ]);
     assert!(out.contains("bytes_per_message_stopped"), "{out}");
 }
+
+#[test]
+fn logins() {
+    let out = bench(&["logins", "--concurrency", "6", "--settle", "0"]);
+    for field in ["rss_idle_mb", "rss_peak_mb", "acked"] {
+        assert!(out.contains(field), "{field} missing:\n{out}");
+    }
+}

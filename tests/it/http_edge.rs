@@ -265,3 +265,110 @@ async fn the_server_raises_its_open_file_limit() {
     assert_eq!(r.status, 200, "with 300 connections held");
     drop(held);
 }
+
+/// serde's derive takes a struct given as a JSON array, field by position: `["alice",
+/// "password-1"]` logged alice in. A body must be one JSON object, with no key twice and at
+/// most 32 levels deep.
+#[tokio::test]
+async fn json_bodies_by_position_or_with_repeated_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let r = srv
+        .post_json("/api/register", &creds("alice", "password-1"), &[])
+        .await;
+    assert_eq!(r.status, 201);
+    let deep = format!(
+        r#"{{"name":"alice","password":"password-1","x":{}{}}}"#,
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let cases = [
+        ("/api/login", r#"["alice","password-1"]"#.to_string()),
+        ("/api/register", r#"["bob","password-1"]"#.to_string()),
+        (
+            "/api/login",
+            r#"{"name":"mallory","name":"alice","password":"password-1"}"#.to_string(),
+        ),
+        (
+            "/api/login",
+            r#"{"name":"alice","password":"password-1","x":{"a":1,"a":2}}"#.to_string(),
+        ),
+        ("/api/login", deep),
+    ];
+    for (path, body) in cases {
+        let r = srv.post_json(path, &body, &[]).await;
+        assert_eq!(r.status, 400, "{path} {body}: {:?}", r.body);
+        assert_eq!(r.error_code(), "bad_json", "{path} {body}");
+        assert!(r.header("set-cookie").is_none(), "{path} {body}");
+    }
+    // Unknown fields are still ignored.
+    let r = srv
+        .post_json(
+            "/api/login",
+            r#"{"name":"alice","password":"password-1","remember":true}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+/// On a plain-http server an `Origin: https://host:port` passed (only the host was compared):
+/// the scheme counts. With `--behind-proxy`, the scheme is the proxy's `X-Forwarded-Proto`.
+#[tokio::test]
+async fn an_origin_with_the_other_scheme_is_refused() {
+    use crate::support::ws::{try_connect, user};
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let alice = user(&srv, "alice").await;
+    let (http_o, https_o) = (
+        format!("http://{}", srv.addr),
+        format!("https://{}", srv.addr),
+    );
+    let r = srv
+        .post_json(
+            "/api/login",
+            &creds("alice", "password-1"),
+            &[("origin", &https_o)],
+        )
+        .await;
+    assert_eq!((r.status, r.error_code()), (403, "bad_origin".to_string()));
+    let r = srv
+        .post_json(
+            "/api/login",
+            &creds("alice", "password-1"),
+            &[("origin", &http_o)],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let ws = |o: &str| [("cookie", alice.cookie.clone()), ("origin", o.to_string())];
+    let connect = |h: [(&'static str, String); 2]| async move {
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        try_connect(srv.addr, &h).await.err()
+    };
+    assert_eq!(connect(ws(&https_o)).await, Some(403));
+    assert_eq!(connect(ws(&http_o)).await, None);
+    drop(srv);
+
+    // Behind a TLS-terminating proxy, the page's origin is https.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--behind-proxy"]);
+    let (http_o, https_o) = (
+        format!("http://{}", srv.addr),
+        format!("https://{}", srv.addr),
+    );
+    let proxied = |o: &str| {
+        let o = o.to_string();
+        let srv = &srv;
+        async move {
+            srv.post_json(
+                "/api/register",
+                &creds("bob", "password-1"),
+                &[("origin", &o), ("x-forwarded-proto", "https")],
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(proxied(&http_o).await, 403);
+    assert_eq!(proxied(&https_o).await, 201);
+}

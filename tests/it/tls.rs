@@ -79,6 +79,81 @@ async fn https(addr: SocketAddr, method: &str, path: &str, body: Option<String>)
     .await
 }
 
+/// The status of a wss upgrade with these extra headers (101 when it succeeds).
+async fn wss_status(addr: SocketAddr, headers: &[(&str, &str)]) -> u16 {
+    let mut req = format!("wss://localhost:{}/ws", addr.port())
+        .into_client_request()
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::client_async(req, tls(addr).await).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+/// An `Origin` is `scheme://host[:port]`: a page from `http://` the same host and port is
+/// another origin than the https server, and may neither post nor open a WebSocket.
+#[tokio::test]
+async fn an_origin_with_the_other_scheme_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        &tmp.path().join("data"),
+        &[
+            "--tls-cert",
+            fixture("server1.pem").to_str().unwrap(),
+            "--tls-key",
+            fixture("server1-key.pem").to_str().unwrap(),
+        ],
+    );
+    let addr = srv.addr;
+    let host = format!("localhost:{}", addr.port());
+    let post = |origin: String| {
+        let host = host.clone();
+        async move {
+            let headers = [
+                ("content-type", "application/json"),
+                ("origin", origin.as_str()),
+            ];
+            let body = creds("alice", "password-1").into_bytes();
+            http_on(
+                tls(addr).await,
+                &host,
+                "POST",
+                "/api/register",
+                &headers,
+                Some(body),
+            )
+            .await
+        }
+    };
+    let r = post(format!("http://{host}")).await;
+    assert_eq!(
+        (r.status, r.header("content-type").is_some()),
+        (403, true),
+        "{:?}",
+        r.body
+    );
+    let r = post(format!("https://{host}")).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let cookie = r.session_cookie();
+    let http_origin = format!("http://{host}");
+    let https_origin = format!("https://{host}");
+    assert_eq!(
+        wss_status(addr, &[("cookie", &cookie), ("origin", &http_origin)]).await,
+        403
+    );
+    assert_eq!(
+        wss_status(addr, &[("cookie", &cookie), ("origin", &https_origin)]).await,
+        101
+    );
+}
+
 #[tokio::test]
 async fn https_and_wss_with_reload_on_sighup() {
     let tmp = tempfile::tempdir().unwrap();

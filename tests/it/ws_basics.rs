@@ -100,11 +100,74 @@ async fn same_client_id_never_makes_a_second_message() {
     let again = a.say(json!({"to": bob.id}), "same", "once").await;
     assert_eq!(first["seq"], again["seq"]);
     assert_eq!(first["time"], again["time"]);
+    // The text is not compared: the same client_id with other text is the same message.
+    let other = a.say(json!({"to": bob.id}), "same", "something else").await;
+    assert_eq!(
+        (&other["seq"], &other["time"]),
+        (&first["seq"], &first["time"])
+    );
     let mut b = Client::connect(&srv, &bob).await;
     b.send(json!({"type": "history", "conversation": first["conversation"]}))
         .await;
     let h = b.recv_type("history").await;
     assert_eq!(h["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(h["messages"][0]["text"], "once");
+}
+
+/// A `sync` cursor above a conversation's last message (e.g. kept across a restore by a client
+/// that ignored the epoch) was accepted silently, and every new message up to that cursor was
+/// never delivered to it. It gets `cursor_ahead` with the conversation's `last_seq`, and the
+/// sync does not start.
+#[tokio::test]
+async fn a_sync_cursor_past_the_last_message_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let mut a = Client::connect_synced(&srv, &alice).await;
+    let mut conv = 0;
+    for i in 1..=3 {
+        conv = a.say(json!({"to": bob.id}), &format!("m{i}"), "hi").await["conversation"]
+            .as_u64()
+            .unwrap();
+    }
+    let mut b = Client::connect(&srv, &bob).await;
+    let e = b
+        .request(json!({"type": "sync", "cursors": [{"conversation": conv, "seq": 5}]}))
+        .await;
+    assert_eq!(e["type"], "error", "{e}");
+    assert_eq!(e["code"], "cursor_ahead", "{e}");
+    assert_eq!(
+        (&e["conversation"], &e["last_seq"]),
+        (&json!(conv), &json!(3)),
+        "{e}"
+    );
+    // Not synced: a new message is not delivered...
+    a.say(json!({"conversation": conv}), "m4", "four").await;
+    b.expect_no("message", std::time::Duration::from_millis(300))
+        .await;
+    // ...until a sync with a cursor the server has; then it is, once.
+    let (synced, before) = b
+        .request_collect(json!({"type": "sync", "cursors": [{"conversation": conv, "seq": 3}]}))
+        .await;
+    assert_eq!(synced["type"], "synced", "{synced}");
+    let seqs: Vec<u64> = before
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![4]);
+
+    // A cursor past what the welcome said, but not past the conversation now (the client saw
+    // the newer message elsewhere): accepted.
+    let mut b2 = Client::connect(&srv, &bob).await;
+    assert_eq!(b2.welcome["conversations"][0]["last_seq"], 4);
+    a.say(json!({"conversation": conv}), "m5", "five").await;
+    let (synced, before) = b2
+        .request_collect(json!({"type": "sync", "cursors": [{"conversation": conv, "seq": 5}]}))
+        .await;
+    assert_eq!(synced["type"], "synced", "{synced} after {before:?}");
+    assert!(before.iter().all(|f| f["type"] != "message"), "{before:?}");
 }
 
 #[tokio::test]

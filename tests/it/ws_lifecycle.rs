@@ -86,6 +86,53 @@ async fn heartbeat_keeps_readers_and_closes_silent_clients() {
     assert_eq!(r["type"], "users");
 }
 
+/// Waits, without reading through the WebSocket (which would answer pings), until the server
+/// has sent a close frame, by peeking at the socket's received bytes; returns the close code.
+async fn peek_until_close(c: &Client, limit: Duration) -> Option<u16> {
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = c.ws.get_ref() else {
+        panic!("a plain TCP connection")
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    while tokio::time::Instant::now() < deadline {
+        let n = tokio::time::timeout(Duration::from_millis(20), tcp.peek(&mut buf))
+            .await
+            .map_or(0, |r| r.unwrap_or(0));
+        // Server frames are unmasked; these are short (7-bit lengths).
+        let mut at = 0;
+        while at + 2 <= n {
+            let (op, len) = (buf[at] & 0x0f, usize::from(buf[at + 1] & 0x7f));
+            if op == 8 && at + 4 <= n {
+                return Some(u16::from_be_bytes([buf[at + 2], buf[at + 3]]));
+            }
+            at += 2 + len;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// The idle timeout was checked only at ping ticks: with `--ping-interval 5 --idle-timeout 6`
+/// a silent client was closed 10 s after its last frame, not 6.
+#[tokio::test]
+async fn a_silent_client_is_closed_at_the_idle_timeout_not_the_next_ping() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--ping-interval", "5", "--idle-timeout", "6"]);
+    let bob = user(&srv, "bob").await;
+    let mut silent = Client::connect(&srv, &bob).await;
+    silent.send(json!({"type": "sync", "ref": 1})).await;
+    let last_frame = Instant::now();
+    silent.recv_type("synced").await;
+    let code = peek_until_close(&silent, Duration::from_secs(12)).await;
+    let after = last_frame.elapsed();
+    eprintln!("idle close {code:?} after {after:?}");
+    assert_eq!(code, Some(1000), "no close frame within 12 s");
+    assert!(
+        after >= Duration::from_millis(5900) && after < Duration::from_millis(7000),
+        "closed {after:?} after the last frame; the idle timeout is 6 s"
+    );
+}
+
 #[tokio::test]
 async fn per_user_connection_limit_refuses_the_extra_upgrade_with_429() {
     let dir = tempfile::tempdir().unwrap();
@@ -299,6 +346,104 @@ async fn slow_consumer_is_disconnected_and_resumes_without_loss() {
     assert_eq!(ids, sent, "every acked message delivered exactly once");
     assert_eq!(srv.get("/healthz", &[]).await.status, 200);
     eprintln!("slow consumer: done after {:?}", started.elapsed());
+}
+
+/// A client that stops reading entirely while messages pile up used to be cut off by the 10-s
+/// write timeout (~12 s in), without a close frame and without being counted, though the log
+/// had said at ~4.6 s that it was being closed. Now, once its outbox overflows, its socket gets
+/// `slow_close_grace` (2 s) to take the close frame; a client that reads nothing cannot, and is
+/// dropped then; every such drop is counted and logged as what it was. A stalled catch-up (no
+/// outbox involved) is dropped after the write timeout, and counted too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_dropped_promptly_counted_and_logged_truthfully() {
+    const SENDERS: usize = 10;
+    const PER_SENDER: usize = 200;
+    const SIZE: usize = 8 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let mut a = Client::connect_synced(&srv, &alice).await;
+    let ack = a.say(json!({"to": bob.id}), "start", "start").await;
+    let conv = ack["conversation"].as_u64().unwrap();
+    a.close().await;
+
+    // Bob syncs, then reads nothing at all.
+    let mut stalled = connect_small_rcvbuf(&srv, &bob, 4096).await;
+    stalled.send(json!({"type": "sync"})).await;
+    stalled.recv_until("synced").await;
+
+    let mut senders = Vec::new();
+    for _ in 0..SENDERS {
+        senders.push(Client::connect(&srv, &alice).await);
+    }
+    let flood = tokio::spawn(flood_conversation(senders, conv, PER_SENDER, SIZE));
+    // Watch for the overflow (the hub's line) and the drop (the counter).
+    let started = Instant::now();
+    let (mut overflow, mut dropped) = (None, None);
+    while dropped.is_none() && started.elapsed() < Duration::from_secs(40) {
+        if overflow.is_none() && srv.log().contains("outbox full") {
+            overflow = Some(Instant::now());
+        }
+        if srv.metric("chatd_slow_client_disconnects_total").await >= 1.0 {
+            dropped = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let overflow = overflow.expect("the outbox never overflowed");
+    let dropped = dropped.expect("the stalled client was not counted as a slow client");
+    let took = dropped.saturating_duration_since(overflow);
+    eprintln!(
+        "stalled client: outbox full after {:?}, dropped {took:?} later",
+        overflow - started
+    );
+    assert!(
+        took < Duration::from_millis(3500),
+        "dropped {took:?} after the overflow"
+    );
+    assert_eq!(flood.await.unwrap().len(), SENDERS * PER_SENDER);
+
+    // What the client sees (frames, then a close frame or the end) matches the log.
+    let (code, frames) = read_to_end(&mut stalled).await;
+    let log = srv.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("slow client:"))
+        .unwrap_or_else(|| panic!("no slow client line in the log:\n{log}"));
+    assert!(line.contains("its outbox of 1024 frames filled"), "{line}");
+    match code {
+        Some(c) => {
+            assert_eq!(c, 1008);
+            assert!(line.contains("closed with 1008"), "got 1008 but: {line}");
+        }
+        None => assert!(
+            line.contains("took no data for 2s: dropped without a close frame"),
+            "got no close frame but: {line}"
+        ),
+    }
+    eprintln!(
+        "stalled client got {} frames, then {code:?}; {line}",
+        frames.len()
+    );
+
+    // A catch-up to a client that reads nothing: nothing to overflow, the write stalls.
+    let mut stalled = connect_small_rcvbuf(&srv, &bob, 4096).await;
+    stalled.send(json!({"type": "sync"})).await;
+    let t0 = Instant::now();
+    while srv.metric("chatd_slow_client_disconnects_total").await < 2.0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the stalled catch-up was not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("stalled catch-up dropped after {:?}", t0.elapsed());
+    assert!(t0.elapsed() >= Duration::from_secs(9), "{:?}", t0.elapsed());
+    srv.wait_log(
+        "it stopped reading; a write made no progress for 10s: dropped without a close frame",
+    );
+    drop(stalled);
+    assert_eq!(srv.get("/healthz", &[]).await.status, 200);
 }
 
 #[tokio::test]

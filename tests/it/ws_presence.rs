@@ -265,3 +265,99 @@ async fn directory_filters_case_insensitively_and_hides_disabled_accounts() {
     let r = a.request(json!({"type": "users"})).await;
     assert!(entries(&r).iter().all(|(n, _)| n != "alibaba"), "{r}");
 }
+
+/// What the others see of a disabled user, and what writing to one does (PROTOCOL.md,
+/// "Disabled accounts"): the user goes offline at once, leaves the directory, stays in
+/// conversations and member lists with their messages; a `send` with `to` them, or a group
+/// or a new group naming them, is `user_not_found`; a `send` into an existing conversation with
+/// them is stored (they read it if they are enabled again).
+#[tokio::test]
+async fn a_disabled_user_goes_offline_leaves_the_directory_and_keeps_their_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let carol = user(&srv, "carol").await;
+    let mut a = Client::connect_synced(&srv, &alice).await;
+    let mut b = Client::connect_synced(&srv, &bob).await;
+    let direct = a.say(json!({"to": bob.id}), "d1", "hi bob").await["conversation"]
+        .as_u64()
+        .unwrap();
+    let g = a
+        .request(json!({"type": "create_group", "title": "g", "members": [bob.id]}))
+        .await;
+    let group = g["conversation"]["id"].as_u64().unwrap();
+    b.say(json!({"conversation": group}), "b1", "from bob")
+        .await;
+
+    // Disabled while the server runs: his connection is closed, alice sees him go offline.
+    let out = chatd(&["user", "disable", "bob", "--data-dir", d], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(b.recv_close().await, 1008);
+    loop {
+        let p = a.recv_type("presence").await;
+        if p["user"] == bob.id && p["online"] == false {
+            break;
+        }
+    }
+    let r = a.request(json!({"type": "users", "query": "bo"})).await;
+    assert_eq!(r["users"], json!([]), "{r}");
+    // Still in the conversation list, the member list and the history.
+    let l = a.request(json!({"type": "conversations"})).await;
+    let ids: Vec<u64> = l["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids.contains(&direct) && ids.contains(&group), "{l}");
+    let m = a
+        .request(json!({"type": "members", "conversation": group}))
+        .await;
+    let bob_m = m["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == bob.id)
+        .cloned();
+    assert_eq!(
+        bob_m.map(|x| x["online"].clone()),
+        Some(json!(false)),
+        "{m}"
+    );
+    let h = a
+        .request(json!({"type": "history", "conversation": group}))
+        .await;
+    assert_eq!(h["messages"][0]["sender_name"], "bob");
+    // Writing to him.
+    let e = a
+        .request_err(json!({"type": "send", "client_id": "d2", "to": bob.id, "text": "hello?"}))
+        .await;
+    assert_eq!(e["code"], "user_not_found", "{e}");
+    let ack = a
+        .say(json!({"conversation": direct}), "d3", "for later")
+        .await;
+    assert_eq!(ack["seq"], 2);
+    let f = json!({"type": "create_group", "title": "h", "members": [bob.id, carol.id]});
+    let e = a.request_err(f.clone()).await;
+    assert_eq!(e["code"], "user_not_found", "{f}: {e}");
+    // Naming him where he already is a member changes nothing, as for anyone.
+    let r = a
+        .request(json!({"type": "add_members", "conversation": group, "members": [bob.id]}))
+        .await;
+    assert_eq!(r["conversation"]["member_count"], 2, "{r}");
+    // Enabled again, he logs in and finds the message.
+    let out = chatd(&["user", "enable", "bob", "--data-dir", d], None);
+    assert!(out.status.success());
+    let bob = crate::support::ws::login(&srv, "bob", "password-1").await;
+    let mut b = Client::connect(&srv, &bob).await;
+    let h = b
+        .request(json!({"type": "history", "conversation": direct}))
+        .await;
+    assert_eq!(h["messages"][1]["text"], "for later");
+}

@@ -425,3 +425,168 @@ async fn application_pings_count_against_the_frame_rate_limit() {
     );
     others_still_work(&srv, &mut a, &mut b, &bob, 1).await;
 }
+
+/// serde matches an enum variant by its index as well as by its name: `{"type":1,...}` was
+/// executed as a `send` (the second frame type) and stored, `{"type":5}` returned the
+/// conversation list. Anything that is not a frame's name is `unknown_type`, and a cursor given
+/// as an array (by position) is `bad_frame`; nothing is executed.
+#[tokio::test]
+async fn a_frame_named_by_position_is_not_executed() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let mut a = Client::connect_synced(&srv, &alice).await;
+    let mut b = Client::connect_synced(&srv, &bob).await;
+    let ack = a.say(json!({"to": bob.id}), "real", "real").await;
+    let conv = ack["conversation"].as_u64().unwrap();
+    b.recv_type("message").await;
+
+    for i in 0..=13u64 {
+        let f = json!({"type": i, "ref": 100 + i, "client_id": format!("pos-{i}"), "to": bob.id,
+            "conversation": conv, "seq": 1, "user": bob.id, "title": "by position",
+            "members": [bob.id], "text": "sent by position"});
+        let e = raw_reply(&mut a, &f.to_string()).await;
+        assert_eq!(e["type"], "error", "type {i}: {e}");
+        assert_eq!(e["code"], "unknown_type", "type {i}: {e}");
+        assert_eq!(e["ref"], 100 + i, "{e}");
+    }
+    for t in [
+        json!(true),
+        json!(null),
+        json!(["send"]),
+        json!({"send": {}}),
+        json!("Send"),
+    ] {
+        let f = json!({"type": t, "ref": 7, "client_id": "x", "to": bob.id, "text": "hi"});
+        let e = raw_reply(&mut a, &f.to_string()).await;
+        assert_eq!(
+            (&e["code"], &e["ref"]),
+            (&json!("unknown_type"), &json!(7)),
+            "{f}: {e}"
+        );
+    }
+    // A cursor by position: [conversation, seq].
+    let e = raw_reply(
+        &mut a,
+        &json!({"type": "sync", "ref": 8, "cursors": [[conv, 0]]}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (&e["code"], &e["ref"]),
+        (&json!("bad_frame"), &json!(8)),
+        "{e}"
+    );
+
+    // Nothing was executed: bob got no message, no group was made, history has one message.
+    b.expect_no("message", std::time::Duration::from_millis(300))
+        .await;
+    let h = b
+        .request(json!({"type": "history", "conversation": conv}))
+        .await;
+    assert_eq!(message_fields(&h, "client_id"), vec!["real"]);
+    let l = b.request(json!({"type": "conversations"})).await;
+    assert_eq!(l["conversations"].as_array().unwrap().len(), 1, "{l}");
+    others_still_work(&srv, &mut a, &mut b, &bob, 1).await;
+}
+
+/// A frame that is not valid JSON still names its request when its `ref` (and `client_id`)
+/// came before the fault; a key given twice, at any depth, or nesting deeper than 32 levels
+/// makes the frame `bad_frame` and nothing of it is executed.
+#[tokio::test]
+async fn broken_frames_name_their_request_and_repeated_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let mut a = Client::connect_synced(&srv, &alice).await;
+    let mut b = Client::connect_synced(&srv, &bob).await;
+    let ack = a.say(json!({"to": bob.id}), "real", "real").await;
+    let conv = ack["conversation"].as_u64().unwrap();
+    b.recv_type("message").await;
+
+    let cases = [
+        (
+            r#"{"type":"conversations","ref":60,}"#.to_string(),
+            "bad_json",
+            Some(60),
+            None,
+        ),
+        (
+            r#"{"ref":61,"type":"sync"} and more"#.to_string(),
+            "bad_json",
+            Some(61),
+            None,
+        ),
+        (
+            format!(
+                r#"{{"type":"send","ref":62,"client_id":"c62","to":{},"text":"no end"#,
+                bob.id
+            ),
+            "bad_json",
+            Some(62),
+            Some("c62"),
+        ),
+        (
+            r#"{"oops":1,"ref":63}"#.replace(":1,", ":1;"),
+            "bad_json",
+            None,
+            None,
+        ),
+        (
+            format!(
+                r#"{{"type":"send","ref":64,"client_id":"c64","conversation":{conv},"text":"one","text":"two"}}"#
+            ),
+            "bad_frame",
+            Some(64),
+            Some("c64"),
+        ),
+        (
+            format!(
+                r#"{{"type":"send","ref":65,"client_id":"c65","conversation":{conv},"text":"hi","x":1,"x":2}}"#
+            ),
+            "bad_frame",
+            Some(65),
+            Some("c65"),
+        ),
+        (
+            format!(
+                r#"{{"type":"sync","ref":66,"cursors":[{{"conversation":{conv},"conversation":{conv},"seq":0}}]}}"#
+            ),
+            "bad_frame",
+            Some(66),
+            None,
+        ),
+        (
+            format!(
+                r#"{{"type":"send","client_id":"c67","ref":67,"ref":68,"conversation":{conv},"text":"hi"}}"#
+            ),
+            "bad_frame",
+            None,
+            Some("c67"),
+        ),
+        (
+            format!(
+                r#"{{"type":"send","ref":69,"client_id":"c69","conversation":{conv},"text":"hi","x":{}{}}}"#,
+                "[".repeat(40),
+                "]".repeat(40)
+            ),
+            "bad_frame",
+            Some(69),
+            Some("c69"),
+        ),
+    ];
+    for (text, code, r, cid) in cases {
+        let e = raw_reply(&mut a, &text).await;
+        assert_eq!(e["type"], "error", "{text}: {e}");
+        assert_eq!(e["code"], code, "{text}: {e}");
+        assert_eq!(e["ref"].as_u64(), r, "{text}: {e}");
+        assert_eq!(e["client_id"].as_str(), cid, "{text}: {e}");
+    }
+    // None of the sends was stored.
+    let h = b
+        .request(json!({"type": "history", "conversation": conv}))
+        .await;
+    assert_eq!(message_fields(&h, "client_id"), vec!["real"]);
+    others_still_work(&srv, &mut a, &mut b, &bob, 1).await;
+}

@@ -148,6 +148,17 @@ impl Server {
         http(self.addr, "GET", path, headers, None).await
     }
 
+    /// The value of a plain sample (`name value`) on /metrics; 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let r = self.get("/metrics", &[]).await;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub async fn post_json(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
         let mut h = vec![("content-type", "application/json")];
         h.extend_from_slice(headers);
@@ -200,9 +211,44 @@ impl Reply {
     }
     /// `chatd_session=<token>` from Set-Cookie, ready to send back as a Cookie header.
     pub fn session_cookie(&self) -> String {
-        let sc = self.header("set-cookie").expect("set-cookie");
-        sc.split(';').next().unwrap().to_string()
+        self.cookie("chatd_session").expect("a session cookie")
     }
+
+    /// `name=<value>` from the Set-Cookie headers, ready to send back as a Cookie header.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").to_string())
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+}
+
+/// A JSON POST from the source address `from` (any 127.0.0.0/8 address reaches the server).
+pub async fn post_json_from(
+    from: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind((from, 0).into())
+        .expect("bind the source address");
+    let stream = sock.connect(addr).await.expect("connect");
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    let host = addr.to_string();
+    http_on(
+        stream,
+        &host,
+        "POST",
+        path,
+        &h,
+        Some(body.as_bytes().to_vec()),
+    )
+    .await
 }
 
 /// One HTTP/1.1 request on a fresh connection.
