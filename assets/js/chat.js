@@ -32,6 +32,7 @@ export function start(me) {
     onDown: (opened) => {
       S.synced = false;
       sentHere = new Set();
+      if (S.presenceKnown) store.presenceUnknown();
       // A socket that never opened may mean the session expired (the upgrade got a 401).
       if (!opened) hooks.onAuthLost();
     },
@@ -41,6 +42,8 @@ export function start(me) {
 }
 
 export const status = () => conn.status;
+/** True once the socket is up (welcome received). */
+export const connected = () => !!conn && conn.isOpen;
 export const retryNow = () => conn.retryNow();
 export const stop = () => conn && conn.stop();
 
@@ -182,11 +185,11 @@ export function sendText(cur, text) {
   else if (conn.status.phase === "waiting" && conn.status.retryAt - Date.now() > 2000) conn.retryNow();
 }
 
-/** Loads older messages of `id` (before the oldest cached one), or the newest page. */
-export function loadHistory(id) {
+/** Loads `limit` older messages of `id` (before the oldest cached one), or the newest page. */
+export function loadHistory(id, limit = 50) {
   const c = store.cacheFor(id);
   if (c.loading || c.complete || !conn.isOpen) return;
-  const frame = { type: "history", conversation: id, limit: 50 };
+  const frame = { type: "history", conversation: id, limit };
   if (c.list.length) frame.before = c.list[0].seq;
   c.loading = true;
   emit("msgs", id);

@@ -27,6 +27,8 @@ export const S = {
   typing: new Map(),
   /** user id → online, from presence frames, members, users and conversations. */
   online: new Map(),
+  /** False while disconnected: nobody's presence is known then (shown grey, "unknown"). */
+  presenceKnown: false,
   /** The open conversation: {id} or a direct chat not created yet {draft: {id, name}}; or null. */
   current: null,
   synced: false,
@@ -228,6 +230,7 @@ function forget(id) {
  * not replayed (it loads on demand).
  */
 export function setConversations(list) {
+  S.presenceKnown = true; // welcome (or a fresh list) carries every peer's presence
   const ids = new Set(list.map((c) => c.id));
   for (const id of [...S.convs.keys()]) if (!ids.has(id)) forget(id);
   for (const id of Object.keys(S.have)) if (!ids.has(Number(id))) delete S.have[id];
@@ -470,6 +473,19 @@ export function receipt(id, seq) {
 }
 
 // ---- presence and typing ------------------------------------------------------------------
+
+/**
+ * The connection is down: what we knew about who is online goes stale at once, so forget it
+ * (the welcome and members replies of the next connection bring it back).
+ */
+export function presenceUnknown() {
+  S.presenceKnown = false;
+  S.online.clear();
+  for (const c of S.convs.values()) if (c.peer) c.peer.online = false;
+  for (const list of S.members.values()) for (const m of list) m.online = false;
+  emit("convs");
+  emit("members");
+}
 
 export function applyPresence(user, online) {
   S.online.set(user, online);

@@ -22,6 +22,12 @@ const input = $("input");
 let dividerAfter = null;
 /** Scroll intent for the next message render: "entry" (just opened), "bottom", or null. */
 let scrollIntent = null;
+/**
+ * Whether the view follows the newest message: true while the user is at the bottom. Kept from
+ * scroll events, so a pane that shrinks (the connection banner appears, the composer grows, the
+ * phone keyboard opens) still shows the newest message instead of hiding it under the composer.
+ */
+let pinned = true;
 /** Composer drafts per conversation key. */
 const drafts = new Map();
 
@@ -146,12 +152,13 @@ export function open(cur, nav = "push") {
     const c = cur.id ? S.convs.get(cur.id) : null;
     dividerAfter = c && c.unread > 0 ? c.read_seq : null;
     scrollIntent = "entry";
+    pinned = true;
     clearKeyed(list);
     input.value = drafts.get(curKey(cur)) || "";
     autosize();
     if (c) {
       const cache = S.msgs.get(c.id);
-      if ((!cache || !cache.list.length) && c.last_seq > 0) chat.loadHistory(c.id);
+      if ((!cache || !cache.list.length) && c.last_seq > 0) chat.loadHistory(c.id, c.unread > 50 ? S.limits.history_limit || 100 : 50);
       chat.refreshOpen(c.id);
     }
   }
@@ -210,7 +217,7 @@ function renderHead() {
     const online = !!(c.peer && c.peer.online);
     dot.hidden = false;
     dot.classList.toggle("online", online);
-    sub.textContent = online ? t("chat.online") : t("chat.offline");
+    sub.textContent = !S.presenceKnown ? t("chat.presenceUnknown") : online ? t("chat.online") : t("chat.offline");
     sub.classList.toggle("online", online);
   } else {
     dot.hidden = true;
@@ -332,10 +339,30 @@ function updateItem(li, it) {
   }
 }
 
+/**
+ * True while a conversation opened with unread messages still has to page in history back to
+ * its first unread one (defect: with more than a page unread, it opened near the bottom).
+ */
+function needsUnreadHistory(c, cache) {
+  if (dividerAfter === null || scrollIntent !== "entry" || !c) return false;
+  if (!chat.connected()) return false; // offline: show what is cached
+  if (!cache || !cache.list.length) return c.last_seq > 0;
+  return !cache.complete && cache.list[0].seq > dividerAfter + 1;
+}
+
 function renderMessages() {
   const cur = S.current;
   if (!cur) return;
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+  const c = cur.id ? S.convs.get(cur.id) : null;
+  const cache = c ? S.msgs.get(c.id) : null;
+  const status = $("history-status");
+  if (needsUnreadHistory(c, cache)) {
+    // Page in (100 at a time) until the first unread message is there; render once it is.
+    status.textContent = t("chat.loading");
+    chat.loadHistory(c.id, S.limits.history_limit || 100);
+    return;
+  }
+  const atBottom = pinned || box.scrollHeight - box.scrollTop - box.clientHeight < 60;
   // Remember the first visible message so older messages loaded above do not move the view.
   // (Not a separator: "Today" and the unread divider move up when older messages come in.)
   let anchor = null;
@@ -351,23 +378,20 @@ function renderMessages() {
   }
   reconcile(list, buildItems(), makeItem, updateItem);
 
-  const c = cur.id ? S.convs.get(cur.id) : null;
-  const cache = c ? S.msgs.get(c.id) : null;
-  const status = $("history-status");
   if (cache && cache.loading) status.textContent = t("chat.loading");
   else if (c && (c.last_seq === 0 || (cache && cache.complete))) status.textContent = t("chat.start");
   else status.textContent = "";
 
   if (scrollIntent === "entry") {
     const div = list.querySelector(".unread-sep");
-    if (div) box.scrollTop = Math.max(0, div.offsetTop - 80);
-    else box.scrollTop = box.scrollHeight;
+    if (div) scrollTo(Math.max(0, div.offsetTop - 80));
+    else scrollTo(box.scrollHeight);
     if (cache && cache.list.length) scrollIntent = null;
   } else if (scrollIntent === "bottom" || atBottom) {
-    box.scrollTop = box.scrollHeight;
+    scrollTo(box.scrollHeight);
     scrollIntent = null;
   } else if (anchor && anchor.isConnected) {
-    box.scrollTop = anchor.offsetTop - anchorTop;
+    scrollTo(anchor.offsetTop - anchorTop);
   }
   // Nothing cached, or not enough to scroll yet? Fetch (older) messages so the pane fills up.
   if (c && c.last_seq > 0 && (!cache || (!cache.complete && !cache.loading)) && box.scrollHeight <= box.clientHeight + 120) {
@@ -375,7 +399,14 @@ function renderMessages() {
   }
 }
 
+/** Scrolls the message pane programmatically (and records whether that is the bottom). */
+function scrollTo(top) {
+  box.scrollTop = top;
+  pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 2;
+}
+
 function onScroll() {
+  pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
   const c = S.current && S.current.id ? S.current.id : null;
   if (c && box.scrollTop < 240) chat.loadHistory(c);
   maybeMarkRead();
@@ -392,7 +423,8 @@ function maybeMarkRead() {
   const count = $("jump-count");
   count.hidden = !c || !c.unread;
   if (c) count.textContent = c.unread > 99 ? "99+" : String(c.unread);
-  if (!c || document.hidden || !S.me || !nearBottom) return;
+  // Not while a conversation opened at its first unread message is still paging in.
+  if (!c || document.hidden || !S.me || !nearBottom || scrollIntent === "entry") return;
   const cache = S.msgs.get(c.id);
   if (cache && cache.list.length) chat.markRead(c.id, cache.list[cache.list.length - 1].seq);
 }
@@ -518,10 +550,16 @@ export function start(me) {
   $("btn-new-group").addEventListener("click", () => dialogs.group(null, (c) => open({ id: c.id })));
   $("banner-retry").addEventListener("click", () => chat.retryNow());
   $("btn-jump").addEventListener("click", () => {
-    box.scrollTo({ top: box.scrollHeight, behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth" });
+    // Instantly: a smooth scroll was cut short by any render on the way (receipts, typing).
+    scrollTo(box.scrollHeight);
+    schedule("msgs");
     input.focus();
   });
   box.addEventListener("scroll", onScroll, { passive: true });
+  // The pane changes size (banner, composer, keyboard, window): stay at the newest message.
+  new ResizeObserver(() => {
+    if (pinned && S.current) box.scrollTop = box.scrollHeight;
+  }).observe(box);
   input.addEventListener("input", () => {
     autosize();
     if (S.current && S.current.id && input.value.trim()) chat.typing(S.current.id);
@@ -551,8 +589,9 @@ export function start(me) {
 
 /** Re-renders everything after a language switch. */
 export function relabel() {
-  for (const li of $("conv-list").children) li.remove();
-  $("conv-list")._keyed = new Map();
+  // (Removing the children of the live `children` collection in a for-of skipped every other
+  // one: frozen duplicates stayed in the list.)
+  clearKeyed($("conv-list"));
   clearKeyed(list);
   schedule("list", "head", "msgs", "typing", "banner");
 }

@@ -188,3 +188,68 @@ export async function shot(page, name) {
   await page.waitForTimeout(150); // let the last render and transitions settle
   await page.screenshot({ path: path.join(dir, `${name}.png`) });
 }
+
+/**
+ * Sends `texts` into conversation `id` as the page's user, over a second raw WebSocket, in chunks
+ * that stay under the server's frame rate limit; resolves once every one is acknowledged.
+ */
+export async function seed(page, id, texts) {
+  const tag = `seed-${Math.random().toString(36).slice(2)}`;
+  for (let at = 0; at < texts.length; at += 100) {
+    const chunk = texts.slice(at, at + 100);
+    await page.evaluate(
+      ({ id, chunk, at, tag }) =>
+        new Promise((resolve, reject) => {
+          const ws = new WebSocket(`ws://${location.host}/ws`);
+          let acks = 0;
+          ws.onmessage = (ev) => {
+            if (ev.data === "pong") return;
+            const f = JSON.parse(ev.data);
+            if (f.type === "welcome") {
+              chunk.forEach((text, i) => ws.send(JSON.stringify({ type: "send", client_id: `${tag}-${id}-${at + i}`, conversation: id, text })));
+            } else if (f.type === "ack" && ++acks === chunk.length) {
+              ws.close();
+              resolve();
+            } else if (f.type === "error") reject(new Error(f.message));
+          };
+          ws.onerror = () => reject(new Error("seed socket failed"));
+        }),
+      { id, chunk, at, tag },
+    );
+    if (at + 100 < texts.length) await page.waitForTimeout(1100);
+  }
+}
+
+/** The id of the open conversation, once it has one (`#/c/ID`; a new direct chat is `#/u/PEER` until created). */
+export async function openId(page) {
+  await page.waitForFunction(() => /^#\/c\/\d+$/.test(location.hash));
+  return page.evaluate(() => Number(location.hash.split("/").pop()));
+}
+
+/**
+ * Routes the page's WebSockets through the test so it can cut them: `cut()` closes the current
+ * one and refuses new ones (the page sees the server as gone), `heal()` lets them through again.
+ * Takes effect for sockets opened after the call (reload the page once).
+ */
+export async function switchableSocket(page) {
+  let blocked = false;
+  let current = null;
+  await page.routeWebSocket(/\/ws$/, (ws) => {
+    if (blocked) {
+      ws.close({ code: 1011, reason: "blocked by test" });
+      return;
+    }
+    ws.connectToServer();
+    current = ws;
+  });
+  return {
+    cut() {
+      blocked = true;
+      if (current) current.close({ code: 1011, reason: "cut by test" });
+      current = null;
+    },
+    heal() {
+      blocked = false;
+    },
+  };
+}
