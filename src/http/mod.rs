@@ -24,9 +24,14 @@ use crate::config::Config;
 use reply::Resp;
 
 // SECURITY: no inline script or style, no eval, no plugins, no framing, connections only to us.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
-frame-ancestors 'none'";
+// The one inline script allowed is the import map build.rs adds to index.html, by its hash
+// (`assets::SCRIPT_HASHES`, the same file).
+const CSP: &str = concat!(
+    "default-src 'self'; script-src 'self' ",
+    include_str!(concat!(env!("OUT_DIR"), "/csp-script-hashes.txt")),
+    "; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; \
+object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+);
 
 /// Entry point for every HTTP request.
 pub async fn handle(
@@ -136,7 +141,7 @@ async fn route(app: Arc<App>, client: Client, req: Request<Incoming>) -> Resp {
         (_, p) if p.starts_with("/api/") => {
             reply::error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         }
-        (&Method::GET | &Method::HEAD, p) => assets::serve(p, req.headers()),
+        (&Method::GET | &Method::HEAD, _) => assets::serve(req.uri(), req.headers()),
         _ => method_not_allowed("GET, HEAD"),
     }
 }

@@ -1,7 +1,9 @@
 //! One integration-test binary: every test starts the real `chatd` binary on an ephemeral port
 //! with a temporary data directory and talks to it over the network.
 mod accounts;
+mod assets;
 mod bench_smoke;
+mod build_fresh;
 mod cli;
 mod http_edge;
 mod observability;
