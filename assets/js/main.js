@@ -121,7 +121,7 @@ function startApp(me) {
   ui.start(me);
 }
 
-$("btn-notify").addEventListener("click", () => notify.toggle());
+$("btn-notify").addEventListener("click", () => notify.openSettings());
 
 $("btn-logout").addEventListener("click", async () => {
   const n = S.outbox.length;

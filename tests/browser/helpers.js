@@ -91,8 +91,8 @@ export function startServer(dataDir, port = 0, extraArgs = []) {
   });
 }
 
-/** Headless Chromium with the flags CI needs (no sandbox as root, no network chatter). */
-export function launch() {
+/** Headless Chromium with the flags CI needs (no sandbox as root, no network chatter), plus `extraArgs`. */
+export function launch(extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -104,6 +104,7 @@ export function launch() {
       "--disable-sync",
       "--no-first-run",
       "--disable-quic",
+      ...extraArgs,
     ],
   });
 }
@@ -126,7 +127,9 @@ export async function openPage(browser, url, opts = {}) {
   page.on("pageerror", (e) => page.errors.push(String(e)));
   page.on("console", (m) => {
     if (process.env.DEBUG_CONSOLE) console.log(`[console ${m.type()}] ${m.text()}`);
-    if (m.type() === "error" && !/WebSocket|Failed to load resource|ERR_CONNECTION_REFUSED/.test(m.text())) {
+    // Not the page's errors: a refused connection while the server is down, and Chromium's note
+    // that COOP is ignored on a plain-http LAN origin (the notification tests use one).
+    if (m.type() === "error" && !/WebSocket|Failed to load resource|ERR_CONNECTION_REFUSED|Cross-Origin-Opener-Policy header has been ignored/.test(m.text())) {
       page.errors.push(m.text());
     }
   });

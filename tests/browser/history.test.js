@@ -143,7 +143,11 @@ test("unread count in the title and desktop notifications in the background", as
   await register(finn, "finn");
 
   await erin.click("#btn-notify");
-  await erin.locator("#btn-notify.on").waitFor();
+  await erin.locator("#dlg-notify[open]").waitFor();
+  assert.equal(await erin.locator("#notify-insecure").isVisible(), false, "localhost is a secure context");
+  await erin.locator("#notify-desktop").check();
+  await erin.keyboard.press("Escape");
+  assert.equal(await erin.evaluate(() => localStorage.getItem("chatd.notify")), "on");
   await startDirect(finn, "erin");
   await send(finn, "ping from finn");
   await convItem(erin, "finn").locator(".badge", { hasText: "1" }).waitFor();
