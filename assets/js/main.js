@@ -13,6 +13,8 @@ import * as notify from "./notify.js";
 import { confirm } from "./dialogs.js";
 
 const EXPIRED = "chatd.expired";
+/** The last user logged in here: lets the app start from its cache while the server is down. */
+const LAST_USER = "chatd.lastUser";
 let started = false;
 let mode = "login";
 
@@ -114,6 +116,11 @@ $("auth-form").addEventListener("submit", async (e) => {
 function startApp(me) {
   started = true;
   sessionStorage.removeItem(EXPIRED);
+  try {
+    localStorage.setItem(LAST_USER, JSON.stringify({ id: me.id, name: me.name }));
+  } catch {
+    // Storage disabled: no offline start, nothing else changes.
+  }
   $("boot").hidden = true;
   $("auth").hidden = true;
   $("app").hidden = false;
@@ -129,6 +136,7 @@ $("btn-logout").addEventListener("click", async () => {
   chat.stop();
   await api.logout();
   store.wipe();
+  localStorage.removeItem(LAST_USER);
   location.replace("/");
 });
 
@@ -140,6 +148,7 @@ chat.hooks.onAuthLost = async () => {
   try {
     if ((await api.me()) === null) {
       chat.stop();
+      localStorage.removeItem(LAST_USER);
       sessionStorage.setItem(EXPIRED, "1");
       location.replace("/");
     }
@@ -150,16 +159,39 @@ chat.hooks.onAuthLost = async () => {
   }
 };
 
+/** The user who was logged in here last, or null. */
+function lastUser() {
+  try {
+    const u = JSON.parse(localStorage.getItem(LAST_USER) || "null");
+    return u && typeof u.id === "number" && typeof u.name === "string" ? u : null;
+  } catch {
+    return null;
+  }
+}
+
 async function boot() {
   let me;
   try {
     me = await api.me();
   } catch {
-    setTimeout(boot, 3000);
+    // The server cannot be reached (the service worker served the page from its cache). Start
+    // with what this browser has: conversations, messages and the outbox; the connection comes
+    // back by itself, and a session that ended meanwhile is noticed then.
+    const last = lastUser();
+    if (last) startApp(last);
+    else setTimeout(boot, 3000);
     return;
   }
   if (me) startApp(me);
-  else showAuth(sessionStorage.getItem(EXPIRED) ? t("auth.expired") : "");
+  else {
+    localStorage.removeItem(LAST_USER);
+    showAuth(sessionStorage.getItem(EXPIRED) ? t("auth.expired") : "");
+  }
+}
+
+// The service worker caches the shell for the offline page (secure contexts only).
+if ("serviceWorker" in navigator && window.isSecureContext) {
+  navigator.serviceWorker.register("/sw.js").catch(() => {});
 }
 
 boot();
