@@ -163,8 +163,35 @@ function flushOutbox() {
   }
 }
 
-/** UTF-8 length, checked against max_message_bytes before sending. */
-export const byteLength = (text) => new TextEncoder().encode(text).length;
+/** UTF-8 length of one code point. */
+const utf8 = (cp) => (cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4);
+
+/**
+ * How `text` stands against the server's message limit, in characters (Unicode code points,
+ * what the server counts as `max_message_chars`): `{chars, max, over}`. A server that states its
+ * limit only in UTF-8 bytes (`max_message_bytes`) is handled too: `over` is then exactly how many
+ * characters do not fit, and `max` the number of characters of this kind of text that would
+ * (the bytes left divided by the text's bytes per character).
+ */
+export function measure(text) {
+  const maxChars = S.limits.max_message_chars || Infinity;
+  const maxBytes = S.limits.max_message_bytes || Infinity;
+  let chars = 0;
+  let bytes = 0;
+  let fit = 0; // leading characters within both limits
+  for (const ch of text) {
+    chars += 1;
+    bytes += utf8(ch.codePointAt(0));
+    if (bytes <= maxBytes && chars <= maxChars) fit = chars;
+  }
+  let max = maxChars;
+  if (maxBytes !== Infinity) {
+    const perChar = chars ? bytes / chars : 1;
+    const byBytes = bytes > maxBytes ? fit : chars + Math.floor((maxBytes - bytes) / perChar);
+    max = Math.min(max, byBytes);
+  }
+  return { chars, max, over: chars - fit };
+}
 
 /**
  * Queues a message for the open conversation (or a new direct chat) and sends it if connected.

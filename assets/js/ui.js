@@ -5,7 +5,7 @@
 // textContent (see dom.js).
 
 import { $, h, icon, avatar, setAvatar, linkify, reconcile, clearKeyed, toast } from "./dom.js";
-import { t, relTime, clock, fullTime, dayLabel, dayKey } from "./i18n.js";
+import { t, relTime, clock, fullTime, dayLabel, dayKey, locale } from "./i18n.js";
 import * as chat from "./chat.js";
 import * as store from "./store.js";
 import { S, on } from "./store.js";
@@ -434,7 +434,32 @@ function maybeMarkRead() {
 function autosize() {
   input.style.height = "auto";
   input.style.height = `${Math.min(input.scrollHeight + 2, 180)}px`;
-  $("btn-send").disabled = !input.value.trim();
+  const over = renderCounter();
+  $("btn-send").disabled = !input.value.trim() || over > 0;
+}
+
+let counterState = "";
+
+/**
+ * The length counter: hidden until the text is near the server's limit (the last 10%, at least
+ * the last 100 characters), then "3,950 / 4,000", red past it. Screen readers hear it once when
+ * it appears and once when the text gets too long. Returns how many characters are too many.
+ */
+function renderCounter() {
+  const el = $("counter");
+  const { chars, max, over } = chat.measure(input.value);
+  const near = max !== Infinity && chars >= max - Math.max(100, Math.floor(max / 10));
+  el.hidden = !near;
+  const fmt = (n) => n.toLocaleString(locale());
+  if (near) el.textContent = `${fmt(chars)} / ${fmt(max)}`;
+  el.classList.toggle("over", over > 0);
+  const state = over > 0 ? "over" : near ? "near" : "";
+  if (state !== counterState) {
+    counterState = state;
+    $("counter-sr").textContent =
+      state === "over" ? t("chat.counterOver", { n: over, max: fmt(max) }) : state === "near" ? t("chat.counterNear", { n: max - chars }) : "";
+  }
+  return over;
 }
 
 function submit() {
@@ -442,9 +467,9 @@ function submit() {
   // Blank lines before and after the text are dropped; everything else is sent as written.
   const text = input.value.replace(/^\s*\n/, "").replace(/\n\s*$/, "");
   if (!cur || !text.trim()) return;
-  const bytes = chat.byteLength(text);
-  if (bytes > S.limits.max_message_bytes) {
-    toast(t("chat.tooLong", { n: bytes, max: S.limits.max_message_bytes }), "error");
+  const { chars, max, over } = chat.measure(text);
+  if (over > 0) {
+    toast(t("chat.tooLong", { n: over, chars: chars.toLocaleString(locale()), max: max.toLocaleString(locale()) }), "error");
     return;
   }
   chat.sendText(cur, text);
