@@ -98,11 +98,26 @@ pub struct Cursor {
     pub seq: u64,
 }
 
-/// A user as other users see them.
+/// A user as other users see them: the account name (unique, what one logs in with), the
+/// display name they chose (absent when none) and their avatar colour (a palette name).
 #[derive(Debug, Serialize, Clone)]
 pub struct UserRef {
     pub id: u64,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub color: &'static str,
+}
+
+impl UserRef {
+    pub fn of(u: &crate::model::User) -> Self {
+        UserRef {
+            id: u.id.0,
+            name: u.name.clone(),
+            display_name: u.display_name.clone(),
+            color: u.color_name(),
+        }
+    }
 }
 
 /// A user in the directory.
@@ -110,6 +125,9 @@ pub struct UserRef {
 pub struct DirectoryUser {
     pub id: u64,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub color: &'static str,
     pub online: bool,
 }
 
@@ -118,6 +136,9 @@ pub struct DirectoryUser {
 pub struct Peer {
     pub id: u64,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub color: &'static str,
     pub online: bool,
 }
 
@@ -162,10 +183,12 @@ pub struct Conversation {
 impl Conversation {
     /// Builds the wire form; `online` tells whether a user is connected.
     pub fn from_summary(s: &ConversationSummary, online: impl Fn(u64) -> bool) -> Self {
-        let peer = s.peer.as_ref().map(|(id, name)| Peer {
-            id: id.0,
-            name: name.clone(),
-            online: online(id.0),
+        let peer = s.peer.as_ref().map(|p| Peer {
+            id: p.id.0,
+            name: p.name.clone(),
+            display_name: p.display_name.clone(),
+            color: p.color,
+            online: online(p.id.0),
         });
         Conversation {
             id: s.id.0,
@@ -174,7 +197,9 @@ impl Conversation {
                 ConversationKind::Group => "group",
             },
             title: match &s.peer {
-                Some((_, name)) if s.kind == ConversationKind::Direct => name.clone(),
+                Some(p) if s.kind == ConversationKind::Direct => {
+                    p.display_name.clone().unwrap_or_else(|| p.name.clone())
+                }
                 _ => s.title.clone(),
             },
             owner: match s.kind {
@@ -203,6 +228,9 @@ impl Conversation {
 pub struct Member {
     pub id: u64,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub color: &'static str,
     /// "owner" or "member".
     pub role: &'static str,
     pub read_seq: u64,
@@ -214,6 +242,8 @@ impl Member {
         Member {
             id: m.id.0,
             name: m.name.clone(),
+            display_name: m.display_name.clone(),
+            color: m.color,
             role: if m.owner { "owner" } else { "member" },
             read_seq: m.read_seq,
             online,
@@ -292,6 +322,8 @@ impl<'a> MessageFrameRef<'a> {
 #[derive(Debug, Serialize, Clone)]
 pub struct ClientLimits {
     pub max_message_bytes: usize,
+    /// Longest message text in characters (Unicode code points); longer gets `text_too_long`.
+    pub max_message_chars: usize,
     pub max_frame_bytes: usize,
     pub history_limit: u32,
     pub ping_interval_ms: u64,
@@ -394,6 +426,8 @@ pub enum ServerFrame {
     },
     /// A user who shares a conversation with you came online or went offline.
     Presence { user: u64, online: bool },
+    /// A user changed their display name or avatar colour (sent to every connected user).
+    UserUpdated { user: UserRef },
     /// A request failed; the connection stays open.
     Error {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -424,7 +458,7 @@ pub enum ErrorCode {
     Forbidden,
     /// The text is empty or only whitespace.
     EmptyText,
-    /// The text is longer than `max_message_bytes` (UTF-8 bytes).
+    /// The text is longer than `max_message_chars` characters.
     TextTooLong,
     /// Too many frames; slow down. Persisting floods close the connection (1008).
     RateLimited,

@@ -109,7 +109,10 @@ pub enum Open {
 pub async fn open(app: &Arc<App>, token_hash: [u8; 32]) -> Result<Open, crate::store::StoreError> {
     let l = &app.config.limits;
     let (tx, rx) = mpsc::channel(l.outbox_frames);
-    let flags = Arc::new(SessionFlags::default());
+    let flags = Arc::new(SessionFlags {
+        token_hash,
+        ..SessionFlags::default()
+    });
     let id = app.hub.next_session_id();
     let hub = app.hub.clone();
     let (per_user, max, group_max) = (
@@ -223,6 +226,7 @@ pub async fn run<S>(
     let end = s.run().await;
     let (id, uid) = (s.handle.id, s.user.id);
     Box::pin(s.finish(end)).await;
+    app.last_seen.touch(uid);
     if registered.leave() {
         announce_presence(app.clone(), uid);
     }
@@ -437,13 +441,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let frame = ServerFrame::Welcome {
             protocol: proto::PROTOCOL_VERSION,
             server: crate::VERSION,
-            user: proto::UserRef {
-                id: self.user.id.0,
-                name: self.user.name.clone(),
-            },
+            user: proto::UserRef::of(&self.user),
             epoch: format!("{:016x}", self.app.store.epoch()),
             limits: proto::ClientLimits {
                 max_message_bytes: l.max_message_bytes,
+                max_message_chars: l.max_message_chars,
                 max_frame_bytes: l.max_frame_bytes,
                 history_limit: l.history_max,
                 ping_interval_ms: l.ping_interval.as_millis() as u64,
@@ -738,11 +740,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .send_error(r, cid, ErrorCode::EmptyText, "the message text is empty")
                         .await;
                 }
-                if text.len() > limits.max_message_bytes {
+                // In characters, as people count (and the web client counts down); the byte
+                // bound follows (at most 4 bytes a character).
+                let chars = text.chars().count();
+                if chars > limits.max_message_chars || text.len() > limits.max_message_bytes {
                     let msg = format!(
-                        "the message text is {} bytes; at most {} are allowed",
-                        text.len(),
-                        limits.max_message_bytes
+                        "the message is {chars} characters long; at most {} are allowed",
+                        limits.max_message_chars
                     );
                     return self.send_error(r, cid, ErrorCode::TextTooLong, &msg).await;
                 }
@@ -934,10 +938,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         let hub = &self.app.hub;
                         let users = list
                             .into_iter()
-                            .map(|(id, name)| proto::DirectoryUser {
-                                id: id.0,
-                                name,
-                                online: hub.is_online(id),
+                            .map(|u| proto::DirectoryUser {
+                                id: u.id.0,
+                                color: u.color_name(),
+                                online: hub.is_online(u.id),
+                                display_name: u.display_name,
+                                name: u.name,
                             })
                             .collect();
                         self.send_frame(&ServerFrame::Users {

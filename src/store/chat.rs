@@ -804,8 +804,8 @@ impl Store {
         let positions = tx.open_table(READ_SEQS)?;
         let mut out = Vec::new();
         for (id, role) in read_members(&members, conv.0)? {
-            let name = match users.get(id.0)? {
-                Some(v) => decode_user(id.0, v.value())?.name,
+            let u = match users.get(id.0)? {
+                Some(v) => decode_user(id.0, v.value())?,
                 None => continue,
             };
             let read_seq = positions
@@ -814,7 +814,9 @@ impl Store {
                 .unwrap_or(0);
             out.push(MemberInfo {
                 id,
-                name,
+                color: u.color_name(),
+                display_name: u.display_name,
+                name: u.name,
                 owner: role == ROLE_OWNER,
                 read_seq,
             });
@@ -848,7 +850,7 @@ impl Store {
     }
 
     /// Enabled accounts whose name contains `query` (case-insensitive), by name, at most `limit`.
-    pub fn search_users(&self, query: &str, limit: usize) -> Result<Vec<(UserId, String)>> {
+    pub fn search_users(&self, query: &str, limit: usize) -> Result<Vec<crate::model::User>> {
         let q = query.to_lowercase();
         let tx = self.db.begin_read()?;
         let names = tx.open_table(USER_NAMES)?;
@@ -866,7 +868,7 @@ impl Store {
             if let Some(raw) = users.get(id)? {
                 let u = decode_user(id, raw.value())?;
                 if !u.disabled {
-                    out.push((u.id, u.name));
+                    out.push(u);
                 }
             }
         }
@@ -906,7 +908,7 @@ fn summary_of(
         for (m, _) in read_members(&members, conv.0)? {
             if m != user {
                 if let Some(u) = users.get(m.0)? {
-                    peer = Some((m, decode_user(m.0, u.value())?.name));
+                    peer = Some(crate::model::Peer::of(&decode_user(m.0, u.value())?));
                 }
             }
         }

@@ -231,7 +231,8 @@ async fn slow_consumer_is_disconnected_and_resumes_without_loss() {
     let total = SENDERS * PER_SENDER;
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &[]);
+    // Messages of SIZE characters need a byte limit of four times that.
+    let srv = Server::start(dir.path(), &["--max-message-bytes", "32768"]);
     let alice = user(&srv, "alice").await;
     let bob = user(&srv, "bob").await;
     let mut a = Client::connect_synced(&srv, &alice).await;
