@@ -1,6 +1,6 @@
 // The message length limit, counted in characters before Enter: a live counter near the limit,
-// a refusal that says characters (also for Chinese text, 3 UTF-8 bytes a character, against a
-// server whose limit is in bytes), and nothing sent that the server would refuse.
+// a refusal that says characters, nothing sent that the server would refuse; and against an
+// older server that states only a byte limit, still characters (Chinese: 3 bytes each).
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -12,7 +12,7 @@ let tmp;
 
 before(async () => {
   tmp = tempDir();
-  server = await startServer(tmp.dir, 0, ["--max-message-bytes", "300"]);
+  server = await startServer(tmp.dir, 0, ["--max-message-bytes", "1200"]);
   browser = await launch();
 });
 
@@ -50,18 +50,45 @@ test("a live counter near the limit and a refusal in characters", async () => {
   assert.equal(await amy.inputValue("#input"), "a".repeat(310), "the text stays for editing");
   assert.equal(await amy.locator("#msg-list li.msg").count(), 0);
 
-  // Chinese: 3 bytes a character, so 100 characters fit in this server's 300 bytes.
-  await amy.fill("#input", "字".repeat(100));
-  assert.equal(await counter.textContent(), "100 / 100");
-  await amy.fill("#input", "字".repeat(101));
-  assert.equal(await counter.textContent(), "101 / 100");
+  // Characters, not bytes or UTF-16 units: 300 Chinese characters (900 bytes) or emoji fit.
+  await amy.fill("#input", "字".repeat(300));
+  assert.equal(await counter.textContent(), "300 / 300");
+  await amy.fill("#input", "🙂".repeat(301));
+  assert.equal(await counter.textContent(), "301 / 300");
   await amy.press("#input", "Enter");
   await amy.locator(".toast", { hasText: "Remove 1 character." }).waitFor();
 
   // Within the limit it goes out, and the counter goes away.
-  await amy.fill("#input", "字".repeat(100));
+  await amy.fill("#input", "字".repeat(300));
   await amy.press("#input", "Enter");
-  await msg(amy, "字".repeat(100)).and(amy.locator("[data-status=sent], [data-status=read]")).waitFor();
+  await msg(amy, "字".repeat(300)).and(amy.locator("[data-status=sent], [data-status=read]")).waitFor();
   assert.equal(await counter.isVisible(), false);
   assert.deepEqual(amy.errors, []);
+});
+
+test("an older server with only a byte limit: still counted in characters", async () => {
+  const { page: cid } = await openPage(browser, server.url);
+  // Take max_message_chars out of the welcome, as a server from before it would send.
+  await cid.routeWebSocket(/\/ws$/, (ws) => {
+    const srv = ws.connectToServer();
+    ws.onMessage((m) => srv.send(m));
+    srv.onMessage((m) => {
+      if (typeof m === "string" && m.startsWith('{"type":"welcome"')) {
+        const w = JSON.parse(m);
+        delete w.limits.max_message_chars;
+        m = JSON.stringify(w);
+      }
+      ws.send(m);
+    });
+  });
+  await register(cid, "cid");
+  await startDirect(cid, "amy");
+  // 1200 bytes: 1200 ASCII characters, or 400 Chinese ones.
+  await cid.fill("#input", "a".repeat(1150));
+  assert.equal(await cid.locator("#counter").textContent(), "1,150 / 1,200");
+  await cid.fill("#input", "字".repeat(401));
+  assert.equal(await cid.locator("#counter").textContent(), "401 / 400");
+  await cid.press("#input", "Enter");
+  await cid.locator(".toast", { hasText: "401 characters, at most 400. Remove 1 character." }).waitFor();
+  assert.deepEqual(cid.errors, []);
 });
