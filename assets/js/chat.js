@@ -80,6 +80,8 @@ function onFrame(f) {
       return store.applyTyping(f);
     case "presence":
       return store.applyPresence(f.user, f.online);
+    case "user_updated": // someone's display name or colour (ours too)
+      return f.user && store.applyUserUpdate(f.user);
     case "error":
       return onError(f);
     default:
@@ -94,6 +96,8 @@ function onWelcome(w) {
     return;
   }
   S.limits = { ...S.limits, ...w.limits };
+  // Our display name and colour may have changed on another device while we were away.
+  store.applyUserUpdate(w.user);
   store.setEpoch(w.epoch);
   store.setConversations(w.conversations);
   const cursors = w.conversations.map((c) => ({ conversation: c.id, seq: S.have[c.id] ?? c.last_seq }));
@@ -251,7 +255,10 @@ export function refreshOpen(id) {
 /** The user directory (`users`), filtered by name. */
 export async function users(query) {
   const f = await conn.request({ type: "users", query, limit: 50 });
-  for (const u of f.users) S.online.set(u.id, u.online);
+  for (const u of f.users) {
+    S.online.set(u.id, u.online);
+    store.rememberPerson(u);
+  }
   return f.users;
 }
 

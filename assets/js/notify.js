@@ -174,7 +174,7 @@ export function renderButton() {
   b.setAttribute("aria-label", t("notify.title"));
   b.title = t("notify.title");
   b.setAttribute("aria-haspopup", "dialog");
-  b.classList.toggle("on", enabled() || soundOn());
+  b.classList.toggle("on", enabled());
 }
 
 function renderDialog() {

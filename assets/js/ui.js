@@ -72,7 +72,7 @@ function renderList() {
 function makeConv({ c }) {
   const btn = h("button", { type: "button", class: "conv", on: { click: () => open({ id: c.id }) } });
   btn.dataset.id = c.id;
-  const av = avatar(c.title, c.kind === "group" ? "avatar group" : "avatar");
+  const av = avatar(c.title, c.kind === "group" ? "avatar group" : "avatar", peerColor(c));
   const dot = h("span", { class: "dot", hidden: true });
   btn.append(
     h("span", { class: "avatar-wrap" }, av, dot),
@@ -104,9 +104,9 @@ function makeConv({ c }) {
 function updateConv(li, { c }) {
   const btn = li.firstChild;
   const p = btn._parts;
-  if (p.title.textContent !== c.title) {
+  if (p.title.textContent !== c.title || p.av.dataset.color !== (peerColor(c) || p.av.dataset.color)) {
     p.title.textContent = c.title;
-    setAvatar(p.av, c.title);
+    setAvatar(p.av, c.title, peerColor(c));
   }
   p.dot.hidden = c.kind !== "direct";
   p.dot.classList.toggle("online", !!(c.peer && c.peer.online));
@@ -120,7 +120,7 @@ function updateConv(li, { c }) {
     const lm = c.last_message;
     const text = lm.text.replace(/\s+/g, " ");
     if (lm.sender === S.me.id) p.preview.textContent = t("chats.you", { text });
-    else if (c.kind === "group") p.preview.textContent = `${lm.sender_name}: ${text}`;
+    else if (c.kind === "group") p.preview.textContent = `${store.shownName(lm.sender, lm.sender_name)}: ${text}`;
     else p.preview.textContent = text;
   } else p.preview.textContent = t("chats.noMessages");
   btn.classList.toggle("unread", c.unread > 0);
@@ -129,6 +129,11 @@ function updateConv(li, { c }) {
   p.srUnread.textContent = c.unread ? t("chats.unread", { n: c.unread }) : "";
   if (isOpen(c.id)) btn.setAttribute("aria-current", "true");
   else btn.removeAttribute("aria-current");
+}
+
+/** The colour of a direct conversation's peer (their chosen avatar colour); groups have none. */
+function peerColor(c) {
+  return c && c.kind === "direct" && c.peer ? store.colorOf(c.peer.id) || c.peer.color : undefined;
 }
 
 function typingText(names) {
@@ -190,6 +195,7 @@ export function close(nav = "back") {
 
 /** Follows the URL hash (#/c/ID, #/u/ID): reload, Back and Forward. */
 export function route() {
+  if (location.hash === "#/admin") return; // the admin screen (admin.js) lies over the chat
   const m = location.hash.match(/^#\/(c|u)\/(\d+)$/);
   if (m && m[1] === "c" && S.convs.has(Number(m[2]))) return open({ id: Number(m[2]) }, "none");
   if (m && m[1] === "u" && S.current && S.current.draft && S.current.draft.id === Number(m[2])) return;
@@ -205,7 +211,7 @@ function renderHead() {
   const title = c ? c.title : cur.draft.name;
   $("chat-title").textContent = title;
   const av = $("chat-avatar");
-  setAvatar(av, title);
+  setAvatar(av, title, c ? peerColor(c) : store.colorOf(cur.draft.id));
   av.className = c && c.kind === "group" ? "avatar group" : "avatar";
   const dot = $("chat-dot");
   const sub = $("chat-sub");
@@ -289,15 +295,15 @@ function makeItem(it) {
   const meta = h("span", { class: "meta" }, time, status);
   const bubble = h("div", { class: "bubble" });
   if (it.group && !it.own) {
-    const sender = h("div", { class: "sender", text: m.sender_name });
+    const sender = h("div", { class: "sender" });
     bubble.append(sender);
     li._sender = sender;
-    li._avatar = avatar(m.sender_name, "avatar sm");
+    li._avatar = avatar("", "avatar sm");
     li._gutter = h("span", { class: "gutter" });
-    sender.dataset.color = li._avatar.dataset.color;
   } else {
     // Screen readers hear who wrote each message; sighted users see it from the side.
-    bubble.append(h("span", { class: "sr-only", text: `${m.sender_name}: ` }));
+    li._srSender = h("span", { class: "sr-only" });
+    bubble.append(li._srSender);
   }
   // An invisible copy of the time reserves room for the real one in the bottom-right corner.
   const pad = h("span", { class: "meta-pad", attrs: { "aria-hidden": "true" } });
@@ -318,6 +324,18 @@ function updateItem(li, it) {
     li._time.title = fullTime(it.m.time);
     li._time.dateTime = new Date(it.m.time).toISOString();
     li._pad.dataset.t = li._time.textContent;
+  }
+  // Who wrote it, as they are shown now (a display name or colour can change any time).
+  const who = store.shownName(it.m.sender, it.m.sender_name);
+  const color = store.colorOf(it.m.sender);
+  if (li._who !== who || li._color !== color) {
+    li._who = who;
+    li._color = color;
+    if (li._sender) {
+      li._sender.textContent = who;
+      setAvatar(li._avatar, who, color);
+      li._sender.dataset.color = li._avatar.dataset.color;
+    } else li._srSender.textContent = `${who}: `;
   }
   li.classList.toggle("own", it.own);
   li.classList.toggle("first", it.first);
@@ -516,10 +534,17 @@ function renderBanner() {
 
 // ---- wiring -------------------------------------------------------------------------------
 
+/** The footer: own display name (else name) and avatar colour. */
+function renderMe() {
+  const name = S.me.display_name || S.me.name;
+  $("me-name").textContent = name;
+  setAvatar($("me-avatar"), name, S.me.color);
+  $("btn-admin").hidden = !S.me.admin;
+}
+
 /** Shows the chat screen for `me` and connects. */
 export function start(me) {
-  $("me-name").textContent = me.name;
-  setAvatar($("me-avatar"), me.name);
+  on("me", renderMe);
 
   let routed = false;
   on("convs", () => {
@@ -546,7 +571,7 @@ export function start(me) {
   on("typing", () => schedule("typing", "list"));
   on("conn", () => schedule("banner"));
 
-  chat.hooks.onLive = (m) => notify.message(m, S.convs.get(m.conversation));
+  chat.hooks.onLive = (m) => notify.message(m, S.convs.get(m.conversation), store.shownName(m.sender, m.sender_name));
   chat.hooks.onSendFailed = (code, entry) => {
     toast(t("chat.notSent", { reason: t(`error.${code}`) }), "error");
     if (!input.value) {
@@ -609,6 +634,7 @@ export function start(me) {
   window.addEventListener("resize", () => schedule("msgs"));
 
   chat.start(me);
+  renderMe();
   schedule("list", "banner");
 }
 

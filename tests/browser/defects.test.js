@@ -19,6 +19,7 @@ import {
   seed,
   openId,
   switchableSocket,
+  setLanguage,
 } from "./helpers.js";
 
 let browser;
@@ -56,13 +57,13 @@ test("1. switching the language keeps one list entry per conversation", async ()
   await ann.locator("#conv-list .conv").nth(2).waitFor();
   assert.equal(await ann.locator("#conv-list .conv").count(), 3);
 
-  await ann.selectOption(".side-foot .lang-select", "zh");
+  await setLanguage(ann, "zh");
   await ann.locator(".side-head h1", { hasText: "聊天" }).waitFor();
   await ann.waitForTimeout(200);
   assert.deepEqual((await ann.locator("#conv-list .conv-title").allTextContents()).sort(), ["ben", "cat", "dan"]);
   // Every entry is live and in Chinese (a frozen copy would keep the English time).
   assert.equal(await ann.locator("#conv-list .conv-time", { hasText: /ago|just now/ }).count(), 0);
-  await ann.selectOption(".side-foot .lang-select", "en");
+  await setLanguage(ann, "en");
   await ann.locator(".side-head h1", { hasText: "Chats" }).waitFor();
   await ann.waitForTimeout(200);
   assert.equal(await ann.locator("#conv-list .conv").count(), 3);

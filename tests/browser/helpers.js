@@ -137,13 +137,19 @@ export async function openPage(browser, url, opts = {}) {
   return { context, page };
 }
 
-/** Registers `name` through the page's "Create account" form and waits for the chat screen. */
+/**
+ * Registers `name` through the page's "Create account" form and waits for the chat screen. On a
+ * server with no account yet, that is the first-run form (the admin account), and its setup
+ * step is passed with "Start chatting".
+ */
 export async function register(page, name) {
   await page.locator("#auth").waitFor();
-  await page.click("#tab-register");
+  if (await page.locator("#tab-register").isVisible()) await page.click("#tab-register");
   await page.fill("#auth-name", name);
   await page.fill("#auth-password", PASSWORD);
   await page.click("#auth-submit");
+  await page.locator("#app:not([hidden]), #setup:not([hidden])").waitFor();
+  if (await page.locator("#setup").isVisible()) await page.click("#setup-done");
   await page.locator("#app").waitFor();
   await page.locator("#me-name", { hasText: name }).waitFor();
 }
@@ -255,4 +261,27 @@ export async function switchableSocket(page) {
       blocked = false;
     },
   };
+}
+
+/** Switches the chat's language through the profile dialog ("en" or "zh") and closes it. */
+export async function setLanguage(page, code) {
+  await page.click("#btn-profile");
+  await page.locator("#dlg-profile[open]").waitFor();
+  await page.selectOption("#profile-lang", code);
+  await page.keyboard.press("Escape");
+  await page.locator("#dlg-profile[open]").waitFor({ state: "detached" });
+}
+
+/**
+ * Creates the server's first account (the admin) through the API, so that pages opened later see
+ * a server past its first run. Resolves to the session cookie's value.
+ */
+export async function createAdmin(server, name = "admin") {
+  const res = await fetch(`${server.url}/api/register`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name, password: PASSWORD }),
+  });
+  if (res.status !== 201) throw new Error(`creating ${name}: ${res.status} ${await res.text()}`);
+  return /chatd_session=([^;]+)/.exec(res.headers.get("set-cookie"))[1];
 }
