@@ -546,3 +546,33 @@ async fn settings_status_and_backup() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+/// Last-seen times are kept in memory while the server runs and written at shutdown (and every
+/// minute), so the admin list still has them after a restart.
+#[tokio::test]
+async fn last_seen_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(dir.path(), &[]);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let before = crate::support::ws::now_ms();
+    let b = Client::connect_synced(&srv, &bob).await;
+    b.close().await;
+    srv.terminate();
+    let srv = Server::start(dir.path(), &[]);
+    let users = srv
+        .call("GET", "/api/admin/users", Some(&alice.cookie), None)
+        .await
+        .json();
+    let seen = find(&users, "bob")["last_seen"]
+        .as_u64()
+        .expect("bob was seen");
+    assert!(
+        seen >= before && seen <= crate::support::ws::now_ms(),
+        "{seen}"
+    );
+    assert!(
+        find(&users, "alice")["last_seen"].is_null(),
+        "alice never connected"
+    );
+}
