@@ -5,6 +5,7 @@
 
 const STRINGS = {
   en: {
+    "boot.unreachable": "Cannot reach the server. Trying again…",
     "auth.login.title": "Welcome back",
     "auth.register.title": "Create your account",
     "auth.subtitle": "Self-hosted chat for your team",
@@ -258,6 +259,7 @@ const STRINGS = {
     "admin.backup.download": "Download backup",
   },
   zh: {
+    "boot.unreachable": "无法连接到服务器，正在重试…",
     "auth.login.title": "欢迎回来",
     "auth.register.title": "创建账号",
     "auth.subtitle": "为团队自建的聊天服务",

@@ -126,7 +126,10 @@ async function boot() {
     // back by itself, and a session that ended meanwhile is noticed then.
     const last = lastUser();
     if (last) startApp(last);
-    else setTimeout(boot, 3000);
+    else {
+      $("boot-msg").hidden = false;
+      setTimeout(boot, 3000);
+    }
     return;
   }
   if (me) {
