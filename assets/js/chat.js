@@ -226,7 +226,11 @@ export function loadHistory(id, limit = 50) {
   emit("msgs", id);
   conn
     .request(frame)
-    .then((f) => store.mergeHistory(id, f.messages, f.complete, frame.before))
+    .then((f) => {
+      // Our own messages in it are stored: whatever their ack is doing, they leave the outbox.
+      for (const m of f.messages) if (m.sender === S.me.id && m.client_id) store.outboxTake(m.client_id);
+      store.mergeHistory(id, f.messages, f.complete, frame.before);
+    })
     .catch(() => {
       c.loading = false;
       emit("msgs", id);

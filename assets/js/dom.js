@@ -110,6 +110,7 @@ export function reconcile(parent, items, make, update) {
   const next = new Map();
   let ref = parent.firstChild;
   for (const it of items) {
+    if (next.has(it.key)) continue; // a key twice would leave an element no later call removes
     let el = old.get(it.key);
     if (!el) el = make(it);
     update(el, it);

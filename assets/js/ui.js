@@ -277,7 +277,11 @@ function buildItems() {
   };
   const cache = c ? S.msgs.get(c.id) : null;
   if (cache) for (const m of cache.list) push(m, null);
+  // A message can be in the cache and still in the outbox: its ack is late, but history already
+  // brought it (the server stored it). Show it once, as stored.
+  const stored = new Set(cache ? cache.list.filter((m) => m.sender === me && m.client_id).map((m) => m.client_id) : []);
   for (const e of store.outboxFor(cur)) {
+    if (stored.has(e.client_id)) continue;
     push({ seq: Infinity, sender: me, sender_name: S.me.name, time: e.created, client_id: e.client_id, text: e.text }, "sending");
   }
   if (prev) prev.last = true;

@@ -168,7 +168,20 @@ export async function startDirect(page, name) {
   await page.click("#btn-new-chat");
   await page.fill("#dir-search", name);
   await page.locator("#dir-list .person", { hasText: name }).first().click();
-  await page.locator("#chat-title", { hasText: name }).waitFor();
+  try {
+    await page.locator("#chat-title", { hasText: name }).waitFor();
+  } catch (e) {
+    // Say what the page showed instead (a failure here has been rare and unexplained).
+    const state = await page.evaluate(() => ({
+      hash: location.hash,
+      title: document.querySelector("#chat-title").textContent,
+      chatHidden: document.querySelector("#chat-main").hidden,
+      dialogOpen: document.querySelector("#dlg-dir").open,
+      dir: document.querySelector("#dir-list").textContent,
+      banner: document.querySelector("#banner-text").textContent,
+    }));
+    throw new Error(`${e.message}\npage state: ${JSON.stringify(state)}; errors: ${JSON.stringify(page.errors)}`);
+  }
 }
 
 /** Types `text` into the composer and presses Enter. */

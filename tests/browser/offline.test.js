@@ -179,3 +179,46 @@ test("with the server down, a reload shows the cached app and its outbox (servic
     own.cleanup();
   }
 });
+
+test("an ack that comes after the history holding the message: the message shows once", async () => {
+  const own = tempDir();
+  const srv = await startServer(own.dir);
+  try {
+    const { page: eli } = await openPage(browser, srv.url);
+    await register(eli, "eli");
+    const { page: fox } = await openPage(browser, srv.url);
+    await register(fox, "fox");
+    // Hold every ack for half a second: the first message to fox creates the conversation, the
+    // page opens it and loads its history (which already holds the message) before the ack.
+    await eli.routeWebSocket(/\/ws$/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => {
+        if (typeof m === "string" && m.startsWith('{"type":"ack"')) setTimeout(() => ws.send(m), 500);
+        else ws.send(m);
+      });
+    });
+    // And render lazily (the page batches renders with a 16 ms timer): the history reply then
+    // lands before the first render of the new conversation, as on a fast LAN.
+    await eli.addInitScript(() => {
+      const later = window.setTimeout;
+      window.setTimeout = (fn, ms, ...args) => later(fn, ms === 16 ? 300 : ms, ...args);
+    });
+    await eli.reload();
+    await eli.locator("#me-name", { hasText: "eli" }).waitFor();
+    await startDirect(eli, "fox");
+    await send(eli, "first words");
+    await eli.waitForFunction(() => /^#\/c\/\d+$/.test(location.hash));
+    await eli.waitForTimeout(800);
+    assert.equal(await msg(eli, "first words").count(), 1);
+    await delivered(eli, "first words").waitFor();
+    await send(eli, "second words");
+    await delivered(eli, "second words").waitFor();
+    await eli.waitForTimeout(600);
+    assert.equal(await eli.locator("#msg-list li.msg").count(), 2);
+    assert.deepEqual(eli.errors, []);
+  } finally {
+    await srv.stop();
+    own.cleanup();
+  }
+});
