@@ -9,12 +9,14 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 
+use crate::audit::{self, Actor, Target};
 use crate::auth;
 use crate::cli::{TokenCommand, UserCommand};
 use crate::control::{self, Remote};
-use crate::model::{self, now_ms, Session, SessionKind};
+use crate::model::{self, now_ms, Invite, Session, SessionKind, User, UserId};
+use crate::store::accounts::Admission;
 use crate::store::backup::inspect;
-use crate::store::{self, AdminGrant, Store, StoreError, DB_FILE};
+use crate::store::{self, Store, StoreError, DB_FILE};
 use serde::{Deserialize, Serialize};
 
 /// An admin operation with everything the person at the terminal had to supply already read
@@ -115,7 +117,7 @@ fn need_database(data_dir: &Path) -> Result<(), String> {
 /// Applies `op` to the database directly, or, when a server holds it, inside that server.
 fn run(op: AdminOp, data_dir: &Path) -> Result<(), String> {
     let outcome = match Store::open(data_dir) {
-        Ok(store) => apply(&store, op)?,
+        Ok(store) => apply(&store, op, &Actor::this_process())?,
         Err(StoreError::Locked(p)) => match control::request_admin(data_dir, &op)? {
             Some(outcome) => outcome,
             None => return Err(StoreError::Locked(p).to_string()),
@@ -127,8 +129,9 @@ fn run(op: AdminOp, data_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Carries out one admin operation on an open store. Blocking.
-pub fn apply(store: &Store, op: AdminOp) -> Result<Outcome, String> {
+/// Carries out one admin operation on an open store, on behalf of `actor` (audit-logged).
+/// Blocking.
+pub fn apply(store: &Store, op: AdminOp, actor: &Actor) -> Result<Outcome, String> {
     let mut out = Outcome::default();
     match op {
         AdminOp::UserAdd {
@@ -137,17 +140,15 @@ pub fn apply(store: &Store, op: AdminOp) -> Result<Outcome, String> {
             password_hash,
         } => {
             model::validate_user_name(&name).map_err(|m| format!("invalid name: {m}"))?;
-            let grant = if admin {
-                AdminGrant::Yes
-            } else {
-                AdminGrant::IfFirst
-            };
-            let user = store
-                .create_user(&name, &password_hash, grant, false, now_ms())
-                .map_err(|e| match e {
+            let user = create_account(store, actor, &name, &password_hash, admin).map_err(
+                |e| match e {
                     StoreError::NameTaken => format!("a user named {name:?} already exists"),
+                    StoreError::NameConfusable(other) => format!(
+                        "{name:?} looks like the existing name {other:?} (the same letters in another script, or look-alike characters); choose another name"
+                    ),
                     e => db(e),
-                })?;
+                },
+            )?;
             out.stdout = format!(
                 "created user {} (id {}{})\n",
                 user.name,
@@ -160,7 +161,7 @@ pub fn apply(store: &Store, op: AdminOp) -> Result<Outcome, String> {
             password_hash,
         } => {
             let user = find(store, &name)?;
-            store.set_password(user.id, &password_hash).map_err(db)?;
+            reset_password(store, actor, user.id, &password_hash).map_err(db)?;
             out.revoked = Some(user.id.0);
             out.stdout = format!(
                 "password of {} changed; all of its sessions were signed out\n",
@@ -186,13 +187,13 @@ pub fn apply(store: &Store, op: AdminOp) -> Result<Outcome, String> {
         }
         AdminOp::UserDisable { name } => {
             let user = find(store, &name)?;
-            store.set_disabled(user.id, true).map_err(db)?;
+            set_disabled(store, actor, user.id, true).map_err(db)?;
             out.revoked = Some(user.id.0);
             out.stdout = format!("disabled {}; its sessions were signed out\n", user.name);
         }
         AdminOp::UserEnable { name } => {
             let user = find(store, &name)?;
-            store.set_disabled(user.id, false).map_err(db)?;
+            set_disabled(store, actor, user.id, false).map_err(db)?;
             out.stdout = format!("enabled {}\n", user.name);
         }
         AdminOp::TokenCreate { name, label } => {
@@ -209,12 +210,202 @@ pub fn apply(store: &Store, op: AdminOp) -> Result<Outcome, String> {
                 label,
             };
             store.create_session(&hash, &session).map_err(db)?;
+            let detail = if session.label.is_empty() {
+                String::new()
+            } else {
+                format!("label {:?}", session.label)
+            };
+            audit::record(
+                actor,
+                "created a bearer token",
+                Some(target(&user)),
+                &detail,
+            );
             out.stdout = format!("{token}\n");
             out.stderr = format!(
                 "token for {} created; send it as 'Authorization: Bearer <token>'. It is shown only once.\n",
                 user.name
             );
         }
+    }
+    Ok(out)
+}
+
+// ---- account operations shared by the shell and the web admin API (`http::admin_api`) -------
+// Each is blocking, changes the store, and writes one audit line naming the actor and the
+// account acted on. A caller that revokes sessions also closes the user's open connections
+// through the hub (`control` for the shell, `admin_api` for the web).
+
+fn target(u: &User) -> Target<'_> {
+    Target {
+        name: &u.name,
+        id: u.id.0,
+    }
+}
+
+/// Creates an account (`admin`: with admin rights; the first account always gets them).
+pub fn create_account(
+    store: &Store,
+    actor: &Actor,
+    name: &str,
+    password_hash: &str,
+    admin: bool,
+) -> Result<User, StoreError> {
+    let user = store.add_user(name, password_hash, Admission::ByAdmin { admin }, now_ms())?;
+    let detail = if user.admin { "with admin rights" } else { "" };
+    audit::record(actor, "created the account", Some(target(&user)), detail);
+    Ok(user)
+}
+
+/// Disables (signing the account out everywhere) or enables an account. From the web it
+/// refuses to disable the last enabled admin (`LastAdmin`), so the admin screen cannot lock
+/// everyone out; the shell, the way back in, may.
+pub fn set_disabled(
+    store: &Store,
+    actor: &Actor,
+    id: UserId,
+    disabled: bool,
+) -> Result<User, StoreError> {
+    let user = if actor.via == audit::Via::Web {
+        store.set_disabled_checked(id, disabled)?
+    } else {
+        store.set_disabled(id, disabled)?;
+        store.user(id)?.ok_or(StoreError::NoSuchUser)?
+    };
+    let action = if disabled {
+        "disabled the account (its sessions and tokens are revoked)"
+    } else {
+        "enabled the account"
+    };
+    audit::record(actor, action, Some(target(&user)), "");
+    Ok(user)
+}
+
+/// Sets a new password hash and revokes every session and token of the account.
+pub fn reset_password(
+    store: &Store,
+    actor: &Actor,
+    id: UserId,
+    password_hash: &str,
+) -> Result<User, StoreError> {
+    let user = store.change_password(id, password_hash, None)?;
+    audit::record(
+        actor,
+        "set a new password (all sessions and tokens revoked)",
+        Some(target(&user)),
+        "",
+    );
+    Ok(user)
+}
+
+/// Grants or removes admin rights; refuses to remove the last enabled admin's (`LastAdmin`).
+pub fn set_admin(
+    store: &Store,
+    actor: &Actor,
+    id: UserId,
+    admin: bool,
+) -> Result<User, StoreError> {
+    let user = store.set_admin_checked(id, admin)?;
+    let action = if admin {
+        "granted admin rights"
+    } else {
+        "revoked admin rights"
+    };
+    audit::record(actor, action, Some(target(&user)), "");
+    Ok(user)
+}
+
+/// Stores the registration mode (it wins over `--registration` from now on).
+pub fn set_registration(store: &Store, actor: &Actor, open: bool) -> Result<(), StoreError> {
+    store.set_registration_open(open)?;
+    let action = if open {
+        "opened registration to anyone who reaches the server"
+    } else {
+        "closed registration"
+    };
+    audit::record(actor, action, None, "");
+    Ok(())
+}
+
+/// Creates an invite for `uses` registrations, valid for `hours`.
+pub fn create_invite(
+    store: &Store,
+    actor: &Actor,
+    created_by: UserId,
+    uses: u64,
+    hours: u64,
+) -> Result<Invite, StoreError> {
+    let now = now_ms();
+    let invite = Invite {
+        code: random_code().map_err(|e| StoreError::Io(std::io::Error::other(e)))?,
+        uses_left: uses,
+        expires_ms: now + hours * 3_600_000,
+        created_by,
+        created_ms: now,
+    };
+    store.create_invite(&invite, now)?;
+    audit::record(
+        actor,
+        "created an invite",
+        None,
+        &format!(
+            "code {}…, {uses} use(s), expires in {hours} h",
+            &invite.code[..6]
+        ),
+    );
+    Ok(invite)
+}
+
+/// Deletes an invite; false if there was none with that code.
+pub fn delete_invite(store: &Store, actor: &Actor, code: &str) -> Result<bool, StoreError> {
+    let found = store.delete_invite(code)?;
+    if found {
+        let shown: String = code.chars().take(6).collect();
+        audit::record(actor, "deleted an invite", None, &format!("code {shown}…"));
+    }
+    Ok(found)
+}
+
+/// A random URL-safe code of 128 bits (22 characters of base64url).
+pub fn random_code() -> Result<String, String> {
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|_| "the system's random number source failed")?;
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = String::with_capacity(22);
+    for b in raw {
+        bits = (bits << 8) | u32::from(b);
+        n += 8;
+        while n >= 6 {
+            n -= 6;
+            out.push(T[((bits >> n) & 63) as usize] as char);
+        }
+    }
+    if n > 0 {
+        out.push(T[((bits << (6 - n)) & 63) as usize] as char);
+    }
+    Ok(out)
+}
+
+/// A password to hand over once (after a reset or for a new account): 16 characters from an
+/// alphabet without look-alikes (about 79 bits), in groups of four.
+pub fn generate_password() -> Result<String, String> {
+    const T: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut out = String::with_capacity(19);
+    let mut i = 0;
+    while i < 16 {
+        let mut b = [0u8; 1];
+        getrandom::fill(&mut b).map_err(|_| "the system's random number source failed")?;
+        // Rejection sampling keeps every character equally likely.
+        if usize::from(b[0]) >= 256 - 256 % T.len() {
+            continue;
+        }
+        if i > 0 && i % 4 == 0 {
+            out.push('-');
+        }
+        out.push(T[usize::from(b[0]) % T.len()] as char);
+        i += 1;
     }
     Ok(out)
 }
@@ -504,6 +695,18 @@ fn read_password(from_stdin: bool) -> Result<String, String> {
 
 /// "YYYY-MM-DD HH:MM" in UTC, from milliseconds since the epoch.
 pub fn format_utc(ms: u64) -> String {
+    let (y, m, d, hh, mm, _) = civil_utc(ms);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
+}
+
+/// "YYYYmmdd-HHMMSS" in UTC (for file names), from milliseconds since the epoch.
+pub fn file_stamp_utc(ms: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil_utc(ms);
+    format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}")
+}
+
+/// (year, month, day, hour, minute, second) in UTC.
+pub fn civil_utc(ms: u64) -> (i64, i64, i64, u64, u64, u64) {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -517,11 +720,7 @@ pub fn format_utc(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -543,9 +742,24 @@ mod tests {
     }
 
     #[test]
+    fn codes_and_passwords() {
+        let c = super::random_code().unwrap();
+        assert_eq!(c.len(), 22);
+        assert!(c
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(c, super::random_code().unwrap());
+        let p = super::generate_password().unwrap();
+        assert_eq!(p.len(), 19);
+        assert_eq!(p.matches('-').count(), 3);
+        assert!(crate::model::validate_password(&p).is_ok());
+    }
+
+    #[test]
     fn dates() {
         assert_eq!(super::format_utc(0), "1970-01-01 00:00");
         assert_eq!(super::format_utc(1_795_000_000_000), "2026-11-18 11:06");
         assert_eq!(super::format_utc(951_782_400_000), "2000-02-29 00:00");
+        assert_eq!(super::file_stamp_utc(1_795_000_000_000), "20261118-110640");
     }
 }

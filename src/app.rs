@@ -30,6 +30,11 @@ pub struct App {
     /// One permit per WebSocket session (they outlive their HTTP connection), so the limit on
     /// connections covers them and shutdown can wait for them.
     pub sessions: Arc<Semaphore>,
+    /// Last-seen times noted since they were last written (`lastseen`).
+    pub last_seen: crate::lastseen::LastSeen,
+    /// Profile changes per user (each is a write and a frame to everyone online): 10 at once,
+    /// then one every 6 s.
+    pub profile_updates: crate::ratelimit::KeyedLimiter<u64>,
     /// Flips to true when the server begins shutting down; sessions close with 1001.
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -56,6 +61,11 @@ impl App {
         let readers = Readers::start(store.clone(), l.store_readers)?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let sessions = Arc::new(Semaphore::new(l.max_connections));
+        let profile_updates = crate::ratelimit::KeyedLimiter::new(
+            10,
+            std::time::Duration::from_secs(6),
+            l.rate_limit_keys,
+        );
         Ok((
             Arc::new(App {
                 config,
@@ -67,6 +77,8 @@ impl App {
                 metrics: stats,
                 started: std::time::Instant::now(),
                 sessions,
+                last_seen: Default::default(),
+                profile_updates,
                 shutdown,
                 shutdown_tx,
             }),

@@ -110,14 +110,18 @@ pub struct ServeArgs {
     pub bind: IpAddr,
 
     /// Who may create an account from the web page: "open" (anyone who can reach the server) or
-    /// "closed" (only admins, with `chatd user add`). While no account exists the first one may
-    /// always register; the first account ever created is an admin
+    /// "closed" (only admins, with `chatd user add` or the admin screen, and people with an
+    /// invite link). While no account exists the first one may always register; the first
+    /// account ever created is an admin. Once an admin sets the mode in the admin screen, the
+    /// stored setting wins over this flag
     #[arg(long, env = "CHATD_REGISTRATION", value_enum, default_value_t = Registration::Open)]
     pub registration: Registration,
 
     /// Most simultaneous TCP connections; further ones wait in the kernel's accept queue
-    #[arg(long, env = "CHATD_MAX_CONNECTIONS", default_value_t = 100_000)]
-    pub max_connections: usize,
+    /// [default: 100000]. chatd raises its open-file limit to fit; when the hard limit is
+    /// lower, it says so at start if this was given (at debug level otherwise)
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
     /// Days a browser login stays valid
     #[arg(long, env = "CHATD_SESSION_DAYS", default_value_t = 30)]
@@ -176,6 +180,17 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+
+    /// Serve https and wss with a certificate chatd makes itself: a small certificate
+    /// authority kept in <data-dir>/tls/ (created on first use, valid 10 years; trust it once
+    /// on each device, see docs/OPERATIONS.md) signs, at each start, a certificate for this
+    /// machine's names and addresses. Its SHA-256 fingerprint is printed at start
+    #[arg(
+        long,
+        env = "CHATD_TLS_SELF_SIGNED",
+        conflicts_with_all = ["tls_cert", "tls_key"]
+    )]
+    pub tls_self_signed: bool,
 
     /// chatd runs behind a reverse proxy on this machine or network: take the client address
     /// from X-Real-IP / X-Forwarded-For (for logs, rate limits and the loopback-only /metrics)

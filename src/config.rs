@@ -20,6 +20,9 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Serve https/wss with this certificate (loaded by `main`, since this module does no I/O).
     pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
+    /// With `--tls-self-signed`: the local certificate authority (DER), served at `/ca.crt`
+    /// so phones can fetch it (set by `main`).
+    pub ca_der: Option<Vec<u8>>,
     /// Trust X-Real-IP / X-Forwarded-For / X-Forwarded-Proto from a reverse proxy.
     pub behind_proxy: bool,
     /// Serve /metrics to every address, not only loopback.
@@ -88,8 +91,12 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// A connection silent this long is closed (1000 "idle timeout").
     pub idle_timeout: Duration,
-    /// Longest message text in UTF-8 bytes; longer gets `text_too_long`.
+    /// Longest message text in UTF-8 bytes (the storage and frame-size bound).
     pub max_message_bytes: usize,
+    /// Longest message text in characters (Unicode code points), a quarter of
+    /// `max_message_bytes` so any text within it fits; longer gets `text_too_long`. What the
+    /// web client counts down to (`/api/server`, `welcome.limits`).
+    pub max_message_chars: usize,
     /// Largest WebSocket message/frame accepted; larger closes with 1009. Leaves room for JSON
     /// escaping of a maximal text (up to 6 bytes per byte for `\uXXXX`).
     pub max_frame_bytes: usize,
@@ -171,6 +178,7 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             max_message_bytes: 16 * 1024,
+            max_message_chars: 4 * 1024,
             max_frame_bytes: 6 * 16 * 1024 + 4096,
             ws_read_buffer: 1024,
             ws_max_write_buffer: 4 * 1024 * 1024,
@@ -198,7 +206,10 @@ impl Default for Limits {
 impl Config {
     /// Builds the configuration from `chatd serve` flags.
     pub fn from_args(args: &ServeArgs, data_dir: PathBuf) -> Result<Config, String> {
-        if args.max_connections == 0 {
+        let max_connections = args
+            .max_connections
+            .unwrap_or(Limits::default().max_connections);
+        if max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
         if args.session_days == 0 {
@@ -229,11 +240,12 @@ impl Config {
             }
         }
         let limits = Limits {
-            max_connections: args.max_connections,
+            max_connections,
             session_ttl: Duration::from_secs(u64::from(args.session_days) * 24 * 3600),
             ping_interval: Duration::from_secs(args.ping_interval),
             idle_timeout: Duration::from_secs(args.idle_timeout),
             max_message_bytes: args.max_message_bytes,
+            max_message_chars: (args.max_message_bytes / 4).max(1),
             max_frame_bytes: 6 * args.max_message_bytes + 4096,
             max_connections_per_user: args.max_connections_per_user,
             frame_burst: args.max_frames_per_second.saturating_mul(2),
@@ -253,8 +265,9 @@ impl Config {
             data_dir,
             registration: args.registration,
             allowed_origins: args.allowed_origins.clone(),
-            secure_cookies: args.tls_cert.is_some(),
+            secure_cookies: args.tls_cert.is_some() || args.tls_self_signed,
             tls: None,
+            ca_der: None,
             behind_proxy: args.behind_proxy,
             metrics_public: args.metrics_public,
             cache_mb: args.cache_mb,

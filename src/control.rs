@@ -7,7 +7,9 @@
 //! - `backup\n` → `ok <bytes>\n` followed by exactly that many bytes of a redb database file (a
 //!   consistent snapshot taken in one read transaction while writes continue);
 //! - `admin <AdminOp as JSON>\n` → `ok <Outcome as JSON>\n` (`chatd user ...` and
-//!   `chatd token create` while the server runs; a user signed out also loses open connections);
+//!   `chatd token create` while the server runs; a user signed out also loses open connections).
+//!   The object may carry `"by"`, the user who ran sudo; with the peer's uid
+//!   (`SO_PEERCRED`) it names the actor in the audit log;
 //! - any failure → `error <message>\n`.
 //!
 //! The server side calls `store` (on the blocking pool), `admin::apply` and `hub` (to close a
@@ -90,6 +92,8 @@ async fn handle(
     hub: Arc<Hub>,
     dir: PathBuf,
 ) -> std::io::Result<()> {
+    // Who is asking (the socket is 0600, so the server's own user or root): for the audit log.
+    let uid = stream.peer_cred().ok().map(|c| c.uid());
     let mut stream = tokio::io::BufReader::new(stream);
     let mut line = String::new();
     let mut limited = (&mut stream).take(MAX_REQUEST);
@@ -104,7 +108,7 @@ async fn handle(
     match cmd {
         "backup" => backup(&mut stream, store, dir).await,
         "admin" => {
-            let reply = admin(arg.to_string(), store, hub).await;
+            let reply = admin(arg.to_string(), uid, store, hub).await;
             stream.write_all(reply.as_bytes()).await
         }
         other => {
@@ -114,13 +118,19 @@ async fn handle(
     }
 }
 
-async fn admin(request: String, store: Store, hub: Arc<Hub>) -> String {
+async fn admin(request: String, uid: Option<u32>, store: Store, hub: Arc<Hub>) -> String {
     let op: AdminOp = match serde_json::from_str(&request) {
         Ok(op) => op,
         Err(e) => return format!("error malformed admin request: {e}\n"),
     };
+    // The client adds `by`: the user who ran sudo, if any (said by someone who could read the
+    // database anyway; for the audit log only).
+    let by = serde_json::from_str::<serde_json::Value>(&request)
+        .ok()
+        .and_then(|v| v.get("by").and_then(|b| b.as_str()).map(str::to_string));
+    let actor = crate::audit::Actor::shell(uid, by.as_deref());
     let desc = format!("{op:?}");
-    let done = tokio::task::spawn_blocking(move || crate::admin::apply(&store, op))
+    let done = tokio::task::spawn_blocking(move || crate::admin::apply(&store, op, &actor))
         .await
         .unwrap_or_else(|e| Err(format!("admin task failed: {e}")));
     match done {
@@ -129,8 +139,9 @@ async fn admin(request: String, store: Store, hub: Arc<Hub>) -> String {
                 let closed = hub.revoke_user(UserId(user));
                 tracing::info!(user, closed, "signed out by an administrator");
             }
-            // PHC strings and tokens stay out of the log: only the operation's kind.
-            tracing::info!(
+            // PHC strings and tokens stay out of the log: only the operation's kind (the
+            // audit line says what was done to whom).
+            tracing::debug!(
                 "admin command done: {}",
                 desc.split([' ', '{']).next().unwrap_or("")
             );
@@ -143,23 +154,31 @@ async fn admin(request: String, store: Store, hub: Arc<Hub>) -> String {
     }
 }
 
-async fn backup(stream: &mut UnixStream, store: Store, dir: PathBuf) -> std::io::Result<()> {
+/// Takes a consistent snapshot of the database into a temporary file in `dir` (one read
+/// transaction, while writes go on) and returns it open, already unlinked, with its length and
+/// a description. Blocking. Used by `chatd backup` here and by the web admin's download.
+pub fn snapshot(
+    store: &Store,
+    dir: &Path,
+) -> Result<(std::fs::File, u64, crate::store::backup::DbSummary), String> {
     static SERIAL: AtomicU64 = AtomicU64::new(0);
     let n = SERIAL.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".backup-{}-{n}.redb", std::process::id()));
+    let summary = store.backup_to(&tmp).map_err(|e| e.to_string())?;
+    // Unlinked at once: the open handle keeps the data until it has been sent, and nothing
+    // is left behind if the client or the server goes away.
+    let file = std::fs::File::open(&tmp).map_err(|e| e.to_string());
+    let _ = std::fs::remove_file(&tmp);
+    let file = file?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    Ok((file, len, summary))
+}
+
+async fn backup(stream: &mut UnixStream, store: Store, dir: PathBuf) -> std::io::Result<()> {
     let started = std::time::Instant::now();
-    let made = tokio::task::spawn_blocking(move || {
-        let summary = store.backup_to(&tmp).map_err(|e| e.to_string())?;
-        // Unlinked at once: the open handle keeps the data until it has been sent, and nothing
-        // is left behind if the client or the server goes away.
-        let file = std::fs::File::open(&tmp).map_err(|e| e.to_string());
-        let _ = std::fs::remove_file(&tmp);
-        let file = file?;
-        let len = file.metadata().map_err(|e| e.to_string())?.len();
-        Ok::<_, String>((file, len, summary))
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("backup task failed: {e}")));
+    let made = tokio::task::spawn_blocking(move || snapshot(&store, &dir))
+        .await
+        .unwrap_or_else(|e| Err(format!("backup task failed: {e}")));
     let (file, len, summary) = match made {
         Ok(x) => x,
         Err(e) => {
@@ -197,7 +216,11 @@ pub fn request_admin(dir: &Path, op: &AdminOp) -> Result<Option<Outcome>, String
         return Ok(None);
     };
     let io = |e: std::io::Error| format!("the running server did not answer: {e}");
-    let json = serde_json::to_string(op).map_err(|e| e.to_string())?;
+    let mut value = serde_json::to_value(op).map_err(|e| e.to_string())?;
+    if let (Some(obj), Ok(by)) = (value.as_object_mut(), std::env::var("SUDO_USER")) {
+        obj.insert("by".into(), serde_json::Value::String(by));
+    }
+    let json = serde_json::to_string(&value).map_err(|e| e.to_string())?;
     stream
         .write_all(format!("admin {json}\n").as_bytes())
         .map_err(io)?;

@@ -23,7 +23,7 @@ pub fn client_frame(data: &[u8]) {
                 value.as_ref().is_some_and(|v| v.is_object()),
                 "decoded a frame that is not one JSON object: {text:?}"
             );
-            if let Err(bad) = envelope.frame.check(1, 16 * 1024, 100) {
+            if let Err(bad) = envelope.frame.check(1, 4 * 1024, 16 * 1024, 100) {
                 let cid = envelope.frame.client_id().map(str::to_string);
                 let reply =
                     proto::ServerFrame::error(envelope.reference, cid, bad.code, bad.message);

@@ -206,6 +206,9 @@ pub struct SessionFlags {
     pub revoked: AtomicBool,
     /// Wakes the session (its loop, and a socket write it is waiting on) when a flag is set.
     pub wake: Notify,
+    /// The hash of the login (session cookie or token) the connection was opened with, so a
+    /// user can sign out their other devices and keep this one (`Hub::revoke_others`).
+    pub token_hash: [u8; 32],
 }
 
 impl SessionFlags {
@@ -418,6 +421,35 @@ impl Hub {
             h.flags.signal();
         }
         list.len()
+    }
+
+    /// Tells every session of `user` not opened with the login `keep` to close (1008), as
+    /// `revoke_user` does; returns how many.
+    pub fn revoke_others(&self, user: UserId, keep: &[u8; 32]) -> usize {
+        let shard = self.shard_of(user);
+        let Some(list) = shard.online.get(&user) else {
+            return 0;
+        };
+        let mut n = 0;
+        for h in list.iter().filter(|h| &h.flags.token_hash != keep) {
+            h.flags.revoked.store(true, Ordering::Release);
+            h.flags.wake.notify_one();
+            n += 1;
+        }
+        n
+    }
+
+    /// Delivers `out` to every connected session; returns how many.
+    pub fn send_to_all(&self, out: &Outbound) -> usize {
+        let mut n = 0;
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for h in shard.online.values().flatten() {
+                h.deliver(out.clone());
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Number of connected sessions.

@@ -5,6 +5,8 @@
 //!   configuration built from them.
 //! - `server`: binds the listener, accepts connections, runs hyper, shuts down gracefully.
 //! - `tls`: optional https/wss with rustls, certificate reload on SIGHUP.
+//! - `selfsigned`: `--tls-self-signed`, a local certificate authority kept in the data
+//!   directory and a server certificate for this machine's names, made at start.
 //! - `http`: the one routing table, static assets, the JSON account API, security headers.
 //! - `auth`: password hashing (argon2id), session tokens, cookies, login rate limits.
 //! - `http::ws`: the WebSocket upgrade (Origin, session and per-user limit checks).
@@ -22,10 +24,14 @@
 //! - `admin`: the `chatd user|token|backup|restore` commands, working on the store (or, for a
 //!   backup while the server runs, through `control`).
 //! - `control`: the Unix control socket in the data directory (backups of a running server).
+//! - `audit`: the audit trail of admin actions (who did what to whom, from the shell or the web).
+//! - `lastseen`: when each user last had a connection open (in memory, written in batches).
+//! - `netinfo`: the machine's addresses, for the start-up line and the self-signed certificate.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -34,11 +40,14 @@ pub mod control;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod lastseen;
 pub mod metrics;
 pub mod model;
+pub mod netinfo;
 pub mod proto;
 pub mod ratelimit;
 pub mod readers;
+pub mod selfsigned;
 pub mod server;
 pub mod session;
 #[cfg(test)]

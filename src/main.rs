@@ -112,8 +112,6 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(Arc::new(chatd::tls::Tls::load(cert, key)?));
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     let mem_total = mem_total();
     let cache = chatd::config::cache_bytes(config.cache_mb, mem_total);
     let open = OpenOptions {
@@ -127,10 +125,23 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
+        // Bind first: a busy port (another chatd?) is reported before anything is created on
+        // disk, so a failed start leaves no data directory, database or log files behind.
         let listener = server::bind(config.listen).await?;
         let local = listener
             .local_addr()
             .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+        let lan = chatd::netinfo::lan_addresses();
+        let self_signed = if args.tls_self_signed {
+            let (tls, info) = chatd::selfsigned::load_or_create(data_dir, local, &lan)?;
+            config.tls = Some(Arc::new(tls));
+            config.ca_der = Some(info.ca_der.clone());
+            Some(info)
+        } else {
+            None
+        };
         let scheme = if config.tls.is_some() { "https" } else { "http" };
         // Reachable at once; `/healthz` answers 503 `starting` while the store opens (after a
         // crash it replays the log first). Said only if that takes a while, so a start that
@@ -181,28 +192,53 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
                 None
             }
         };
+        // The bound address stays first and parseable ("listening on http://ADDR", then a
+        // space: tests, the benchmark and scripts read it); then the URLs a person can open.
         tracing::info!(
             version = chatd::VERSION,
             data_dir = %data_dir.display(),
             cache_mb = cache >> 20,
-            "listening on {scheme}://{local}"
+            "listening on {scheme}://{local} ({})",
+            chatd::netinfo::open_advice(scheme, local, &lan)
         );
-        let (soft, hard) = fd_limit;
-        if soft < want {
+        if let Some(info) = &self_signed {
             tracing::info!(
-                open_files = soft,
-                hard_limit = hard,
-                "the open-file limit allows about {} connections (--max-connections is {}); raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn) for more",
-                soft.saturating_sub(256),
-                app.config.limits.max_connections
+                certificate = %info.ca_path.display(),
+                "https with a self-signed certificate authority, SHA-256 fingerprint {}; install {} on each device once (docs/OPERATIONS.md), or download it from /ca.crt",
+                info.fingerprint,
+                info.ca_path.display()
             );
         }
+        let (soft, hard) = fd_limit;
+        let allowed = soft.saturating_sub(256);
+        let max = app.config.limits.max_connections as u64;
+        if soft < want {
+            // Only worth a line at info when the admin asked for more than the limit allows;
+            // the default (100,000) rarely fits a shell's limit and is no problem there.
+            let asked = args.max_connections.is_some();
+            if asked && allowed < max {
+                tracing::warn!(
+                    open_files = soft,
+                    hard_limit = hard,
+                    "the open-file limit allows about {allowed} connections, fewer than --max-connections {max}; raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn)"
+                );
+            } else {
+                tracing::debug!(
+                    open_files = soft,
+                    hard_limit = hard,
+                    "the open-file limit allows about {allowed} connections (--max-connections is {max})"
+                );
+            }
+        }
         tokio::spawn(chatd::tls::reload_on_sighup(app.config.tls.clone()));
+        let last_seen = tokio::spawn(chatd::lastseen::flush_periodically(app.clone()));
         server::run(listener, app.clone(), server::shutdown_signal()).await;
         if let Some((task, path)) = control {
             task.abort();
             let _ = std::fs::remove_file(path);
         }
+        last_seen.abort();
+        chatd::lastseen::flush(&app).await;
         // The writer stops once the last handle is gone and its queue is drained (every
         // accepted op committed and answered); wait a little for that.
         drop(app);

@@ -37,6 +37,103 @@ pub struct User {
     pub disabled: bool,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
+    /// What the user chose to be called; `None`: shown by `name`.
+    pub display_name: Option<String>,
+    /// Avatar colour: an index into `COLORS` plus one; 0 = the default for the id
+    /// (`User::color_name`).
+    pub color: u8,
+}
+
+impl User {
+    /// What readers see of an account whose record is damaged (reported by the store): its id,
+    /// no name, disabled.
+    pub fn unreadable(id: UserId) -> User {
+        User {
+            id,
+            name: String::new(),
+            password_hash: String::new(),
+            admin: false,
+            disabled: true,
+            created_ms: 0,
+            display_name: None,
+            color: 0,
+        }
+    }
+
+    /// The avatar colour's name (`COLORS`): the chosen one, else one derived from the id.
+    pub fn color_name(&self) -> &'static str {
+        color_name(self.id, self.color)
+    }
+
+    /// How other people see this user: the display name, else the account name.
+    pub fn shown_name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// The avatar colour palette, by name (the web client maps each name to its shade).
+pub const COLORS: [&str; 12] = [
+    "red", "orange", "amber", "lime", "green", "teal", "cyan", "blue", "indigo", "violet", "pink",
+    "slate",
+];
+
+/// The name of colour `color` (`User::color`) for `id`.
+pub fn color_name(id: UserId, color: u8) -> &'static str {
+    match color
+        .checked_sub(1)
+        .and_then(|i| COLORS.get(usize::from(i)))
+    {
+        Some(c) => c,
+        None => COLORS[(id.0 % COLORS.len() as u64) as usize],
+    }
+}
+
+/// The stored value (`User::color`) of a colour name, if it is in the palette.
+pub fn color_index(name: &str) -> Option<u8> {
+    COLORS
+        .iter()
+        .position(|c| *c == name)
+        .and_then(|i| u8::try_from(i + 1).ok())
+}
+
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
+
+/// Checks and normalizes a display name: trimmed, 1–64 characters, no control characters
+/// (and none of the invisible formatting characters that could hide or reorder text).
+pub fn validate_display_name(name: &str) -> Result<String, &'static str> {
+    let name = name.trim();
+    let count = name.chars().count();
+    if count == 0 {
+        return Err("display name must not be empty (send null to clear it)");
+    }
+    if count > MAX_DISPLAY_NAME_CHARS {
+        return Err("display name must be at most 64 characters");
+    }
+    if name.chars().any(|c| {
+        c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    }) {
+        return Err("display name must not contain control or invisible formatting characters");
+    }
+    Ok(name.to_string())
+}
+
+/// The key look-alike names collide under: the Unicode TR39 confusable skeleton, taken
+/// case-insensitively (skeleton, lowercase, skeleton again), so `аlice` (Cyrillic а), `aIice`
+/// (capital I for the l), `a1ice` and `Alice` meet `alice`. Names are unique by this key as
+/// well as by `name_key` (which catches `ALICE`). The confusables data is the
+/// `unicode-security` crate's (Unicode's confusables.txt).
+pub fn name_skeleton(name: &str) -> String {
+    let once: String = unicode_security::skeleton(name).collect();
+    unicode_security::skeleton(&once.to_lowercase()).collect()
+}
+
+/// Identifies the skeleton function (the Unicode version of its data, and the steps above): a
+/// stored skeleton index made with another one is rebuilt.
+pub fn skeleton_version() -> u64 {
+    let (a, b, c) = unicode_security::UNICODE_VERSION;
+    // Bump the first factor when `name_skeleton` changes.
+    1_000_000_000 + a * 1_000_000 + b * 1000 + c
 }
 
 /// What a session token was issued as.
@@ -125,6 +222,41 @@ mod tests {
         assert!(validate_user_name(&"字".repeat(32)).is_ok());
         assert_eq!(name_key("Alice"), name_key("aLICE"));
     }
+
+    #[test]
+    fn look_alike_names_share_a_skeleton() {
+        let alice = name_skeleton("alice");
+        for fake in [
+            "\u{430}lice",
+            "aIice",
+            "a1ice",
+            "Alice",
+            "al\u{456}ce",
+            "\u{251}lice",
+        ] {
+            assert_eq!(name_skeleton(fake), alice, "{fake:?}");
+        }
+        for other in ["alicia", "bob", "malice", "\u{5f20}\u{4f1f}"] {
+            assert_ne!(name_skeleton(other), alice, "{other:?}");
+        }
+        assert_eq!(name_skeleton("rn"), name_skeleton("m"));
+        assert_eq!(name_skeleton("paypa1"), name_skeleton("PayPal"));
+    }
+
+    #[test]
+    fn display_names_and_colors() {
+        assert_eq!(validate_display_name("  Alice A.  ").unwrap(), "Alice A.");
+        assert!(validate_display_name("   ").is_err());
+        assert!(validate_display_name(&"x".repeat(65)).is_err());
+        assert!(validate_display_name(&"字".repeat(64)).is_ok());
+        assert!(validate_display_name("a\u{7}b").is_err());
+        assert!(validate_display_name("evil\u{202e}gnp.exe").is_err());
+        assert_eq!(color_index("blue"), Some(8));
+        assert_eq!(color_index("mauve"), None);
+        assert_eq!(color_name(UserId(5), 8), "blue");
+        assert_eq!(color_name(UserId(1), 0), COLORS[1]);
+        assert_eq!(color_name(UserId(1), 200), COLORS[1]);
+    }
 }
 
 /// Direct (exactly two members, one per pair) or group.
@@ -193,8 +325,41 @@ pub struct ConversationSummary {
     /// The viewing user's read position.
     pub read_seq: u64,
     /// Direct conversations: the other user.
-    pub peer: Option<(UserId, String)>,
+    pub peer: Option<Peer>,
     pub last_message: Option<StoredMessage>,
+}
+
+/// The other user of a direct conversation, as the list shows them.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub id: UserId,
+    pub name: String,
+    pub display_name: Option<String>,
+    /// The colour's name (`User::color_name`).
+    pub color: &'static str,
+}
+
+impl Peer {
+    pub fn of(u: &User) -> Peer {
+        Peer {
+            id: u.id,
+            name: u.name.clone(),
+            display_name: u.display_name.clone(),
+            color: u.color_name(),
+        }
+    }
+}
+
+/// An invite link's code and what is left of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invite {
+    /// Random, URL-safe, at least 128 bits.
+    pub code: String,
+    pub uses_left: u64,
+    /// Milliseconds since the Unix epoch; the invite no longer works from then on.
+    pub expires_ms: u64,
+    pub created_by: UserId,
+    pub created_ms: u64,
 }
 
 /// A member of a conversation.
@@ -202,6 +367,9 @@ pub struct ConversationSummary {
 pub struct MemberInfo {
     pub id: UserId,
     pub name: String,
+    pub display_name: Option<String>,
+    /// The colour's name (`User::color_name`).
+    pub color: &'static str,
     pub owner: bool,
     pub read_seq: u64,
 }

@@ -211,11 +211,13 @@ fn invalid(code: ErrorCode, message: impl Into<String>) -> Result<(), Invalid> {
 }
 
 impl ClientFrame {
-    /// Checks what the types cannot: lengths, ranges, exactly one target. `me` is the
+    /// Checks what the types cannot: lengths (a text in characters and in bytes), ranges,
+    /// exactly one target. `me` is the
     /// requesting user. Membership and existence are the store's to check.
     pub fn check(
         &self,
         me: u64,
+        max_message_chars: usize,
         max_message_bytes: usize,
         history_max: u32,
     ) -> Result<(), Invalid> {
@@ -242,12 +244,14 @@ impl ClientFrame {
                 if text.trim().is_empty() {
                     return invalid(EmptyText, "the message text is empty");
                 }
-                if text.len() > max_message_bytes {
+                // In characters, as people count (and the web client counts down); the byte
+                // bound follows (at most 4 bytes a character).
+                let chars = text.chars().count();
+                if chars > max_message_chars || text.len() > max_message_bytes {
                     return invalid(
                         TextTooLong,
                         format!(
-                            "the message text is {} bytes; at most {max_message_bytes} are allowed",
-                            text.len()
+                            "the message is {chars} characters long; at most {max_message_chars} are allowed"
                         ),
                     );
                 }
@@ -305,11 +309,26 @@ impl ClientFrame {
     }
 }
 
-/// A user as other users see them.
+/// A user as other users see them: the account name (unique, what one logs in with), the
+/// display name they chose (absent when none) and their avatar colour (a palette name).
 #[derive(Debug, Serialize, Clone)]
 pub struct UserRef {
     pub id: u64,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub color: &'static str,
+}
+
+impl UserRef {
+    pub fn of(u: &crate::model::User) -> Self {
+        UserRef {
+            id: u.id.0,
+            name: u.name.clone(),
+            display_name: u.display_name.clone(),
+            color: u.color_name(),
+        }
+    }
 }
 
 /// A user in the directory.
@@ -317,6 +336,9 @@ pub struct UserRef {
 pub struct DirectoryUser {
     pub id: u64,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub color: &'static str,
     pub online: bool,
 }
 
@@ -325,6 +347,9 @@ pub struct DirectoryUser {
 pub struct Peer {
     pub id: u64,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub color: &'static str,
     pub online: bool,
 }
 
@@ -372,10 +397,12 @@ pub struct Conversation {
 impl Conversation {
     /// Builds the wire form; `online` tells whether a user is connected.
     pub fn from_summary(s: &ConversationSummary, online: impl Fn(u64) -> bool) -> Self {
-        let peer = s.peer.as_ref().map(|(id, name)| Peer {
-            id: id.0,
-            name: name.clone(),
-            online: online(id.0),
+        let peer = s.peer.as_ref().map(|p| Peer {
+            id: p.id.0,
+            name: p.name.clone(),
+            display_name: p.display_name.clone(),
+            color: p.color,
+            online: online(p.id.0),
         });
         Conversation {
             id: s.id.0,
@@ -384,7 +411,9 @@ impl Conversation {
                 ConversationKind::Group => "group",
             },
             title: match &s.peer {
-                Some((_, name)) if s.kind == ConversationKind::Direct => name.clone(),
+                Some(p) if s.kind == ConversationKind::Direct => {
+                    p.display_name.clone().unwrap_or_else(|| p.name.clone())
+                }
                 _ => s.title.clone(),
             },
             owner: match s.kind {
@@ -414,6 +443,9 @@ impl Conversation {
 pub struct Member {
     pub id: u64,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub color: &'static str,
     /// "owner" or "member".
     pub role: &'static str,
     pub read_seq: u64,
@@ -425,6 +457,8 @@ impl Member {
         Member {
             id: m.id.0,
             name: m.name.clone(),
+            display_name: m.display_name.clone(),
+            color: m.color,
             role: if m.owner { "owner" } else { "member" },
             read_seq: m.read_seq,
             online,
@@ -511,6 +545,8 @@ impl<'a> MessageFrameRef<'a> {
 #[derive(Debug, Serialize, Clone)]
 pub struct ClientLimits {
     pub max_message_bytes: usize,
+    /// Longest message text in characters (Unicode code points); longer gets `text_too_long`.
+    pub max_message_chars: usize,
     pub max_frame_bytes: usize,
     pub history_limit: u32,
     pub ping_interval_ms: u64,
@@ -613,6 +649,8 @@ pub enum ServerFrame {
     },
     /// A user who shares a conversation with you came online or went offline.
     Presence { user: u64, online: bool },
+    /// A user changed their display name or avatar colour (sent to every connected user).
+    UserUpdated { user: UserRef },
     /// A request failed; the connection stays open.
     Error {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -648,7 +686,7 @@ pub enum ErrorCode {
     Forbidden,
     /// The text is empty or only whitespace.
     EmptyText,
-    /// The text is longer than `max_message_bytes` (UTF-8 bytes).
+    /// The text is longer than `max_message_chars` characters.
     TextTooLong,
     /// Too many frames; slow down. Persisting floods close the connection (1008).
     RateLimited,
@@ -818,7 +856,7 @@ mod tests {
         decode(text)
             .unwrap()
             .frame
-            .check(1, 100, 100)
+            .check(1, 100, 400, 100)
             .map_err(|e| e.code)
     }
 
@@ -883,5 +921,9 @@ mod tests {
         let f = format!(r#"{{"type":"send","client_id":"{cid}","to":2,"text":"hi"}}"#);
         assert_eq!(check(&f), Err(BadFrame));
         assert_eq!(check(&f.replace(&cid, &"é".repeat(64))), Ok(()));
+        // The text is counted in characters: 100 four-byte characters pass, 101 do not.
+        let text = |t: String| format!(r#"{{"type":"send","client_id":"c","to":2,"text":"{t}"}}"#);
+        assert_eq!(check(&text("😀".repeat(100))), Ok(()));
+        assert_eq!(check(&text("😀".repeat(101))), Err(TextTooLong));
     }
 }

@@ -232,7 +232,7 @@ pub(crate) async fn serve_connection<I>(
 {
     let header_timeout = app.config.limits.header_read_timeout;
     let max_buf = app.config.limits.max_header_bytes;
-    let svc = service_fn(move |req| http::handle(app.clone(), peer, req));
+    let svc = service_fn(move |req| http::serve(app.clone(), peer, req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)

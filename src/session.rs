@@ -116,7 +116,10 @@ pub enum Open {
 pub async fn open(app: &Arc<App>, token_hash: [u8; 32]) -> Result<Open, crate::store::StoreError> {
     let l = &app.config.limits;
     let (tx, rx) = mpsc::channel(l.outbox_frames);
-    let flags = Arc::new(SessionFlags::default());
+    let flags = Arc::new(SessionFlags {
+        token_hash,
+        ..SessionFlags::default()
+    });
     let id = app.hub.next_session_id();
     let hub = app.hub.clone();
     let (per_user, max, group_max) = (
@@ -260,6 +263,7 @@ pub async fn run<S>(
         };
         tracing::info!(user = uid.0, session = id, "slow client: {why}; {how}");
     }
+    app.last_seen.touch(uid);
     if registered.leave() {
         announce_presence(app.clone(), uid);
     }
@@ -502,13 +506,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let frame = ServerFrame::Welcome {
             protocol: proto::PROTOCOL_VERSION,
             server: crate::VERSION,
-            user: proto::UserRef {
-                id: self.user.id.0,
-                name: self.user.name.clone(),
-            },
+            user: proto::UserRef::of(&self.user),
             epoch: format!("{:016x}", self.app.store.epoch()),
             limits: proto::ClientLimits {
                 max_message_bytes: l.max_message_bytes,
+                max_message_chars: l.max_message_chars,
                 max_frame_bytes: l.max_frame_bytes,
                 history_limit: l.history_max,
                 ping_interval_ms: l.ping_interval.as_millis() as u64,
@@ -773,7 +775,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn on_frame(&mut self, r: Option<u64>, frame: ClientFrame) -> Step {
         let limits = self.app.config.limits.clone();
         let user = self.user.id;
-        if let Err(bad) = frame.check(user.0, limits.max_message_bytes, limits.history_max) {
+        if let Err(bad) = frame.check(
+            user.0,
+            limits.max_message_chars,
+            limits.max_message_bytes,
+            limits.history_max,
+        ) {
             let client_id = frame.client_id().map(str::to_string);
             return self.send_error(r, client_id, bad.code, &bad.message).await;
         }
@@ -931,10 +938,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         let hub = &self.app.hub;
                         let users = list
                             .into_iter()
-                            .map(|(id, name)| proto::DirectoryUser {
-                                id: id.0,
-                                name,
-                                online: hub.is_online(id),
+                            .map(|u| proto::DirectoryUser {
+                                id: u.id.0,
+                                color: u.color_name(),
+                                online: hub.is_online(u.id),
+                                display_name: u.display_name,
+                                name: u.name,
                             })
                             .collect();
                         self.send_frame(&ServerFrame::Users {

@@ -13,18 +13,17 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-/// The certificate and key files, and the configuration loaded from them.
+/// The certificate and key files, and the configuration loaded from them (or, for
+/// `--tls-self-signed`, a certificate made in memory: no files, nothing to reload).
 pub struct Tls {
-    cert: PathBuf,
-    key: PathBuf,
+    files: Option<(PathBuf, PathBuf)>,
     current: RwLock<Arc<ServerConfig>>,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
-            .field("cert", &self.cert)
-            .field("key", &self.key)
+            .field("files", &self.files)
             .finish_non_exhaustive()
     }
 }
@@ -34,8 +33,19 @@ impl Tls {
     pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
         let config = build(cert, key)?;
         Ok(Tls {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
+            files: Some((cert.to_path_buf(), key.to_path_buf())),
+            current: RwLock::new(config),
+        })
+    }
+
+    /// A configuration from a certificate chain (leaf first) and its key, held in memory.
+    pub fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Tls, String> {
+        let config = server_config(chain, key).map_err(|e| format!("TLS setup failed: {e}"))?;
+        Ok(Tls {
+            files: None,
             current: RwLock::new(config),
         })
     }
@@ -51,7 +61,10 @@ impl Tls {
 
     /// Loads the files again; on success new connections use them.
     pub fn reload(&self) -> Result<(), String> {
-        let config = build(&self.cert, &self.key)?;
+        let Some((cert, key)) = &self.files else {
+            return Ok(());
+        };
+        let config = build(cert, key)?;
         match self.current.write() {
             Ok(mut c) => *c = config,
             Err(poisoned) => *poisoned.into_inner() = config,
@@ -77,19 +90,25 @@ fn build(cert: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, String> {
             key_file.display()
         )
     })?;
+    server_config(certs, key).map_err(|e| {
+        format!(
+            "the TLS key {} does not fit the certificate {}: {e}",
+            key_file.display(),
+            cert.display()
+        )
+    })
+}
+
+/// rustls with ring, TLS 1.2 and 1.3, ALPN http/1.1.
+fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "the TLS key {} does not fit the certificate {}: {e}",
-                key_file.display(),
-                cert.display()
-            )
-        })?;
+        .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -113,8 +132,12 @@ pub async fn reload_on_sighup(tls: Option<Arc<Tls>>) {
                 tracing::info!("received SIGHUP: nothing to reload (no --tls-cert)");
                 continue;
             };
+            let Some((cert, _)) = &tls.files else {
+                tracing::info!("received SIGHUP: nothing to reload (self-signed certificate)");
+                continue;
+            };
             match tls.reload() {
-                Ok(()) => tracing::info!(cert = %tls.cert.display(), "TLS certificate reloaded"),
+                Ok(()) => tracing::info!(cert = %cert.display(), "TLS certificate reloaded"),
                 Err(e) => tracing::error!("TLS reload failed, keeping the old certificate: {e}"),
             }
         }

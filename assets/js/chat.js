@@ -32,6 +32,7 @@ export function start(me) {
     onDown: (opened) => {
       S.synced = false;
       sentHere = new Set();
+      if (S.presenceKnown) store.presenceUnknown();
       // A socket that never opened may mean the session expired (the upgrade got a 401).
       if (!opened) hooks.onAuthLost();
     },
@@ -41,6 +42,8 @@ export function start(me) {
 }
 
 export const status = () => conn.status;
+/** True once the socket is up (welcome received). */
+export const connected = () => !!conn && conn.isOpen;
 export const retryNow = () => conn.retryNow();
 export const stop = () => conn && conn.stop();
 
@@ -77,6 +80,8 @@ function onFrame(f) {
       return store.applyTyping(f);
     case "presence":
       return store.applyPresence(f.user, f.online);
+    case "user_updated": // someone's display name or colour (ours too)
+      return f.user && store.applyUserUpdate(f.user);
     case "error":
       return onError(f);
     default:
@@ -91,6 +96,8 @@ function onWelcome(w) {
     return;
   }
   S.limits = { ...S.limits, ...w.limits };
+  // Our display name and colour may have changed on another device while we were away.
+  store.applyUserUpdate(w.user);
   store.setEpoch(w.epoch);
   store.setConversations(w.conversations);
   const cursors = w.conversations.map((c) => ({ conversation: c.id, seq: S.have[c.id] ?? c.last_seq }));
@@ -160,8 +167,35 @@ function flushOutbox() {
   }
 }
 
-/** UTF-8 length, checked against max_message_bytes before sending. */
-export const byteLength = (text) => new TextEncoder().encode(text).length;
+/** UTF-8 length of one code point. */
+const utf8 = (cp) => (cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4);
+
+/**
+ * How `text` stands against the server's message limit, in characters (Unicode code points,
+ * what the server counts as `max_message_chars`): `{chars, max, over}`. A server that states its
+ * limit only in UTF-8 bytes (`max_message_bytes`) is handled too: `over` is then exactly how many
+ * characters do not fit, and `max` the number of characters of this kind of text that would
+ * (the bytes left divided by the text's bytes per character).
+ */
+export function measure(text) {
+  const maxChars = S.limits.max_message_chars || Infinity;
+  const maxBytes = S.limits.max_message_bytes || Infinity;
+  let chars = 0;
+  let bytes = 0;
+  let fit = 0; // leading characters within both limits
+  for (const ch of text) {
+    chars += 1;
+    bytes += utf8(ch.codePointAt(0));
+    if (bytes <= maxBytes && chars <= maxChars) fit = chars;
+  }
+  let max = maxChars;
+  if (maxBytes !== Infinity) {
+    const perChar = chars ? bytes / chars : 1;
+    const byBytes = bytes > maxBytes ? fit : chars + Math.floor((maxBytes - bytes) / perChar);
+    max = Math.min(max, byBytes);
+  }
+  return { chars, max, over: chars - fit };
+}
 
 /**
  * Queues a message for the open conversation (or a new direct chat) and sends it if connected.
@@ -182,17 +216,21 @@ export function sendText(cur, text) {
   else if (conn.status.phase === "waiting" && conn.status.retryAt - Date.now() > 2000) conn.retryNow();
 }
 
-/** Loads older messages of `id` (before the oldest cached one), or the newest page. */
-export function loadHistory(id) {
+/** Loads `limit` older messages of `id` (before the oldest cached one), or the newest page. */
+export function loadHistory(id, limit = 50) {
   const c = store.cacheFor(id);
   if (c.loading || c.complete || !conn.isOpen) return;
-  const frame = { type: "history", conversation: id, limit: 50 };
+  const frame = { type: "history", conversation: id, limit };
   if (c.list.length) frame.before = c.list[0].seq;
   c.loading = true;
   emit("msgs", id);
   conn
     .request(frame)
-    .then((f) => store.mergeHistory(id, f.messages, f.complete, frame.before))
+    .then((f) => {
+      // Our own messages in it are stored: whatever their ack is doing, they leave the outbox.
+      for (const m of f.messages) if (m.sender === S.me.id && m.client_id) store.outboxTake(m.client_id);
+      store.mergeHistory(id, f.messages, f.complete, frame.before);
+    })
     .catch(() => {
       c.loading = false;
       emit("msgs", id);
@@ -221,7 +259,10 @@ export function refreshOpen(id) {
 /** The user directory (`users`), filtered by name. */
 export async function users(query) {
   const f = await conn.request({ type: "users", query, limit: 50 });
-  for (const u of f.users) S.online.set(u.id, u.online);
+  for (const u of f.users) {
+    S.online.set(u.id, u.online);
+    store.rememberPerson(u);
+  }
   return f.users;
 }
 

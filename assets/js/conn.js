@@ -1,14 +1,30 @@
 // conn: owns the WebSocket. Connects to /ws on the page's own origin (the session cookie
 // authenticates), parses frames and hands them to `onFrame`, matches replies to requests by
-// `ref`, reconnects after any close with exponential backoff and jitter (0.5 s doubling to
-// 30 s, reset once a connection has stayed up 10 s), and detects dead connections with the
-// protocol's text `ping`/`pong`. It knows nothing about conversations: chat.js does.
+// `ref`, reconnects after any close, and detects dead connections with the protocol's text
+// `ping`/`pong`. It knows nothing about conversations: chat.js does.
+//
+// Reconnecting: while the page is visible and the server is unreachable (a probe of /healthz
+// fails at the network level), it probes often (every 0.3-0.6 s after a quick first try, every
+// 2.5-5 s once the outage has lasted 5 minutes), and opens the WebSocket as soon as a probe gets
+// any answer: after a server restart the page is back within a second of the server accepting.
+// A refused connection costs a down server nothing. When the server answers but the WebSocket
+// still fails (busy, overloaded, session gone), and always while the page is hidden, it backs
+// off exponentially with jitter (0.5 s doubling to 30 s, reset once a connection has stayed up
+// 10 s), so a struggling server is not hammered. The browser's `online` event, focus and the
+// page becoming visible retry at once.
 
 const MIN_DELAY = 500;
 const MAX_DELAY = 30000;
+const PROBE_FIRST = 200;
+const PROBE_MAX = 600;
+const PROBE_MAX_LONG = 5000;
+const LONG_OUTAGE = 5 * 60000;
 const HEALTHY_AFTER = 10000;
 const PING_EVERY = 20000;
 const PONG_WITHIN = 10000;
+
+/** "Equal jitter": half fixed, half random, so many clients do not reconnect in lockstep. */
+const jitter = (base) => base / 2 + Math.random() * (base / 2);
 
 export class Conn {
   /**
@@ -30,14 +46,21 @@ export class Conn {
     this.status = { phase: "connecting", retryAt: 0, everConnected: false };
     this.lastRecv = 0;
     this.pingSentAt = 0;
+    /** When the current outage began (0 while connected). */
+    this.downSince = 0;
+    /** Probes of /healthz since the last answer (sets the probe interval). */
+    this.probes = 0;
+    /** The server answered a probe but the WebSocket then failed: back off, do not probe. */
+    this.refused = false;
     window.addEventListener("online", () => this.retryNow());
     window.addEventListener("offline", () => {
       if (this.status.phase === "waiting") this.setStatus({ phase: "offline" });
     });
+    // Coming back to the tab: do not make the user wait for a long backoff.
     document.addEventListener("visibilitychange", () => {
-      // Coming back to the tab: do not make the user wait for a long backoff.
-      if (!document.hidden && this.status.phase === "waiting") this.retryNow();
+      if (!document.hidden) this.retryNow();
     });
+    window.addEventListener("focus", () => this.retryNow());
   }
 
   url() {
@@ -72,6 +95,9 @@ export class Conn {
     let pinger = null;
     ws.onopen = () => {
       opened = true;
+      this.downSince = 0;
+      this.probes = 0;
+      this.refused = false;
       this.lastRecv = Date.now();
       this.pingSentAt = 0;
       healthy = setTimeout(() => (this.attempt = 0), HEALTHY_AFTER);
@@ -124,21 +150,59 @@ export class Conn {
     ws.send("ping");
   }
 
+  /** Waits, then tries again: a quick probe while visible and unreachable, else backoff. */
   scheduleRetry() {
     if (this.stopped) return;
-    const base = Math.min(MAX_DELAY, MIN_DELAY * 2 ** this.attempt);
-    this.attempt += 1;
-    // "Equal jitter": half fixed, half random, so many clients do not reconnect in lockstep.
-    const delay = base / 2 + Math.random() * (base / 2);
+    if (!this.downSince) this.downSince = Date.now();
+    const probing = !document.hidden && !this.refused && navigator.onLine !== false;
+    let delay;
+    if (probing) {
+      const cap = Date.now() - this.downSince > LONG_OUTAGE ? PROBE_MAX_LONG : PROBE_MAX;
+      delay = jitter(Math.min(cap, PROBE_FIRST * 2 ** this.probes));
+      this.probes += 1;
+    } else {
+      delay = jitter(Math.min(MAX_DELAY, MIN_DELAY * 2 ** this.attempt));
+      this.attempt += 1;
+    }
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.connect(), delay);
+    this.retryTimer = setTimeout(() => (probing ? this.probe() : this.connect()), delay);
     if (navigator.onLine === false) this.setStatus({ phase: "offline", retryAt: Date.now() + delay });
     else this.setStatus({ phase: "waiting", retryAt: Date.now() + delay });
+  }
+
+  /**
+   * Asks /healthz whether the server is there. No answer at all (connection refused, network
+   * down): probe again soon. Any answer: connect now; if the WebSocket then fails anyway, the
+   * server is up but refusing us, and the next tries back off instead of probing.
+   */
+  async probe() {
+    if (this.stopped || this.ws) return;
+    this.retryTimer = null;
+    let answered = false;
+    try {
+      const ctl = new AbortController();
+      const timer = setTimeout(() => ctl.abort(), 3000);
+      await fetch("/healthz", { cache: "no-store", signal: ctl.signal });
+      clearTimeout(timer);
+      answered = true;
+    } catch {
+      answered = false;
+    }
+    if (this.stopped || this.ws || this.retryTimer) return; // retryNow() went first
+    if (!answered) {
+      this.scheduleRetry();
+      return;
+    }
+    this.refused = true; // cleared when the socket opens
+    this.connect();
   }
 
   /** Reconnect now instead of waiting for the backoff timer (button, online event, focus). */
   retryNow() {
     if (this.stopped || this.ws) return;
+    if (this.status.phase !== "waiting" && this.status.phase !== "offline") return;
+    this.refused = false;
+    this.probes = 0;
     this.connect();
   }
 

@@ -29,12 +29,20 @@ function errorText(e) {
   return s === key ? t("err.generic", { code }) : s;
 }
 
-/** One person row: avatar with presence dot, name and a second line. */
+/** How a person is shown: their display name, else their account name. */
+const shown = (u) => store.shownName(u.id, u.display_name || u.name);
+
+/**
+ * One person row: avatar (their colour) with presence dot, the shown name and a second line
+ * (with the account name when a display name hides it).
+ */
 function personContent(u, second) {
   const dot = h("span", { class: `dot${u.online ? " online" : ""}` });
+  const name = shown(u);
+  const line = name !== u.name ? `${second} · ${u.name}` : second;
   return [
-    h("span", { class: "avatar-wrap" }, avatar(u.name), dot),
-    h("span", { class: "person-name" }, h("strong", { text: u.name }), h("span", { class: "muted small", text: second })),
+    h("span", { class: "avatar-wrap" }, avatar(name, "avatar", store.colorOf(u.id) || u.color), dot),
+    h("span", { class: "person-name" }, h("strong", { text: name }), h("span", { class: "muted small", text: line })),
   ];
 }
 
@@ -60,7 +68,7 @@ export function directory(openChat) {
           const pick = () => {
             dlg.close();
             const c = store.directWith(u.id);
-            openChat(c ? { id: c.id } : { draft: { id: u.id, name: u.name } });
+            openChat(c ? { id: c.id } : { draft: { id: u.id, name: shown(u) } });
           };
           return h("li", {}, h("button", { type: "button", class: "person", on: { click: pick } }, personContent(u, presence(u))));
         }),
@@ -189,7 +197,7 @@ function renderInfo() {
       const row = h("div", { class: "person" }, personContent(m, second));
       if (m.role === "owner") row.append(h("span", { class: "role", text: t("info.owner") }));
       if (owner && m.id !== S.me.id) {
-        const label = t("info.remove", { name: m.name });
+        const label = t("info.remove", { name: shown(m) });
         const rm = h("button", { type: "button", class: "icon-btn", title: label, attrs: { "aria-label": label } }, icon("x"));
         rm.addEventListener("click", () => chat.removeMember(infoId, m.id).then(() => chat.refreshOpen(infoId), (e) => toast(errorText(e), "error")));
         row.append(rm);

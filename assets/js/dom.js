@@ -40,19 +40,29 @@ export function icon(name, cls = "icon") {
   return svg;
 }
 
-/** Avatar: a colored circle with the first letter of `name` (color stable per name). */
-export function avatar(name, cls = "avatar") {
+/** The avatar colours, as the server names them (`color` of a user; default palette[id % 12]). */
+export const PALETTE = ["red", "orange", "amber", "lime", "green", "teal", "cyan", "blue", "indigo", "violet", "pink", "slate"];
+
+/**
+ * Avatar: a coloured circle with the first letter of `name`. `color` is a palette name (a
+ * person's chosen colour); without one (groups) the colour is derived from the name.
+ */
+export function avatar(name, cls = "avatar", color) {
   const el = h("span", { class: cls, attrs: { "aria-hidden": "true" } });
-  setAvatar(el, name);
+  setAvatar(el, name, color);
   return el;
 }
 
-export function setAvatar(el, name) {
+export function setAvatar(el, name, color) {
   const first = Array.from(String(name || "?").trim())[0] || "?";
   el.textContent = first.toUpperCase();
+  if (PALETTE.includes(color)) {
+    el.dataset.color = color;
+    return;
+  }
   let hash = 0;
   for (const ch of String(name)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  el.dataset.color = String(hash % 8);
+  el.dataset.color = PALETTE[hash % PALETTE.length];
 }
 
 // http(s) URLs; trailing punctuation that usually ends a sentence is not part of the link.
@@ -100,6 +110,7 @@ export function reconcile(parent, items, make, update) {
   const next = new Map();
   let ref = parent.firstChild;
   for (const it of items) {
+    if (next.has(it.key)) continue; // a key twice would leave an element no later call removes
     let el = old.get(it.key);
     if (!el) el = make(it);
     update(el, it);

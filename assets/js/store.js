@@ -8,7 +8,9 @@
 // Changes are announced with `emit(topic)`; the UI re-renders what it shows.
 
 export const S = {
-  me: null, // {id, name, admin}
+  me: null, // {id, name, display_name, color, admin}
+  /** user id → {id, name, display_name, color}: how people are shown (display name, colour). */
+  people: new Map(),
   epoch: null,
   limits: { max_message_bytes: 16384, history_limit: 100 },
   /** id → Conversation as the server describes it, kept current from frames. */
@@ -27,6 +29,8 @@ export const S = {
   typing: new Map(),
   /** user id → online, from presence frames, members, users and conversations. */
   online: new Map(),
+  /** False while disconnected: nobody's presence is known then (shown grey, "unknown"). */
+  presenceKnown: false,
   /** The open conversation: {id} or a direct chat not created yet {draft: {id, name}}; or null. */
   current: null,
   synced: false,
@@ -36,7 +40,7 @@ export const S = {
 
 const listeners = new Map();
 
-/** Calls `fn` after `emit(topic)`. Topics: convs, msgs, outbox, members, typing, conn. */
+/** Calls `fn` after `emit(topic)`. Topics: convs, msgs, outbox, members, typing, conn, me. */
 export function on(topic, fn) {
   if (!listeners.has(topic)) listeners.set(topic, []);
   listeners.get(topic).push(fn);
@@ -119,8 +123,12 @@ export function init(me) {
   S.epoch = load("epoch", null);
   S.have = load("cursors", {});
   S.outbox = load("outbox", []);
+  rememberPerson(me);
   for (const c of load("convs", [])) {
-    if (c.peer) c.peer.online = false; // presence is unknown until welcome
+    if (c.peer) {
+      c.peer.online = false; // presence is unknown until welcome
+      rememberPerson(c.peer);
+    }
     S.convs.set(c.id, c);
   }
   for (const [id, list] of Object.entries(load("msgs", {}))) {
@@ -228,6 +236,7 @@ function forget(id) {
  * not replayed (it loads on demand).
  */
 export function setConversations(list) {
+  S.presenceKnown = true; // welcome (or a fresh list) carries every peer's presence
   const ids = new Set(list.map((c) => c.id));
   for (const id of [...S.convs.keys()]) if (!ids.has(id)) forget(id);
   for (const id of Object.keys(S.have)) if (!ids.has(Number(id))) delete S.have[id];
@@ -235,7 +244,10 @@ export function setConversations(list) {
   for (const c of list) {
     S.convs.set(c.id, c);
     if (!(c.id in S.have)) S.have[c.id] = c.last_seq;
-    if (c.peer) S.online.set(c.peer.id, c.peer.online);
+    if (c.peer) {
+      S.online.set(c.peer.id, c.peer.online);
+      rememberPerson(c.peer);
+    }
   }
   saveSoon();
   emit("convs");
@@ -258,7 +270,10 @@ export function upsertConversation(c) {
     S.have[c.id] = Math.max(0, c.last_seq - 1);
     saveSoon();
   }
-  if (c.peer) S.online.set(c.peer.id, c.peer.online);
+  if (c.peer) {
+    S.online.set(c.peer.id, c.peer.online);
+    rememberPerson(c.peer);
+  }
   emit("convs");
   return !old;
 }
@@ -449,6 +464,7 @@ export function setMembers(id, members) {
   S.members.set(id, members);
   for (const m of members) {
     S.online.set(m.id, m.online);
+    rememberPerson(m);
     if (m.id !== S.me.id) bumpRead(id, m.id, m.read_seq);
   }
   emit("members", id);
@@ -470,7 +486,67 @@ export function receipt(id, seq) {
   return "read";
 }
 
+// ---- people: display names and colours ----------------------------------------------------
+
+/**
+ * Remembers how user `u` is shown: a user object from the server ({id, name, display_name?,
+ * color}; the server omits display_name when none is set).
+ */
+export function rememberPerson(u) {
+  if (!u || typeof u.id !== "number") return;
+  const old = S.people.get(u.id) || {};
+  S.people.set(u.id, { id: u.id, name: u.name || old.name, display_name: u.display_name || null, color: u.color || old.color });
+}
+
+/** How user `id` is shown: the display name, else the account name, else `fallback`. */
+export function shownName(id, fallback = "") {
+  const p = S.people.get(id);
+  return (p && (p.display_name || p.name)) || fallback;
+}
+
+/** The avatar colour (palette name) of user `id`, if known. */
+export const colorOf = (id) => S.people.get(id)?.color;
+
+/**
+ * A `user_updated` frame (or our own profile change): someone's display name or colour changed.
+ * Updates the people map, ourselves, direct conversations with them (their title is the display
+ * name) and member lists.
+ */
+export function applyUserUpdate(u) {
+  const full = { ...u, display_name: u.display_name || null }; // omitted when none is set
+  rememberPerson(full);
+  if (S.me && u.id === S.me.id) {
+    S.me = { ...S.me, name: u.name || S.me.name, display_name: full.display_name, color: u.color || S.me.color };
+    emit("me");
+  }
+  for (const c of S.convs.values()) {
+    if (c.peer && c.peer.id === u.id) {
+      Object.assign(c.peer, { display_name: full.display_name, color: u.color || c.peer.color });
+      c.title = full.display_name || c.peer.name;
+    }
+  }
+  for (const list of S.members.values()) {
+    for (const m of list) if (m.id === u.id) Object.assign(m, { display_name: full.display_name, color: u.color || m.color });
+  }
+  emit("convs");
+  emit("members");
+  emit("msgs");
+}
+
 // ---- presence and typing ------------------------------------------------------------------
+
+/**
+ * The connection is down: what we knew about who is online goes stale at once, so forget it
+ * (the welcome and members replies of the next connection bring it back).
+ */
+export function presenceUnknown() {
+  S.presenceKnown = false;
+  S.online.clear();
+  for (const c of S.convs.values()) if (c.peer) c.peer.online = false;
+  for (const list of S.members.values()) for (const m of list) m.online = false;
+  emit("convs");
+  emit("members");
+}
 
 export function applyPresence(user, online) {
   S.online.set(user, online);
@@ -510,5 +586,5 @@ export function typingNames(id) {
   const m = S.typing.get(id);
   if (!m) return [];
   const now = Date.now();
-  return [...m.values()].filter((v) => v.until > now).map((v) => v.name);
+  return [...m.entries()].filter(([, v]) => v.until > now).map(([user, v]) => shownName(user, v.name));
 }

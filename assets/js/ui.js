@@ -5,7 +5,7 @@
 // textContent (see dom.js).
 
 import { $, h, icon, avatar, setAvatar, linkify, reconcile, clearKeyed, toast } from "./dom.js";
-import { t, relTime, clock, fullTime, dayLabel, dayKey } from "./i18n.js";
+import { t, relTime, clock, fullTime, dayLabel, dayKey, locale } from "./i18n.js";
 import * as chat from "./chat.js";
 import * as store from "./store.js";
 import { S, on } from "./store.js";
@@ -22,6 +22,12 @@ const input = $("input");
 let dividerAfter = null;
 /** Scroll intent for the next message render: "entry" (just opened), "bottom", or null. */
 let scrollIntent = null;
+/**
+ * Whether the view follows the newest message: true while the user is at the bottom. Kept from
+ * scroll events, so a pane that shrinks (the connection banner appears, the composer grows, the
+ * phone keyboard opens) still shows the newest message instead of hiding it under the composer.
+ */
+let pinned = true;
 /** Composer drafts per conversation key. */
 const drafts = new Map();
 
@@ -66,7 +72,7 @@ function renderList() {
 function makeConv({ c }) {
   const btn = h("button", { type: "button", class: "conv", on: { click: () => open({ id: c.id }) } });
   btn.dataset.id = c.id;
-  const av = avatar(c.title, c.kind === "group" ? "avatar group" : "avatar");
+  const av = avatar(c.title, c.kind === "group" ? "avatar group" : "avatar", peerColor(c));
   const dot = h("span", { class: "dot", hidden: true });
   btn.append(
     h("span", { class: "avatar-wrap" }, av, dot),
@@ -98,9 +104,9 @@ function makeConv({ c }) {
 function updateConv(li, { c }) {
   const btn = li.firstChild;
   const p = btn._parts;
-  if (p.title.textContent !== c.title) {
+  if (p.title.textContent !== c.title || p.av.dataset.color !== (peerColor(c) || p.av.dataset.color)) {
     p.title.textContent = c.title;
-    setAvatar(p.av, c.title);
+    setAvatar(p.av, c.title, peerColor(c));
   }
   p.dot.hidden = c.kind !== "direct";
   p.dot.classList.toggle("online", !!(c.peer && c.peer.online));
@@ -115,7 +121,7 @@ function updateConv(li, { c }) {
     // A message the server could not read (damaged storage) arrives as a marker.
     const text = lm.unreadable ? t("chat.unreadable") : lm.text.replace(/\s+/g, " ");
     if (lm.sender === S.me.id) p.preview.textContent = t("chats.you", { text });
-    else if (c.kind === "group") p.preview.textContent = `${lm.sender_name}: ${text}`;
+    else if (c.kind === "group") p.preview.textContent = `${store.shownName(lm.sender, lm.sender_name)}: ${text}`;
     else p.preview.textContent = text;
   } else p.preview.textContent = t("chats.noMessages");
   btn.classList.toggle("unread", c.unread > 0);
@@ -124,6 +130,11 @@ function updateConv(li, { c }) {
   p.srUnread.textContent = c.unread ? t("chats.unread", { n: c.unread }) : "";
   if (isOpen(c.id)) btn.setAttribute("aria-current", "true");
   else btn.removeAttribute("aria-current");
+}
+
+/** The colour of a direct conversation's peer (their chosen avatar colour); groups have none. */
+function peerColor(c) {
+  return c && c.kind === "direct" && c.peer ? store.colorOf(c.peer.id) || c.peer.color : undefined;
 }
 
 function typingText(names) {
@@ -147,12 +158,13 @@ export function open(cur, nav = "push") {
     const c = cur.id ? S.convs.get(cur.id) : null;
     dividerAfter = c && c.unread > 0 ? c.read_seq : null;
     scrollIntent = "entry";
+    pinned = true;
     clearKeyed(list);
     input.value = drafts.get(curKey(cur)) || "";
     autosize();
     if (c) {
       const cache = S.msgs.get(c.id);
-      if ((!cache || !cache.list.length) && c.last_seq > 0) chat.loadHistory(c.id);
+      if ((!cache || !cache.list.length) && c.last_seq > 0) chat.loadHistory(c.id, c.unread > 50 ? S.limits.history_limit || 100 : 50);
       chat.refreshOpen(c.id);
     }
   }
@@ -184,6 +196,7 @@ export function close(nav = "back") {
 
 /** Follows the URL hash (#/c/ID, #/u/ID): reload, Back and Forward. */
 export function route() {
+  if (location.hash === "#/admin") return; // the admin screen (admin.js) lies over the chat
   const m = location.hash.match(/^#\/(c|u)\/(\d+)$/);
   if (m && m[1] === "c" && S.convs.has(Number(m[2]))) return open({ id: Number(m[2]) }, "none");
   if (m && m[1] === "u" && S.current && S.current.draft && S.current.draft.id === Number(m[2])) return;
@@ -199,7 +212,7 @@ function renderHead() {
   const title = c ? c.title : cur.draft.name;
   $("chat-title").textContent = title;
   const av = $("chat-avatar");
-  setAvatar(av, title);
+  setAvatar(av, title, c ? peerColor(c) : store.colorOf(cur.draft.id));
   av.className = c && c.kind === "group" ? "avatar group" : "avatar";
   const dot = $("chat-dot");
   const sub = $("chat-sub");
@@ -211,7 +224,7 @@ function renderHead() {
     const online = !!(c.peer && c.peer.online);
     dot.hidden = false;
     dot.classList.toggle("online", online);
-    sub.textContent = online ? t("chat.online") : t("chat.offline");
+    sub.textContent = !S.presenceKnown ? t("chat.presenceUnknown") : online ? t("chat.online") : t("chat.offline");
     sub.classList.toggle("online", online);
   } else {
     dot.hidden = true;
@@ -266,7 +279,11 @@ function buildItems() {
   };
   const cache = c ? S.msgs.get(c.id) : null;
   if (cache) for (const m of cache.list) push(m, null);
+  // A message can be in the cache and still in the outbox: its ack is late, but history already
+  // brought it (the server stored it). Show it once, as stored.
+  const stored = new Set(cache ? cache.list.filter((m) => m.sender === me && m.client_id).map((m) => m.client_id) : []);
   for (const e of store.outboxFor(cur)) {
+    if (stored.has(e.client_id)) continue;
     push({ seq: Infinity, sender: me, sender_name: S.me.name, time: e.created, client_id: e.client_id, text: e.text }, "sending");
   }
   if (prev) prev.last = true;
@@ -284,15 +301,15 @@ function makeItem(it) {
   const meta = h("span", { class: "meta" }, time, status);
   const bubble = h("div", { class: "bubble" });
   if (it.group && !it.own) {
-    const sender = h("div", { class: "sender", text: m.sender_name });
+    const sender = h("div", { class: "sender" });
     bubble.append(sender);
     li._sender = sender;
-    li._avatar = avatar(m.sender_name, "avatar sm");
+    li._avatar = avatar("", "avatar sm");
     li._gutter = h("span", { class: "gutter" });
-    sender.dataset.color = li._avatar.dataset.color;
   } else {
     // Screen readers hear who wrote each message; sighted users see it from the side.
-    bubble.append(h("span", { class: "sr-only", text: `${m.sender_name}: ` }));
+    li._srSender = h("span", { class: "sr-only" });
+    bubble.append(li._srSender);
   }
   // An invisible copy of the time reserves room for the real one in the bottom-right corner.
   const pad = h("span", { class: "meta-pad", attrs: { "aria-hidden": "true" } });
@@ -315,6 +332,18 @@ function updateItem(li, it) {
     li._time.dateTime = new Date(it.m.time).toISOString();
     li._pad.dataset.t = li._time.textContent;
   }
+  // Who wrote it, as they are shown now (a display name or colour can change any time).
+  const who = store.shownName(it.m.sender, it.m.sender_name);
+  const color = store.colorOf(it.m.sender);
+  if (li._who !== who || li._color !== color) {
+    li._who = who;
+    li._color = color;
+    if (li._sender) {
+      li._sender.textContent = who;
+      setAvatar(li._avatar, who, color);
+      li._sender.dataset.color = li._avatar.dataset.color;
+    } else li._srSender.textContent = `${who}: `;
+  }
   li.classList.toggle("own", it.own);
   li.classList.toggle("first", it.first);
   li.classList.toggle("last", it.last);
@@ -335,10 +364,30 @@ function updateItem(li, it) {
   }
 }
 
+/**
+ * True while a conversation opened with unread messages still has to page in history back to
+ * its first unread one (defect: with more than a page unread, it opened near the bottom).
+ */
+function needsUnreadHistory(c, cache) {
+  if (dividerAfter === null || scrollIntent !== "entry" || !c) return false;
+  if (!chat.connected()) return false; // offline: show what is cached
+  if (!cache || !cache.list.length) return c.last_seq > 0;
+  return !cache.complete && cache.list[0].seq > dividerAfter + 1;
+}
+
 function renderMessages() {
   const cur = S.current;
   if (!cur) return;
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+  const c = cur.id ? S.convs.get(cur.id) : null;
+  const cache = c ? S.msgs.get(c.id) : null;
+  const status = $("history-status");
+  if (needsUnreadHistory(c, cache)) {
+    // Page in (100 at a time) until the first unread message is there; render once it is.
+    status.textContent = t("chat.loading");
+    chat.loadHistory(c.id, S.limits.history_limit || 100);
+    return;
+  }
+  const atBottom = pinned || box.scrollHeight - box.scrollTop - box.clientHeight < 60;
   // Remember the first visible message so older messages loaded above do not move the view.
   // (Not a separator: "Today" and the unread divider move up when older messages come in.)
   let anchor = null;
@@ -354,23 +403,20 @@ function renderMessages() {
   }
   reconcile(list, buildItems(), makeItem, updateItem);
 
-  const c = cur.id ? S.convs.get(cur.id) : null;
-  const cache = c ? S.msgs.get(c.id) : null;
-  const status = $("history-status");
   if (cache && cache.loading) status.textContent = t("chat.loading");
   else if (c && (c.last_seq === 0 || (cache && cache.complete))) status.textContent = t("chat.start");
   else status.textContent = "";
 
   if (scrollIntent === "entry") {
     const div = list.querySelector(".unread-sep");
-    if (div) box.scrollTop = Math.max(0, div.offsetTop - 80);
-    else box.scrollTop = box.scrollHeight;
+    if (div) scrollTo(Math.max(0, div.offsetTop - 80));
+    else scrollTo(box.scrollHeight);
     if (cache && cache.list.length) scrollIntent = null;
   } else if (scrollIntent === "bottom" || atBottom) {
-    box.scrollTop = box.scrollHeight;
+    scrollTo(box.scrollHeight);
     scrollIntent = null;
   } else if (anchor && anchor.isConnected) {
-    box.scrollTop = anchor.offsetTop - anchorTop;
+    scrollTo(anchor.offsetTop - anchorTop);
   }
   // Nothing cached, or not enough to scroll yet? Fetch (older) messages so the pane fills up.
   if (c && c.last_seq > 0 && (!cache || (!cache.complete && !cache.loading)) && box.scrollHeight <= box.clientHeight + 120) {
@@ -378,7 +424,14 @@ function renderMessages() {
   }
 }
 
+/** Scrolls the message pane programmatically (and records whether that is the bottom). */
+function scrollTo(top) {
+  box.scrollTop = top;
+  pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 2;
+}
+
 function onScroll() {
+  pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
   const c = S.current && S.current.id ? S.current.id : null;
   if (c && box.scrollTop < 240) chat.loadHistory(c);
   maybeMarkRead();
@@ -395,7 +448,8 @@ function maybeMarkRead() {
   const count = $("jump-count");
   count.hidden = !c || !c.unread;
   if (c) count.textContent = c.unread > 99 ? "99+" : String(c.unread);
-  if (!c || document.hidden || !S.me || !nearBottom) return;
+  // Not while a conversation opened at its first unread message is still paging in.
+  if (!c || document.hidden || !S.me || !nearBottom || scrollIntent === "entry") return;
   const cache = S.msgs.get(c.id);
   if (cache && cache.list.length) chat.markRead(c.id, cache.list[cache.list.length - 1].seq);
 }
@@ -405,7 +459,32 @@ function maybeMarkRead() {
 function autosize() {
   input.style.height = "auto";
   input.style.height = `${Math.min(input.scrollHeight + 2, 180)}px`;
-  $("btn-send").disabled = !input.value.trim();
+  const over = renderCounter();
+  $("btn-send").disabled = !input.value.trim() || over > 0;
+}
+
+let counterState = "";
+
+/**
+ * The length counter: hidden until the text is near the server's limit (the last 10%, at least
+ * the last 100 characters), then "3,950 / 4,000", red past it. Screen readers hear it once when
+ * it appears and once when the text gets too long. Returns how many characters are too many.
+ */
+function renderCounter() {
+  const el = $("counter");
+  const { chars, max, over } = chat.measure(input.value);
+  const near = max !== Infinity && chars >= max - Math.max(100, Math.floor(max / 10));
+  el.hidden = !near;
+  const fmt = (n) => n.toLocaleString(locale());
+  if (near) el.textContent = `${fmt(chars)} / ${fmt(max)}`;
+  el.classList.toggle("over", over > 0);
+  const state = over > 0 ? "over" : near ? "near" : "";
+  if (state !== counterState) {
+    counterState = state;
+    $("counter-sr").textContent =
+      state === "over" ? t("chat.counterOver", { n: over, max: fmt(max) }) : state === "near" ? t("chat.counterNear", { n: max - chars }) : "";
+  }
+  return over;
 }
 
 function submit() {
@@ -413,9 +492,9 @@ function submit() {
   // Blank lines before and after the text are dropped; everything else is sent as written.
   const text = input.value.replace(/^\s*\n/, "").replace(/\n\s*$/, "");
   if (!cur || !text.trim()) return;
-  const bytes = chat.byteLength(text);
-  if (bytes > S.limits.max_message_bytes) {
-    toast(t("chat.tooLong", { n: bytes, max: S.limits.max_message_bytes }), "error");
+  const { chars, max, over } = chat.measure(text);
+  if (over > 0) {
+    toast(t("chat.tooLong", { n: over, chars: chars.toLocaleString(locale()), max: max.toLocaleString(locale()) }), "error");
     return;
   }
   chat.sendText(cur, text);
@@ -462,10 +541,17 @@ function renderBanner() {
 
 // ---- wiring -------------------------------------------------------------------------------
 
+/** The footer: own display name (else name) and avatar colour. */
+function renderMe() {
+  const name = S.me.display_name || S.me.name;
+  $("me-name").textContent = name;
+  setAvatar($("me-avatar"), name, S.me.color);
+  $("btn-admin").hidden = !S.me.admin;
+}
+
 /** Shows the chat screen for `me` and connects. */
 export function start(me) {
-  $("me-name").textContent = me.name;
-  setAvatar($("me-avatar"), me.name);
+  on("me", renderMe);
 
   let routed = false;
   on("convs", () => {
@@ -492,7 +578,7 @@ export function start(me) {
   on("typing", () => schedule("typing", "list"));
   on("conn", () => schedule("banner"));
 
-  chat.hooks.onLive = (m) => notify.message(m, S.convs.get(m.conversation));
+  chat.hooks.onLive = (m) => notify.message(m, S.convs.get(m.conversation), store.shownName(m.sender, m.sender_name));
   chat.hooks.onSendFailed = (code, entry) => {
     toast(t("chat.notSent", { reason: t(`error.${code}`) }), "error");
     if (!input.value) {
@@ -521,10 +607,16 @@ export function start(me) {
   $("btn-new-group").addEventListener("click", () => dialogs.group(null, (c) => open({ id: c.id })));
   $("banner-retry").addEventListener("click", () => chat.retryNow());
   $("btn-jump").addEventListener("click", () => {
-    box.scrollTo({ top: box.scrollHeight, behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth" });
+    // Instantly: a smooth scroll was cut short by any render on the way (receipts, typing).
+    scrollTo(box.scrollHeight);
+    schedule("msgs");
     input.focus();
   });
   box.addEventListener("scroll", onScroll, { passive: true });
+  // The pane changes size (banner, composer, keyboard, window): stay at the newest message.
+  new ResizeObserver(() => {
+    if (pinned && S.current) box.scrollTop = box.scrollHeight;
+  }).observe(box);
   input.addEventListener("input", () => {
     autosize();
     if (S.current && S.current.id && input.value.trim()) chat.typing(S.current.id);
@@ -549,13 +641,15 @@ export function start(me) {
   window.addEventListener("resize", () => schedule("msgs"));
 
   chat.start(me);
+  renderMe();
   schedule("list", "banner");
 }
 
 /** Re-renders everything after a language switch. */
 export function relabel() {
-  for (const li of $("conv-list").children) li.remove();
-  $("conv-list")._keyed = new Map();
+  // (Removing the children of the live `children` collection in a for-of skipped every other
+  // one: frozen duplicates stayed in the list.)
+  clearKeyed($("conv-list"));
   clearKeyed(list);
   schedule("list", "head", "msgs", "typing", "banner");
 }

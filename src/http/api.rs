@@ -18,9 +18,10 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use super::reply::{self, Resp};
 use crate::app::App;
 use crate::auth::{self, Throttled, COOKIE_NAME};
-use crate::cli::Registration;
+use crate::cli::Registration as RegistrationMode;
 use crate::model::{self, now_ms, Session, SessionKind, User};
-use crate::store::{AdminGrant, StoreError};
+use crate::store::accounts::Admission;
+use crate::store::StoreError;
 use crate::strict_json;
 
 #[derive(Deserialize)]
@@ -29,12 +30,36 @@ struct Credentials {
     password: String,
 }
 
-/// How a user is shown to clients.
+/// `POST /api/register`: credentials and, from an invite link, its code.
+#[derive(Deserialize)]
+struct Registration {
+    name: String,
+    password: String,
+    #[serde(default)]
+    invite: Option<String>,
+}
+
+/// How a user is shown to themselves (`/api/me`, login, register).
 #[derive(Serialize)]
 pub struct UserView<'a> {
     pub id: u64,
     pub name: &'a str,
+    /// `null` when none is set.
+    pub display_name: Option<&'a str>,
+    pub color: &'static str,
     pub admin: bool,
+}
+
+impl<'a> UserView<'a> {
+    pub fn of(user: &'a User) -> Self {
+        UserView {
+            id: user.id.0,
+            name: &user.name,
+            display_name: user.display_name.as_deref(),
+            color: user.color_name(),
+            admin: user.admin,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -42,15 +67,11 @@ struct UserReply<'a> {
     user: UserView<'a>,
 }
 
-fn user_reply(status: StatusCode, user: &User) -> Resp {
+pub(super) fn user_reply(status: StatusCode, user: &User) -> Resp {
     reply::json(
         status,
         &UserReply {
-            user: UserView {
-                id: user.id.0,
-                name: &user.name,
-                admin: user.admin,
-            },
+            user: UserView::of(user),
         },
     )
 }
@@ -58,7 +79,10 @@ fn user_reply(status: StatusCode, user: &User) -> Resp {
 /// Reads a JSON body: requires `Content-Type: application/json` (which also makes a cross-site
 /// form post impossible without a CORS preflight we never grant), enforces the size limit, and
 /// turns every failure into a 4xx with a JSON error.
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, Resp> {
+pub(super) async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, Resp> {
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
@@ -143,10 +167,10 @@ pub async fn current_user(app: &Arc<App>, headers: &HeaderMap) -> Result<Option<
     };
     app.db(move |s| s.session_user(&hash, now_ms()))
         .await
-        .map_err(|e| reply::internal(&e))
+        .map_err(|e| reply::store_error(&e))
 }
 
-fn throttled(t: Throttled) -> Resp {
+pub(super) fn throttled(t: Throttled) -> Resp {
     let secs = t.0.as_secs().max(1);
     let mut r = reply::error(
         StatusCode::TOO_MANY_REQUESTS,
@@ -157,16 +181,16 @@ fn throttled(t: Throttled) -> Resp {
     r
 }
 
-fn bad_request(code: &str, msg: &str) -> Resp {
+pub(super) fn bad_request(code: &str, msg: &str) -> Resp {
     reply::error(StatusCode::BAD_REQUEST, code, msg)
 }
 
-/// Issues a cookie session for `user` and builds the reply carrying it.
-async fn start_session(app: &Arc<App>, user: &User, status: StatusCode, secure: bool) -> Resp {
-    let (token, hash) = match auth::new_token() {
-        Ok(t) => t,
-        Err(e) => return reply::internal(&e),
-    };
+/// A new browser session for `user`: (token, its hash, the record to store).
+pub(super) fn new_cookie_session(
+    app: &App,
+    user: &User,
+) -> Result<(String, [u8; 32], Session), auth::AuthError> {
+    let (token, hash) = auth::new_token()?;
     let ttl = app.config.limits.session_ttl;
     let now = now_ms();
     let session = Session {
@@ -176,32 +200,105 @@ async fn start_session(app: &Arc<App>, user: &User, status: StatusCode, secure: 
         expires_ms: now + ttl.as_millis() as u64,
         label: String::new(),
     };
-    if let Err(e) = app.db(move |s| s.create_session(&hash, &session)).await {
-        return reply::store_error(&e);
+    Ok((token, hash, session))
+}
+
+/// Puts the `Set-Cookie` of a new session `token` on `resp`.
+pub(super) fn with_cookie(app: &App, mut resp: Resp, token: &str, secure: bool) -> Resp {
+    let ttl = app.config.limits.session_ttl;
+    match HeaderValue::from_str(&auth::session_cookie(token, ttl, secure)) {
+        Ok(v) => {
+            resp.headers_mut().insert(SET_COOKIE, v);
+            resp
+        }
+        Err(e) => reply::internal(&e),
     }
-    let mut resp = user_reply(status, user);
-    match HeaderValue::from_str(&auth::session_cookie(&token, ttl, secure)) {
-        Ok(v) => resp.headers_mut().insert(SET_COOKIE, v),
-        Err(e) => return reply::internal(&e),
-    };
-    // This browser knows the password: later logins from it are limited on their own
-    // (`auth::Device`), so nobody else's failures can lock it out.
-    let device = auth::new_device_cookie(user.id.0, &user.password_hash)
+}
+
+/// Adds the device cookie: this browser knows `user`'s password (`phc`), so later logins from
+/// it are limited on their own (`auth::Device`) and nobody else's failures can lock it out.
+pub(super) fn with_device_cookie(
+    mut resp: Resp,
+    user: crate::model::UserId,
+    phc: &str,
+    secure: bool,
+) -> Resp {
+    let device = auth::new_device_cookie(user.0, phc)
         .map(|c| HeaderValue::from_str(&auth::device_cookie(&c, secure)));
     match device {
         Ok(Ok(v)) => {
             resp.headers_mut().append(SET_COOKIE, v);
+            resp
         }
-        Ok(Err(e)) => return reply::internal(&e),
-        Err(e) => return reply::internal(&e),
+        Ok(Err(e)) => reply::internal(&e),
+        Err(e) => reply::internal(&e),
     }
-    resp
 }
 
-/// `POST /api/register {name, password}` → 201 `{user}` and a session cookie.
+/// Issues a cookie session for `user` and builds the reply carrying it (and a device cookie).
+async fn start_session(app: &Arc<App>, user: &User, status: StatusCode, secure: bool) -> Resp {
+    let (token, hash, session) = match new_cookie_session(app, user) {
+        Ok(t) => t,
+        Err(e) => return reply::internal(&e),
+    };
+    if let Err(e) = app.db(move |s| s.create_session(&hash, &session)).await {
+        return reply::store_error(&e);
+    }
+    let resp = with_cookie(app, user_reply(status, user), &token, secure);
+    with_device_cookie(resp, user.id, &user.password_hash, secure)
+}
+
+/// The registration mode in force: the one an admin stored, else `--registration`.
+pub(super) async fn registration_open(app: &Arc<App>) -> Result<bool, Resp> {
+    let flag = app.config.registration == RegistrationMode::Open;
+    app.db(|s| s.registration_setting())
+        .await
+        .map(|stored| stored.unwrap_or(flag))
+        .map_err(|e| reply::store_error(&e))
+}
+
+#[derive(Serialize)]
+struct ServerInfo {
+    version: &'static str,
+    /// "open" or "closed".
+    registration: &'static str,
+    /// No account exists yet: the page offers to create the admin account.
+    first_run: bool,
+    /// This request came over https (chatd's own TLS, or a proxy's with `--behind-proxy`).
+    https: bool,
+    /// Longest message text, in characters.
+    max_message_chars: usize,
+}
+
+/// `GET /api/server` (no login needed): what the page must know before anyone logs in.
+pub async fn server_info(app: Arc<App>, client: Client) -> Resp {
+    let flag = app.config.registration == RegistrationMode::Open;
+    let read = app
+        .db(|s| Ok((s.registration_setting()?, s.user_count()?)))
+        .await;
+    match read {
+        Ok((stored, users)) => reply::json(
+            StatusCode::OK,
+            &ServerInfo {
+                version: crate::VERSION,
+                registration: if stored.unwrap_or(flag) {
+                    "open"
+                } else {
+                    "closed"
+                },
+                first_run: users == 0,
+                https: client.https,
+                max_message_chars: app.config.limits.max_message_chars,
+            },
+        ),
+        Err(e) => reply::store_error(&e),
+    }
+}
+
+/// `POST /api/register {name, password, invite?}` → 201 `{user}` and a session cookie.
 pub async fn register(app: Arc<App>, req: Request<Incoming>, client: Client) -> Resp {
     let addr = client.ip;
-    let creds: Credentials = match read_json(req, app.config.limits.max_body_bytes).await {
+    let creds: Registration = match read_json(req, app.config.limits.max_body_bytes).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -211,7 +308,12 @@ pub async fn register(app: Arc<App>, req: Request<Incoming>, client: Client) -> 
     if let Err(msg) = model::validate_password(&creds.password) {
         return bad_request("invalid_password", msg);
     }
-    let closed = app.config.registration == Registration::Closed;
+    if creds.invite.as_ref().is_some_and(|c| c.len() > 64) {
+        return bad_request(
+            "invalid_invite",
+            "the invite is unknown, used up or expired",
+        );
+    }
     if let Err(t) = app.auth.register_allowed(addr) {
         return throttled(t);
     }
@@ -219,9 +321,18 @@ pub async fn register(app: Arc<App>, req: Request<Incoming>, client: Client) -> 
         Ok(h) => h,
         Err(e) => return reply::internal(&e),
     };
-    let name = creds.name;
+    let default_open = app.config.registration == RegistrationMode::Open;
+    let (name, invite) = (creds.name, creds.invite);
     let created = app
-        .db(move |s| s.create_user(&name, &hash, AdminGrant::IfFirst, closed, now_ms()))
+        .db(move |s| {
+            let now = now_ms();
+            let admission = Admission::Public {
+                default_open,
+                invite: invite.as_deref().filter(|c| !c.is_empty()),
+                now_ms: now,
+            };
+            s.add_user(&name, &hash, admission, now)
+        })
         .await;
     match created {
         Ok(user) => {
@@ -233,10 +344,19 @@ pub async fn register(app: Arc<App>, req: Request<Incoming>, client: Client) -> 
             "name_taken",
             "that name is already taken",
         ),
+        Err(StoreError::NameConfusable(other)) => reply::error(
+            StatusCode::CONFLICT,
+            "name_taken",
+            &format!("that name looks like the existing name \"{other}\"; choose another"),
+        ),
+        Err(StoreError::InvalidInvite) => bad_request(
+            "invalid_invite",
+            "this invite is unknown, used up or expired; ask an admin for a new one",
+        ),
         Err(StoreError::RegistrationClosed) => reply::error(
             StatusCode::FORBIDDEN,
             "registration_closed",
-            "registration is closed on this server; ask an admin for an account",
+            "registration is closed on this server; ask an admin for an account or an invite link",
         ),
         Err(e) => reply::store_error(&e),
     }
@@ -259,7 +379,7 @@ pub async fn login(app: Arc<App>, req: Request<Incoming>, client: Client) -> Res
     let name = creds.name.clone();
     let user = match app.db(move |s| s.user_by_name(&name)).await {
         Ok(u) => u,
-        Err(e) => return reply::internal(&e),
+        Err(e) => return reply::store_error(&e),
     };
     let device = match (&user, cookie(&headers, auth::DEVICE_COOKIE)) {
         (Some(u), Some(c)) => auth::device_of(c, u.id.0, &u.password_hash),

@@ -5,8 +5,10 @@
 //! then add the security headers to whatever comes back. Only this module (and `server`, which
 //! runs hyper) uses hyper types. Handlers reach the database only through `App::db`.
 
+pub mod admin_api;
 pub mod api;
 pub mod assets;
+pub mod me_api;
 pub mod reply;
 pub mod ws;
 
@@ -24,11 +26,40 @@ use crate::config::Config;
 use reply::Resp;
 
 // SECURITY: no inline script or style, no eval, no plugins, no framing, connections only to us.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
-frame-ancestors 'none'";
+// The one inline script allowed is the import map build.rs adds to index.html, by its hash
+// (`assets::SCRIPT_HASHES`, the same file).
+const CSP: &str = concat!(
+    "default-src 'self'; script-src 'self' ",
+    include_str!(concat!(env!("OUT_DIR"), "/csp-script-hashes.txt")),
+    "; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; \
+object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+);
 
-/// Entry point for every HTTP request.
+/// The body of every response: a whole buffer, or a stream (the backup download).
+pub type AnyBody = http_body_util::Either<reply::Body, admin_api::Streamed>;
+
+/// Entry point for every HTTP request (what `server` runs): the backup download streams its
+/// body; everything else is `handle`'s buffered reply.
+pub async fn serve(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<hyper::Response<AnyBody>, Infallible> {
+    use http_body_util::Either;
+    if req.method() == Method::GET && req.uri().path() == "/api/admin/backup" {
+        let mut resp = match admin_api::backup(app.clone(), req.headers()).await {
+            Ok(r) => r.map(Either::Right),
+            Err(r) => r.map(Either::Left),
+        };
+        finish_headers(&app, resp.headers_mut());
+        tracing::debug!(%peer, status = resp.status().as_u16(), "backup download");
+        return Ok(resp);
+    }
+    let resp = handle(app, peer, req).await?;
+    Ok(resp.map(Either::Left))
+}
+
+/// Entry point for every HTTP request with a buffered reply.
 pub async fn handle(
     app: Arc<App>,
     peer: SocketAddr,
@@ -36,9 +67,11 @@ pub async fn handle(
 ) -> Result<Resp, Infallible> {
     let method = req.method().clone();
     let client = Client::of(&app.config, peer, req.headers());
-    let own_tls = app.config.tls.is_some();
-    let mut resp = if method == Method::POST && !same_origin(req.headers(), client.https) {
-        // SECURITY: browsers send Origin on cross-site POSTs; refuse them outright.
+    let app2 = app.clone();
+    let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut resp = if changes && !same_origin(req.headers(), client.https) {
+        // SECURITY: browsers send Origin on cross-site POSTs (and PUT, PATCH, DELETE); refuse
+        // them outright.
         reply::error(
             StatusCode::FORBIDDEN,
             "bad_origin",
@@ -47,14 +80,7 @@ pub async fn handle(
     } else {
         route(app, client, req).await
     };
-    security_headers(resp.headers_mut());
-    if own_tls {
-        // Only when chatd itself serves TLS: behind a proxy, HSTS is the proxy's business.
-        resp.headers_mut().insert(
-            "strict-transport-security",
-            HeaderValue::from_static("max-age=31536000"),
-        );
-    }
+    finish_headers(&app2, resp.headers_mut());
     tracing::debug!(client = %client.ip, %peer, %method, status = resp.status().as_u16(), "request");
     Ok(resp)
 }
@@ -129,14 +155,21 @@ async fn route(app: Arc<App>, client: Client, req: Request<Incoming>) -> Resp {
         (&Method::POST, "/api/login") => api::login(app, req, client).await,
         (&Method::POST, "/api/logout") => api::logout(app, req, client).await,
         (&Method::GET, "/api/me") => api::me(app, req).await,
+        (&Method::PATCH, "/api/me") => me_api::update_profile(app, req).await,
+        (&Method::POST, "/api/me/password") => me_api::change_password(app, req, client).await,
+        (&Method::POST, "/api/me/logout-others") => me_api::logout_others(app, req).await,
+        (&Method::GET, "/api/server") => api::server_info(app, client).await,
         (&Method::GET, "/ws") => ws::upgrade(app, req, client).await,
-        (_, "/ws") => method_not_allowed("GET"),
+        (&Method::GET | &Method::HEAD, "/ca.crt") if app.config.ca_der.is_some() => ca_cert(&app),
+        (_, p) if p.starts_with("/api/admin/") => admin_api::route(app, req).await,
+        (_, "/ws" | "/api/server") => method_not_allowed("GET"),
         (_, "/api/register" | "/api/login" | "/api/logout") => method_not_allowed("POST"),
-        (_, "/api/me") => method_not_allowed("GET"),
+        (_, "/api/me/password" | "/api/me/logout-others") => method_not_allowed("POST"),
+        (_, "/api/me") => method_not_allowed("GET, PATCH"),
         (_, p) if p.starts_with("/api/") => {
             reply::error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         }
-        (&Method::GET | &Method::HEAD, p) => assets::serve(p, req.headers()),
+        (&Method::GET | &Method::HEAD, _) => assets::serve(req.uri(), req.headers()),
         _ => method_not_allowed("GET, HEAD"),
     }
 }
@@ -149,6 +182,23 @@ fn method_not_allowed(allow: &'static str) -> Resp {
     );
     r.headers_mut()
         .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// `GET /ca.crt` with `--tls-self-signed`: the certificate authority to install on a device
+/// (DER; phones offer to install it when downloaded).
+fn ca_cert(app: &App) -> Resp {
+    let der = app.config.ca_der.clone().unwrap_or_default();
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(der)));
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-x509-ca-cert"),
+    );
+    h.insert(
+        hyper::header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"chatd-ca.crt\""),
+    );
     r
 }
 
@@ -295,6 +345,18 @@ pub fn same_origin(headers: &HeaderMap, https: bool) -> bool {
         .filter(|s| s.eq_ignore_ascii_case(scheme))
         .and_then(|_| origin.get(scheme.len()..));
     authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+}
+
+/// The headers every response gets: the security headers, and HSTS when chatd itself serves
+/// TLS (behind a proxy, HSTS is the proxy's business).
+fn finish_headers(app: &App, h: &mut HeaderMap) {
+    security_headers(h);
+    if app.config.tls.is_some() {
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
 }
 
 fn security_headers(h: &mut HeaderMap) {

@@ -102,6 +102,10 @@ fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<()> {
     copy(from, to, DIRECT_PAIRS)?;
     copy(from, to, MESSAGES)?;
     copy(from, to, CLIENT_IDS)?;
+    copy(from, to, SETTINGS)?;
+    copy(from, to, INVITES)?;
+    copy(from, to, USER_SKELETONS)?;
+    copy(from, to, LAST_SEEN)?;
     Ok(())
 }
 

@@ -812,10 +812,11 @@ impl Store {
         let positions = tx.open_table(READ_SEQS)?;
         let mut out = Vec::new();
         for (id, role) in read_members(&members, conv.0)? {
-            let name = match users.get(id.0)? {
+            let u = match users.get(id.0)? {
                 Some(v) => match decode_user(id.0, v.value()) {
-                    Ok(u) => u.name,
-                    Err(_) => String::new(), // damaged (reported)
+                    Ok(u) => u,
+                    // A damaged account record (reported): shown without a name.
+                    Err(_) => crate::model::User::unreadable(id),
                 },
                 None => continue,
             };
@@ -825,7 +826,9 @@ impl Store {
                 .unwrap_or(0);
             out.push(MemberInfo {
                 id,
-                name,
+                color: u.color_name(),
+                display_name: u.display_name,
+                name: u.name,
                 owner: role == ROLE_OWNER,
                 read_seq,
             });
@@ -859,7 +862,7 @@ impl Store {
     }
 
     /// Enabled accounts whose name contains `query` (case-insensitive), by name, at most `limit`.
-    pub fn search_users(&self, query: &str, limit: usize) -> Result<Vec<(UserId, String)>> {
+    pub fn search_users(&self, query: &str, limit: usize) -> Result<Vec<crate::model::User>> {
         let q = query.to_lowercase();
         let tx = self.db.begin_read()?;
         let names = tx.open_table(USER_NAMES)?;
@@ -879,7 +882,7 @@ impl Store {
                     continue; // damaged (reported)
                 };
                 if !u.disabled {
-                    out.push((u.id, u.name));
+                    out.push(u);
                 }
             }
         }
@@ -948,8 +951,9 @@ fn summary_of(
             if m != user {
                 if let Some(u) = users.get(m.0)? {
                     // A damaged account record (reported): shown without a peer name.
-                    let name = decode_user(m.0, u.value()).map(|u| u.name);
-                    peer = Some((m, name.unwrap_or_default()));
+                    let peer_user = decode_user(m.0, u.value())
+                        .unwrap_or_else(|_| crate::model::User::unreadable(m));
+                    peer = Some(crate::model::Peer::of(&peer_user));
                 }
             }
         }

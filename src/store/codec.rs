@@ -132,6 +132,17 @@ impl<'a> Dec<'a> {
             _ => Err(DecodeError(what)),
         }
     }
+    /// Starts decoding a record that may be any version in `versions`; returns which one.
+    pub fn versioned(
+        buf: &'a [u8],
+        versions: std::ops::RangeInclusive<u8>,
+        what: &'static str,
+    ) -> Result<(u8, Self), DecodeError> {
+        match buf.split_first() {
+            Some((v, rest)) if versions.contains(v) => Ok((*v, Dec { buf: rest })),
+            _ => Err(DecodeError(what)),
+        }
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError("record too short"));

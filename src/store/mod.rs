@@ -14,6 +14,7 @@
 //! is on disk (`Store::heal`, `health`).
 //! The store must not call into the HTTP, WebSocket or hub layers.
 
+pub mod accounts;
 pub mod backup;
 pub mod chat;
 pub mod check;
@@ -78,6 +79,12 @@ pub enum StoreError {
     RegistrationClosed,
     /// Writes are refused until the disk takes them again (see `health`); nothing was changed.
     Unwritable(health::Unwritable),
+    /// The name looks like an existing account's (this one): same confusable skeleton.
+    NameConfusable(String),
+    /// The invite code is unknown, used up or expired.
+    InvalidInvite,
+    /// The change would leave the server without an enabled admin.
+    LastAdmin,
 }
 
 impl fmt::Display for StoreError {
@@ -100,6 +107,11 @@ impl fmt::Display for StoreError {
             StoreError::Refused(why) => write!(f, "{why}"),
             StoreError::RegistrationClosed => write!(f, "registration is closed"),
             StoreError::Unwritable(u) => write!(f, "{u}"),
+            StoreError::NameConfusable(other) => {
+                write!(f, "that name looks like the existing name {other:?}")
+            }
+            StoreError::InvalidInvite => write!(f, "the invite is unknown, used up or expired"),
+            StoreError::LastAdmin => write!(f, "that would leave the server without an admin"),
         }
     }
 }
@@ -396,6 +408,7 @@ impl Store {
         };
         let t_redb = t0.elapsed();
         let epoch = init_schema(&db)?;
+        accounts::init_tables(&db)?;
         if new_db {
             same_owner_as_dir(&path, dir);
         }
@@ -830,35 +843,11 @@ impl Store {
         now_ms: u64,
     ) -> Result<User> {
         let tx = self.write()?;
-        let user = {
-            let mut names = tx.open_table(USER_NAMES)?;
-            let key = name_key(name);
-            if only_if_none && !names.is_empty()? {
-                return Err(StoreError::RegistrationClosed);
-            }
-            if names.get(key.as_str())?.is_some() {
-                return Err(StoreError::NameTaken);
-            }
-            let mut meta = tx.open_table(META)?;
-            let id = meta.get(META_NEXT_USER)?.map(|v| v.value()).unwrap_or(1);
-            meta.insert(META_NEXT_USER, id + 1)?;
-            let user = User {
-                id: UserId(id),
-                name: name.to_string(),
-                password_hash: password_hash.to_string(),
-                admin: match admin {
-                    AdminGrant::Yes => true,
-                    AdminGrant::No => false,
-                    AdminGrant::IfFirst => id == 1,
-                },
-                disabled: false,
-                created_ms: now_ms,
-            };
-            names.insert(key.as_str(), id)?;
-            tx.open_table(USERS)?
-                .insert(id, encode_user(&user).as_slice())?;
-            user
-        };
+        if only_if_none && !tx.open_table(USER_NAMES)?.is_empty()? {
+            return Err(StoreError::RegistrationClosed);
+        }
+        // Unique by case and by look-alike skeleton (`accounts::insert_user`).
+        let user = accounts::insert_user(&tx, name, password_hash, admin, now_ms)?;
         tx.commit()?;
         Ok(user)
     }
@@ -1033,6 +1022,7 @@ impl Store {
             let mut index = tx.open_table(USER_NAMES)?;
             let mut sessions = tx.open_table(SESSIONS)?;
             let mut user_sessions = tx.open_table(USER_SESSIONS)?;
+            let mut skeletons = tx.open_table(USER_SKELETONS)?;
             let mut next = meta.get(META_NEXT_USER)?.map(|v| v.value()).unwrap_or(1);
             for (name, token) in names.iter().zip(tokens) {
                 let key = name_key(name);
@@ -1046,8 +1036,11 @@ impl Store {
                     admin: false,
                     disabled: false,
                     created_ms: now_ms,
+                    display_name: None,
+                    color: 0,
                 };
                 index.insert(key.as_str(), next)?;
+                skeletons.insert((crate::model::name_skeleton(name).as_str(), next), ())?;
                 users.insert(next, encode_user(&user).as_slice())?;
                 let session = Session {
                     user: UserId(next),
@@ -1328,11 +1321,18 @@ fn encode_user_record(u: &User) -> Vec<u8> {
     if u.disabled {
         flags |= USER_FLAG_DISABLED;
     }
-    Enc::new(1)
+    // v1 while the profile fields are unset (two bytes shorter).
+    let plain = u.display_name.is_none() && u.color == 0;
+    let rec = Enc::new(if plain { 1 } else { 2 })
         .str(&u.name)
         .str(&u.password_hash)
         .u8(flags)
-        .u64(u.created_ms)
+        .u64(u.created_ms);
+    if plain {
+        return rec.0;
+    }
+    rec.str(u.display_name.as_deref().unwrap_or(""))
+        .u8(u.color)
         .0
 }
 
@@ -1342,11 +1342,17 @@ fn decode_user(id: u64, raw: &[u8]) -> Result<User> {
 }
 
 fn decode_user_record(id: u64, raw: &[u8]) -> std::result::Result<User, DecodeError> {
-    let mut d = Dec::new(raw, 1, "user record version")?;
+    let (version, mut d) = Dec::versioned(raw, 1..=2, "user record version")?;
     let name = d.str()?.to_string();
     let password_hash = d.str()?.to_string();
     let flags = d.u8()?;
     let created_ms = d.u64()?;
+    let (display_name, color) = if version >= 2 {
+        let shown = d.str()?;
+        (Some(shown.to_string()).filter(|s| !s.is_empty()), d.u8()?)
+    } else {
+        (None, 0)
+    };
     Ok(User {
         id: UserId(id),
         name,
@@ -1354,6 +1360,8 @@ fn decode_user_record(id: u64, raw: &[u8]) -> std::result::Result<User, DecodeEr
         admin: flags & USER_FLAG_ADMIN != 0,
         disabled: flags & USER_FLAG_DISABLED != 0,
         created_ms,
+        display_name,
+        color,
     })
 }
 

@@ -12,7 +12,8 @@
 //! members, `direct_pairs` and its messages (a group's title is lost). Every seq of every
 //! conversation gets a record: the message, or a marker of a lost message (kind 2), which
 //! clients get as `unreadable` (so cursors and seqs stay as they were acknowledged).
-//! The database's meta values (epoch, last logged batch) are kept, so the log still
+//! Settings, invites and last-seen times are copied (the look-alike name index is rebuilt
+//! from the accounts on the next open). The database's meta values (epoch, last logged batch) are kept, so the log still
 //! continues it: the next start replays what the log holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -209,6 +210,32 @@ fn rebuild(tx: &ReadTransaction, dest: &Path) -> Result<Repaired> {
     let members = salvage(tx, MEMBERS, lost, |k, v| (k, v));
     let reads = salvage(tx, READ_SEQS, lost, |k, v| (k, v));
     let pairs = salvage(tx, DIRECT_PAIRS, lost, |k, v| (k, v));
+    // The tables added without a schema change (`accounts::init_tables`); a database from
+    // before them has none, which is not damage. The look-alike name index is not copied:
+    // without its version setting, the next open rebuilds it from the accounts kept here.
+    let has = |name: &str| {
+        tx.list_tables()
+            .map(|mut t| t.any(|h| h.name() == name))
+            .unwrap_or(false)
+    };
+    let settings = if has(SETTINGS.name()) {
+        salvage(tx, SETTINGS, lost, |k, v| (k.to_string(), v))
+    } else {
+        BTreeMap::new()
+    };
+    let invites = if has(INVITES.name()) {
+        salvage(tx, INVITES, lost, |k, v| {
+            let ok = super::accounts::decode_invite(k, v).is_ok();
+            (k.to_string(), ok.then(|| v.to_vec()))
+        })
+    } else {
+        BTreeMap::new()
+    };
+    let last_seen = if has(LAST_SEEN.name()) {
+        salvage(tx, LAST_SEEN, lost, |k, v| (k, v))
+    } else {
+        BTreeMap::new()
+    };
 
     // Conversations: the intact records, and every id that members or pairs name.
     let mut member_lists: BTreeMap<u64, Vec<(u64, u8)>> = BTreeMap::new();
@@ -343,6 +370,21 @@ fn rebuild(tx: &ReadTransaction, dest: &Path) -> Result<Repaired> {
                 {
                     p.insert((*a, *b), *conv)?;
                 }
+            }
+            let mut t = w.open_table(SETTINGS)?;
+            for (k, v) in settings
+                .iter()
+                .filter(|(k, _)| k.as_str() != SETTING_SKELETON_VERSION)
+            {
+                t.insert(k.as_str(), *v)?;
+            }
+            let mut t = w.open_table(INVITES)?;
+            for (code, raw) in invites.iter().filter_map(|(c, r)| Some((c, r.as_ref()?))) {
+                t.insert(code.as_str(), raw.as_slice())?;
+            }
+            let mut t = w.open_table(LAST_SEEN)?;
+            for (user, ms) in last_seen.iter().filter(|(u, _)| good_users.contains_key(u)) {
+                t.insert(*user, *ms)?;
             }
             // Every table exists, as `init_schema` would make them.
             w.open_table(MESSAGES)?;

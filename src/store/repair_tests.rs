@@ -260,3 +260,41 @@ fn compact_keeps_every_message_and_the_epoch_in_a_smaller_file() {
     drop(s);
     assert!(check::check_dir(live.dir.path()).unwrap().damage.is_empty());
 }
+
+/// Repair keeps the settings, invites and last-seen times; the look-alike name index is
+/// rebuilt on the next open, so a look-alike of a kept account is still refused.
+#[test]
+fn repair_keeps_settings_invites_and_last_seen() {
+    let (dir, alice, _conv) = stopped_with(3);
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.set_registration_open(false).unwrap();
+        let invite = crate::model::Invite {
+            code: "kept-invite-code-0123456789".into(),
+            uses_left: 2,
+            expires_ms: u64::MAX / 2,
+            created_by: alice,
+            created_ms: 10,
+        };
+        s.create_invite(&invite, 11).unwrap();
+        s.record_last_seen(&[(alice, 4242)]).unwrap();
+    }
+    let r = repair::repair(dir.path(), 78).unwrap();
+    assert!(r.lost.is_empty(), "{:?}", r.lost);
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.registration_setting().unwrap(), Some(false));
+    let invites = s.invites(12).unwrap();
+    assert_eq!(invites.len(), 1);
+    assert_eq!(
+        (invites[0].code.as_str(), invites[0].uses_left),
+        ("kept-invite-code-0123456789", 2)
+    );
+    assert_eq!(s.last_seen().unwrap().get(&alice), Some(&4242));
+    let tx = s.db.begin_read().unwrap();
+    let skeletons = tx.open_table(USER_SKELETONS).unwrap().len().unwrap();
+    let users = tx.open_table(USERS).unwrap().len().unwrap();
+    assert_eq!(
+        skeletons, users,
+        "the look-alike index covers every account again"
+    );
+}

@@ -45,7 +45,9 @@ pub const META_WAL_OPEN: &str = "wal_open";
 pub const META_MESSAGE_COUNT: &str = "message_count";
 
 /// user id → user record v1: name, password PHC string, flags (1 = admin, 2 = disabled),
-/// created_ms. Sealed (schema 4: the record, then CRC-32C of key and record; `codec::seal`).
+/// created_ms; or v2: the same, then display name (empty = none) and avatar colour (0 = the
+/// default for the id, else a palette index + 1). v1 is still written while both are unset.
+/// Sealed (schema 4: the record, then CRC-32C of key and record; `codec::seal`).
 pub const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 
 /// lowercase name → user id. Makes names unique regardless of case.
@@ -116,3 +118,27 @@ pub fn client_id_hash(client_id: &str) -> u64 {
     }
     h
 }
+
+// ---- Tables added without a schema version change (created when missing on open; an older
+// chatd of the same schema ignores them) ----------------------------------------------------
+
+/// Runtime settings an admin changes from the web: `registration` (1 = open, 2 = closed; absent:
+/// the `--registration` flag decides), `name_skeleton_version` (the `model::skeleton_version`
+/// the skeleton index was built with).
+pub const SETTINGS: TableDefinition<&str, u64> = TableDefinition::new("settings");
+
+pub const SETTING_REGISTRATION: &str = "registration";
+pub const SETTING_SKELETON_VERSION: &str = "name_skeleton_version";
+
+/// invite code → invite record v1: uses_left, expires_ms, created_by (user id), created_ms. A
+/// used-up invite is deleted; an expired one is deleted when the next invite is created.
+pub const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites");
+
+/// (confusable skeleton of the name, user id) → (): look-alike names (`model::name_skeleton`)
+/// are refused with one lookup. Rebuilt on open when it does not cover every user or was built
+/// with another skeleton version.
+pub const USER_SKELETONS: TableDefinition<(&str, u64), ()> = TableDefinition::new("user_skeletons");
+
+/// user id → last time (ms) the user had a connection open, as of their last disconnect (the
+/// server keeps newer times in memory and writes them in batches, `lastseen`).
+pub const LAST_SEEN: TableDefinition<u64, u64> = TableDefinition::new("last_seen");

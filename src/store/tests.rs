@@ -460,7 +460,7 @@ mod chat {
         assert_eq!(bl.len(), 1);
         assert_eq!(bl[0].last_seq - bl[0].read_seq, 3);
         assert_eq!(bl[0].kind, ConversationKind::Direct);
-        assert_eq!(bl[0].peer.as_ref().unwrap().1, "a");
+        assert_eq!(bl[0].peer.as_ref().unwrap().name, "a");
         assert_eq!(bl[0].last_message.as_ref().unwrap().text, "w");
         assert_eq!(list[0].read_seq, 3, "sending marks read");
 
@@ -547,7 +547,7 @@ mod chat {
             s.search_users("B", 10)
                 .unwrap()
                 .iter()
-                .map(|x| x.1.as_str())
+                .map(|x| x.name.as_str())
                 .collect::<Vec<_>>(),
             ["b"]
         );

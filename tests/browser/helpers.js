@@ -91,8 +91,8 @@ export function startServer(dataDir, port = 0, extraArgs = []) {
   });
 }
 
-/** Headless Chromium with the flags CI needs (no sandbox as root, no network chatter). */
-export function launch() {
+/** Headless Chromium with the flags CI needs (no sandbox as root, no network chatter), plus `extraArgs`. */
+export function launch(extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -104,6 +104,7 @@ export function launch() {
       "--disable-sync",
       "--no-first-run",
       "--disable-quic",
+      ...extraArgs,
     ],
   });
 }
@@ -126,7 +127,9 @@ export async function openPage(browser, url, opts = {}) {
   page.on("pageerror", (e) => page.errors.push(String(e)));
   page.on("console", (m) => {
     if (process.env.DEBUG_CONSOLE) console.log(`[console ${m.type()}] ${m.text()}`);
-    if (m.type() === "error" && !/WebSocket|Failed to load resource|ERR_CONNECTION_REFUSED/.test(m.text())) {
+    // Not the page's errors: a refused connection while the server is down, and Chromium's note
+    // that COOP is ignored on a plain-http LAN origin (the notification tests use one).
+    if (m.type() === "error" && !/WebSocket|Failed to load resource|ERR_CONNECTION_REFUSED|Cross-Origin-Opener-Policy header has been ignored/.test(m.text())) {
       page.errors.push(m.text());
     }
   });
@@ -134,13 +137,19 @@ export async function openPage(browser, url, opts = {}) {
   return { context, page };
 }
 
-/** Registers `name` through the page's "Create account" form and waits for the chat screen. */
+/**
+ * Registers `name` through the page's "Create account" form and waits for the chat screen. On a
+ * server with no account yet, that is the first-run form (the admin account), and its setup
+ * step is passed with "Start chatting".
+ */
 export async function register(page, name) {
   await page.locator("#auth").waitFor();
-  await page.click("#tab-register");
+  if (await page.locator("#tab-register").isVisible()) await page.click("#tab-register");
   await page.fill("#auth-name", name);
   await page.fill("#auth-password", PASSWORD);
   await page.click("#auth-submit");
+  await page.locator("#app:not([hidden]), #setup:not([hidden])").waitFor();
+  if (await page.locator("#setup").isVisible()) await page.click("#setup-done");
   await page.locator("#app").waitFor();
   await page.locator("#me-name", { hasText: name }).waitFor();
 }
@@ -159,7 +168,20 @@ export async function startDirect(page, name) {
   await page.click("#btn-new-chat");
   await page.fill("#dir-search", name);
   await page.locator("#dir-list .person", { hasText: name }).first().click();
-  await page.locator("#chat-title", { hasText: name }).waitFor();
+  try {
+    await page.locator("#chat-title", { hasText: name }).waitFor();
+  } catch (e) {
+    // Say what the page showed instead (a failure here has been rare and unexplained).
+    const state = await page.evaluate(() => ({
+      hash: location.hash,
+      title: document.querySelector("#chat-title").textContent,
+      chatHidden: document.querySelector("#chat-main").hidden,
+      dialogOpen: document.querySelector("#dlg-dir").open,
+      dir: document.querySelector("#dir-list").textContent,
+      banner: document.querySelector("#banner-text").textContent,
+    }));
+    throw new Error(`${e.message}\npage state: ${JSON.stringify(state)}; errors: ${JSON.stringify(page.errors)}`);
+  }
 }
 
 /** Types `text` into the composer and presses Enter. */
@@ -187,4 +209,92 @@ export async function shot(page, name) {
   mkdirSync(dir, { recursive: true });
   await page.waitForTimeout(150); // let the last render and transitions settle
   await page.screenshot({ path: path.join(dir, `${name}.png`) });
+}
+
+/**
+ * Sends `texts` into conversation `id` as the page's user, over a second raw WebSocket, in chunks
+ * that stay under the server's frame rate limit; resolves once every one is acknowledged.
+ */
+export async function seed(page, id, texts) {
+  const tag = `seed-${Math.random().toString(36).slice(2)}`;
+  for (let at = 0; at < texts.length; at += 100) {
+    const chunk = texts.slice(at, at + 100);
+    await page.evaluate(
+      ({ id, chunk, at, tag }) =>
+        new Promise((resolve, reject) => {
+          const ws = new WebSocket(`ws://${location.host}/ws`);
+          let acks = 0;
+          ws.onmessage = (ev) => {
+            if (ev.data === "pong") return;
+            const f = JSON.parse(ev.data);
+            if (f.type === "welcome") {
+              chunk.forEach((text, i) => ws.send(JSON.stringify({ type: "send", client_id: `${tag}-${id}-${at + i}`, conversation: id, text })));
+            } else if (f.type === "ack" && ++acks === chunk.length) {
+              ws.close();
+              resolve();
+            } else if (f.type === "error") reject(new Error(f.message));
+          };
+          ws.onerror = () => reject(new Error("seed socket failed"));
+        }),
+      { id, chunk, at, tag },
+    );
+    if (at + 100 < texts.length) await page.waitForTimeout(1100);
+  }
+}
+
+/** The id of the open conversation, once it has one (`#/c/ID`; a new direct chat is `#/u/PEER` until created). */
+export async function openId(page) {
+  await page.waitForFunction(() => /^#\/c\/\d+$/.test(location.hash));
+  return page.evaluate(() => Number(location.hash.split("/").pop()));
+}
+
+/**
+ * Routes the page's WebSockets through the test so it can cut them: `cut()` closes the current
+ * one and refuses new ones (the page sees the server as gone), `heal()` lets them through again.
+ * Takes effect for sockets opened after the call (reload the page once).
+ */
+export async function switchableSocket(page) {
+  let blocked = false;
+  let current = null;
+  await page.routeWebSocket(/\/ws$/, (ws) => {
+    if (blocked) {
+      ws.close({ code: 1011, reason: "blocked by test" });
+      return;
+    }
+    ws.connectToServer();
+    current = ws;
+  });
+  return {
+    cut() {
+      blocked = true;
+      if (current) current.close({ code: 1011, reason: "cut by test" });
+      current = null;
+    },
+    heal() {
+      blocked = false;
+    },
+  };
+}
+
+/** Switches the chat's language through the profile dialog ("en" or "zh") and closes it. */
+export async function setLanguage(page, code) {
+  await page.click("#btn-profile");
+  await page.locator("#dlg-profile[open]").waitFor();
+  await page.selectOption("#profile-lang", code);
+  await page.keyboard.press("Escape");
+  await page.locator("#dlg-profile[open]").waitFor({ state: "detached" });
+}
+
+/**
+ * Creates the server's first account (the admin) through the API, so that pages opened later see
+ * a server past its first run. Resolves to the session cookie's value.
+ */
+export async function createAdmin(server, name = "admin") {
+  const res = await fetch(`${server.url}/api/register`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name, password: PASSWORD }),
+  });
+  if (res.status !== 201) throw new Error(`creating ${name}: ${res.status} ${await res.text()}`);
+  return /chatd_session=([^;]+)/.exec(res.headers.get("set-cookie"))[1];
 }

@@ -4,7 +4,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, tempDir, launch, openPage, register, login, startDirect, send, msg, convItem } from "./helpers.js";
+import { startServer, tempDir, launch, openPage, register, login, startDirect, send, msg, convItem, seed, openId } from "./helpers.js";
 
 let server;
 let browser;
@@ -22,52 +22,30 @@ after(async () => {
   tmp?.cleanup();
 });
 
-/** Sends `texts` into conversation `id` over a second raw WebSocket of the same user. */
-async function seed(page, id, texts) {
-  await page.evaluate(
-    ({ id, texts }) =>
-      new Promise((resolve, reject) => {
-        const ws = new WebSocket(`ws://${location.host}/ws`);
-        let acks = 0;
-        ws.onmessage = (ev) => {
-          const f = JSON.parse(ev.data);
-          if (f.type === "welcome") {
-            texts.forEach((text, i) => ws.send(JSON.stringify({ type: "send", client_id: `seed-${id}-${i}-${text.length}`, conversation: id, text })));
-          } else if (f.type === "ack" && ++acks === texts.length) {
-            ws.close();
-            resolve();
-          } else if (f.type === "error") reject(new Error(f.message));
-        };
-        ws.onerror = () => reject(new Error("seed socket failed"));
-      }),
-    { id, texts },
-  );
-}
-
-/** The id of the open conversation, once it has one (a new direct chat is `#/u/PEER` until the
- * server has created it with the first message, then `#/c/ID`). */
-async function openId(page) {
-  await page.waitForFunction(() => /^#\/c\/\d+$/.test(location.hash));
-  return page.evaluate(() => Number(location.hash.split("/").pop()));
-}
-
 test("scrolling up loads older messages without moving the view", async () => {
   const { page: alice } = await openPage(browser, server.url);
   await register(alice, "alice");
   const first = await openPage(browser, server.url);
   await register(first.page, "bob");
-  await first.context.close();
   await startDirect(alice, "bob");
   await send(alice, "message 1");
   await msg(alice, "message 1").waitFor();
   const id = await openId(alice);
-  await seed(alice, id, Array.from({ length: 179 }, (_, i) => `message ${i + 2}`));
+  await seed(alice, id, Array.from({ length: 176 }, (_, i) => `message ${i + 2}`));
+  await msg(alice, "message 177").waitFor();
+  // bob reads them on his first device, then 3 more arrive.
+  await convItem(first.page, "alice").click();
+  await msg(first.page, "message 177").waitFor();
+  await first.page.click("#btn-jump");
+  await alice.locator('#msg-list li.msg[data-seq="177"][data-status=read]').waitFor();
+  await first.context.close();
+  await seed(alice, id, ["message 178", "message 179", "message 180"]);
   await msg(alice, "message 180").waitFor();
 
   // bob logs in on a new device: the conversation's history is not replayed, it is paged in.
   const { page: bob } = await openPage(browser, server.url);
   await login(bob, "bob");
-  await convItem(bob, "alice").locator(".badge", { hasText: "99+" }).waitFor();
+  await convItem(bob, "alice").locator(".badge", { hasText: "3" }).waitFor();
   await convItem(bob, "alice").click();
   await msg(bob, "message 180").waitFor();
   // The first unread message is marked; not everything was loaded at once.
@@ -165,7 +143,11 @@ test("unread count in the title and desktop notifications in the background", as
   await register(finn, "finn");
 
   await erin.click("#btn-notify");
-  await erin.locator("#btn-notify.on").waitFor();
+  await erin.locator("#dlg-notify[open]").waitFor();
+  assert.equal(await erin.locator("#notify-insecure").isVisible(), false, "localhost is a secure context");
+  await erin.locator("#notify-desktop").check();
+  await erin.keyboard.press("Escape");
+  assert.equal(await erin.evaluate(() => localStorage.getItem("chatd.notify")), "on");
   await startDirect(finn, "erin");
   await send(finn, "ping from finn");
   await convItem(erin, "finn").locator(".badge", { hasText: "1" }).waitFor();

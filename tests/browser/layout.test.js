@@ -1,9 +1,10 @@
 // The Chinese UI (from the browser's language, and switched by hand, persisted), the phone
 // layout at 390x844 (one pane at a time, no horizontal scrolling), dark mode, and keyboard use.
+// (Closed registration and the first run: firstrun.test.js.)
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, tempDir, launch, openPage, register, startDirect, send, msg, convItem, PASSWORD } from "./helpers.js";
+import { startServer, tempDir, launch, openPage, register, startDirect, send, msg, convItem, setLanguage, createAdmin } from "./helpers.js";
 
 let server;
 let browser;
@@ -12,6 +13,7 @@ let tmp;
 before(async () => {
   tmp = tempDir();
   server = await startServer(tmp.dir);
+  await createAdmin(server); // past the first run: pages open on "Log in"
   browser = await launch();
 });
 
@@ -47,7 +49,7 @@ test("Chinese UI from navigator.language, switchable and remembered", async () =
   assert.equal(await mine.locator(".status").getAttribute("title"), "已读");
 
   // Switch to English by hand; it sticks across a reload.
-  await page.selectOption(".side-foot .lang-select", "en");
+  await setLanguage(page, "en");
   await page.locator(".side-head h1", { hasText: "Chats" }).waitFor();
   await page.reload();
   await page.locator(".side-head h1", { hasText: "Chats" }).waitFor();
@@ -133,34 +135,4 @@ test("dark mode follows the system and the app works from the keyboard", async (
   await a.reload();
   await a.locator("#auth").waitFor();
   assert.deepEqual(a.errors, []);
-});
-
-test("closed registration: the form explains it and offers log in only", async () => {
-  const own = tempDir();
-  // `chatd serve --registration closed`: only the very first account may register.
-  const closed = await startServer(own.dir, 0, ["--registration", "closed"]);
-  const url = closed.url;
-  try {
-    const { page: admin } = await openPage(browser, url);
-    await register(admin, "root");
-    const { page } = await openPage(browser, url);
-    await page.click("#tab-register");
-    await page.fill("#auth-name", "newcomer");
-    await page.fill("#auth-password", PASSWORD);
-    await page.click("#auth-submit");
-    await page.locator("#auth-error", { hasText: "Registration is closed" }).waitFor();
-    assert.equal(await page.locator("#tab-register").isVisible(), false);
-    assert.equal(await page.locator("#auth-submit").textContent(), "Log in");
-    // Wrong password: a clear message, no session.
-    await page.fill("#auth-name", "root");
-    await page.fill("#auth-password", "wrong-password");
-    await page.click("#auth-submit");
-    await page.locator("#auth-error", { hasText: "Wrong name or password" }).waitFor();
-    await page.fill("#auth-password", PASSWORD);
-    await page.click("#auth-submit");
-    await page.locator("#me-name", { hasText: "root" }).waitFor();
-  } finally {
-    await closed.stop();
-    own.cleanup();
-  }
 });

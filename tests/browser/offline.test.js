@@ -4,7 +4,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, freePort, tempDir, launch, openPage, register, startDirect, send, msg } from "./helpers.js";
+import { startServer, freePort, tempDir, launch, openPage, register, startDirect, send, msg, convItem } from "./helpers.js";
 
 let server;
 let browser;
@@ -111,4 +111,114 @@ test("messages written while offline are delivered once after reconnecting", asy
   assert.equal(await msg(bob, "ack lost once").count(), 1);
 
   assert.deepEqual(bob.errors, []);
+});
+
+/** Polls the async `fn` in the page until it returns true (waitForFunction does not await). */
+async function until(page, fn, timeout = 15000) {
+  const end = Date.now() + timeout;
+  while (!(await page.evaluate(fn))) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${fn}`);
+    await page.waitForTimeout(100);
+  }
+}
+
+test("with the server down, a reload shows the cached app and its outbox (service worker)", async () => {
+  const own = tempDir();
+  const port = await freePort();
+  let srv = await startServer(own.dir, port);
+  try {
+    const { page: cleo } = await openPage(browser, srv.url);
+    await register(cleo, "cleo");
+    const { page: dirk } = await openPage(browser, srv.url);
+    await register(dirk, "dirk");
+    await startDirect(cleo, "dirk");
+    await send(cleo, "sent while the server was up");
+    await delivered(cleo, "sent while the server was up").waitFor();
+    // The worker is installed and has cached the shell.
+    await until(cleo, async () => (await caches.keys()).length > 0 && !!(await caches.match("/")));
+
+    await srv.stop();
+    await cleo.locator("#banner:not([hidden])").waitFor();
+    await send(cleo, "waiting in the outbox");
+    await msg(cleo, "waiting in the outbox").and(cleo.locator("[data-status=sending]")).waitFor();
+    // Reload with nobody answering: the app, not the browser's error page.
+    await cleo.reload();
+    await cleo.locator("#app").waitFor();
+    await cleo.locator("#chat-title", { hasText: "dirk" }).waitFor();
+    await msg(cleo, "sent while the server was up").waitFor();
+    await msg(cleo, "waiting in the outbox").and(cleo.locator("[data-status=sending]")).waitFor();
+    await cleo.locator("#banner-text", { hasText: "1 message waiting" }).waitFor();
+    // Only the shell is cached: no API answer, nothing of the socket.
+    const cached = await cleo.evaluate(async () => {
+      const out = [];
+      for (const name of await caches.keys()) for (const r of await (await caches.open(name)).keys()) out.push(new URL(r.url).pathname);
+      return out;
+    });
+    assert.ok(cached.includes("/") && cached.includes("/js/main.js") && cached.includes("/app.css"), cached.join(" "));
+    assert.deepEqual(cached.filter((p) => /^\/(api|ws|healthz|metrics)/.test(p)), []);
+
+    // The server is back: the outbox goes out, once.
+    srv = await startServer(own.dir, port);
+    await delivered(cleo, "waiting in the outbox").waitFor({ timeout: 15000 });
+    await convItem(dirk, "cleo").click();
+    await msg(dirk, "waiting in the outbox").waitFor();
+    assert.equal(await msg(dirk, "waiting in the outbox").count(), 1);
+
+    // Online, the page comes from the network, not the cache: a stale cached copy is replaced.
+    await cleo.evaluate(async () => {
+      const cache = await caches.open((await caches.keys())[0]);
+      await cache.put("/", new Response("<!doctype html><title>stale</title><p id=stale>old version</p>", { headers: { "content-type": "text/html" } }));
+    });
+    await cleo.reload();
+    await cleo.locator("#app").waitFor();
+    assert.equal(await cleo.locator("#stale").count(), 0);
+    await until(cleo, async () => !(await (await caches.match("/")).text()).includes("old version"));
+    assert.deepEqual(cleo.errors, []);
+  } finally {
+    await srv.stop();
+    own.cleanup();
+  }
+});
+
+test("an ack that comes after the history holding the message: the message shows once", async () => {
+  const own = tempDir();
+  const srv = await startServer(own.dir);
+  try {
+    const { page: eli } = await openPage(browser, srv.url);
+    await register(eli, "eli");
+    const { page: fox } = await openPage(browser, srv.url);
+    await register(fox, "fox");
+    // Hold every ack for half a second: the first message to fox creates the conversation, the
+    // page opens it and loads its history (which already holds the message) before the ack.
+    await eli.routeWebSocket(/\/ws$/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => {
+        if (typeof m === "string" && m.startsWith('{"type":"ack"')) setTimeout(() => ws.send(m), 500);
+        else ws.send(m);
+      });
+    });
+    // And render lazily (the page batches renders with a 16 ms timer): the history reply then
+    // lands before the first render of the new conversation, as on a fast LAN.
+    await eli.addInitScript(() => {
+      const later = window.setTimeout;
+      window.setTimeout = (fn, ms, ...args) => later(fn, ms === 16 ? 300 : ms, ...args);
+    });
+    await eli.reload();
+    await eli.locator("#me-name", { hasText: "eli" }).waitFor();
+    await startDirect(eli, "fox");
+    await send(eli, "first words");
+    await eli.waitForFunction(() => /^#\/c\/\d+$/.test(location.hash));
+    await eli.waitForTimeout(800);
+    assert.equal(await msg(eli, "first words").count(), 1);
+    await delivered(eli, "first words").waitFor();
+    await send(eli, "second words");
+    await delivered(eli, "second words").waitFor();
+    await eli.waitForTimeout(600);
+    assert.equal(await eli.locator("#msg-list li.msg").count(), 2);
+    assert.deepEqual(eli.errors, []);
+  } finally {
+    await srv.stop();
+    own.cleanup();
+  }
 });

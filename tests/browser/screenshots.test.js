@@ -1,9 +1,10 @@
 // Screenshots of the main screens for README.md, saved to docs/screenshots/ when
-// CHATD_SCREENSHOTS=1 (skipped otherwise): log in, conversation list with an open chat, a
-// group, the Chinese UI, dark mode, and the phone layout (390x844).
+// CHATD_SCREENSHOTS=1 (skipped otherwise): the first run (create the admin account, then where
+// registration stands), log in, conversation list with an open chat, a group, the Chinese UI,
+// dark mode, the phone layout (390x844), the admin screen (desktop, phone, dark) and the profile.
 
 import { test, before, after } from "node:test";
-import { startServer, tempDir, launch, openPage, register, login, startDirect, send, msg, convItem, shot, SHOTS } from "./helpers.js";
+import { startServer, tempDir, launch, openPage, register, login, startDirect, send, msg, convItem, shot, SHOTS, PASSWORD } from "./helpers.js";
 
 let server;
 let browser;
@@ -41,10 +42,24 @@ async function settle(page) {
 }
 
 test("screenshots of the main screens", { skip: !SHOTS && "set CHATD_SCREENSHOTS=1" }, async () => {
+  // The first run: the admin account, then where registration stands.
   const { page: alice } = await openPage(browser, server.url);
+  await alice.locator("#auth-title", { hasText: "Create the admin account" }).waitFor();
+  await alice.fill("#auth-name", "alice");
   await settle(alice);
-  await shot(alice, "login-desktop");
-  await register(alice, "alice");
+  await shot(alice, "firstrun-desktop");
+  await alice.fill("#auth-password", PASSWORD);
+  await alice.click("#auth-submit");
+  await alice.locator("#setup-reg-state", { hasText: "Registration is open" }).waitFor();
+  await settle(alice);
+  await shot(alice, "firstrun-setup");
+  await alice.click("#setup-done");
+  await alice.locator("#me-name", { hasText: "alice" }).waitFor();
+  const login1 = await openPage(browser, server.url);
+  await login1.page.locator("#auth-title", { hasText: "Welcome back" }).waitFor();
+  await settle(login1.page);
+  await shot(login1.page, "login-desktop");
+  await login1.context.close();
   const people = {};
   for (const name of ["bob", "carol", "dave", "erin", "李雷"]) {
     const { page } = await openPage(browser, server.url, name === "李雷" ? { locale: "zh-CN" } : {});
@@ -120,6 +135,45 @@ test("screenshots of the main screens", { skip: !SHOTS && "set CHATD_SCREENSHOTS
   await settle(dark.page);
   await shot(dark.page, "group-dark");
 
+  // Profiles: display names and colours.
+  await carol.click("#btn-profile");
+  await carol.fill("#profile-display", "Carol Jones");
+  await carol.locator('#profile-colors input[value="teal"]').check();
+  await carol.click("#profile-save");
+  await carol.locator(".toast", { hasText: "Profile saved." }).waitFor();
+  await settle(carol);
+  await shot(carol, "profile-desktop");
+  await carol.keyboard.press("Escape");
+  await dave.click("#btn-profile");
+  await dave.fill("#profile-display", "Dave Okafor");
+  await dave.locator('#profile-colors input[value="amber"]').check();
+  await dave.click("#profile-save");
+  await dave.keyboard.press("Escape");
+  await convItem(alice, "Carol Jones").waitFor();
+
+  // The admin screen, with an invite link and someone who has not come yet.
+  await alice.click("#btn-admin");
+  await alice.click("#admin-tab-access");
+  await alice.fill("#invite-uses", "5");
+  await alice.click("#invite-submit");
+  await alice.locator("#admin-invite-new").waitFor();
+  await alice.click("#admin-tab-users");
+  await alice.fill("#create-name", "frank");
+  await alice.click("#create-submit");
+  await alice.locator("#admin-created").waitFor();
+  await alice.locator('#admin-user-list li[data-name="frank"]').waitFor();
+  await settle(alice);
+  await shot(alice, "admin-desktop");
+  await alice.click("#admin-tab-access");
+  await alice.locator("#admin-invite-list li").waitFor();
+  await settle(alice);
+  await shot(alice, "admin-invites");
+  await alice.click("#admin-tab-server");
+  await alice.locator("#admin-status .stat").first().waitFor();
+  await settle(alice);
+  await shot(alice, "admin-server");
+  await alice.click("#admin-back");
+
   // Phone.
   const phone = await openPage(browser, server.url, PHONE);
   await shot(phone.page, "login-phone");
@@ -134,4 +188,21 @@ test("screenshots of the main screens", { skip: !SHOTS && "set CHATD_SCREENSHOTS
   await msg(phone.page, "Fixed both").waitFor();
   await settle(phone.page);
   await shot(phone.page, "chat-phone");
+  await phone.page.click("#btn-back");
+  await phone.page.click("#btn-admin");
+  await phone.page.locator('#admin-user-list li[data-name="frank"]').waitFor();
+  await settle(phone.page);
+  await shot(phone.page, "admin-phone");
+
+  // The admin screen and the notification settings in dark mode.
+  const darkAdmin = await openPage(browser, `${server.url}/#/admin`, { colorScheme: "dark" });
+  await login(darkAdmin.page, "alice");
+  await darkAdmin.page.locator('#admin-user-list li[data-name="frank"]').waitFor();
+  await settle(darkAdmin.page);
+  await shot(darkAdmin.page, "admin-dark");
+  await darkAdmin.page.click("#admin-back");
+  await darkAdmin.page.click("#btn-notify");
+  await darkAdmin.page.locator("#dlg-notify[open]").waitFor();
+  await settle(darkAdmin.page);
+  await shot(darkAdmin.page, "notify-dark");
 });

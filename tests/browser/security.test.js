@@ -3,6 +3,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { startServer, tempDir, launch, openPage, register, startDirect, send, msg, convItem } from "./helpers.js";
 
 let server;
@@ -87,7 +88,14 @@ test("the server's security headers are in place for the client", async () => {
   assert.match(csp, /script-src 'self'/);
   assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
   const html = await res.text();
-  assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)/i, "no inline script");
+  // The one inline script is the import map build.rs adds (hashed URLs for the modules); the
+  // policy allows it by its SHA-256, not with 'unsafe-inline'.
+  const maps = [...html.matchAll(/<script type="importmap">([^<]*)<\/script>/g)].map((m) => m[1]);
+  assert.equal(maps.length, 1, "one import map");
+  const digest = createHash("sha256").update(maps[0]).digest("base64");
+  assert.ok(csp.includes(`'sha256-${digest}'`), `the import map's hash is in the CSP: ${csp}`);
+  const rest = html.replace(/<script type="importmap">[^<]*<\/script>/, "");
+  assert.doesNotMatch(rest, /<script(?![^>]*\bsrc=)/i, "no other inline script");
   assert.doesNotMatch(html, /\sstyle=/i, "no inline style attributes");
   assert.doesNotMatch(html, /\son[a-z]+=/i, "no inline event handlers");
   const js = await fetch(server.url + "/js/main.js");

@@ -294,7 +294,8 @@ async fn resume_after_restart_delivers_every_missed_message_once() {
 #[tokio::test]
 async fn long_messages_catch_up_and_history_in_bounded_frames() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &[]);
+    // Messages of 16 Ki characters (the limit is a quarter of the byte limit).
+    let srv = Server::start(dir.path(), &["--max-message-bytes", "65536"]);
     let alice = user(&srv, "alice").await;
     let bob = user(&srv, "bob").await;
     let mut a = Client::connect_synced(&srv, &alice).await;
@@ -358,8 +359,9 @@ async fn long_messages_catch_up_and_history_in_bounded_frames() {
     }
 }
 
-/// At the largest configurable message size, a message whose every byte JSON escapes to six
-/// (a ~6 MiB frame) still reaches its recipient, live and by catch-up.
+/// At the largest configurable message size (1 MiB, so 256 Ki characters), a message whose
+/// every character JSON escapes to six bytes (a ~1.5 MiB frame) still reaches its recipient,
+/// live and by catch-up.
 #[tokio::test]
 async fn a_maximal_message_at_the_largest_configured_size_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
@@ -368,7 +370,7 @@ async fn a_maximal_message_at_the_largest_configured_size_is_delivered() {
     let bob = user(&srv, "bob").await;
     let mut a = Client::connect_synced(&srv, &alice).await;
     let mut b = Client::connect_synced(&srv, &bob).await;
-    let text: String = "\u{1}".repeat(1024 * 1024);
+    let text: String = "\u{1}".repeat(256 * 1024);
     a.say(json!({"to": bob.id}), "big", &text).await;
     let live = b.recv_type("message").await;
     assert_eq!(live["text"].as_str().map(str::len), Some(text.len()));

@@ -278,7 +278,8 @@ async fn slow_consumer_is_disconnected_and_resumes_without_loss() {
     let total = SENDERS * PER_SENDER;
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &[]);
+    // Messages of SIZE characters need a byte limit of four times that.
+    let srv = Server::start(dir.path(), &["--max-message-bytes", "32768"]);
     let alice = user(&srv, "alice").await;
     let bob = user(&srv, "bob").await;
     let mut a = Client::connect_synced(&srv, &alice).await;
@@ -360,7 +361,7 @@ async fn a_stalled_client_is_dropped_promptly_counted_and_logged_truthfully() {
     const PER_SENDER: usize = 200;
     const SIZE: usize = 8 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &[]);
+    let srv = Server::start(dir.path(), &["--max-message-bytes", "32768"]);
     let alice = user(&srv, "alice").await;
     let bob = user(&srv, "bob").await;
     let mut a = Client::connect_synced(&srv, &alice).await;

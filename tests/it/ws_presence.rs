@@ -191,7 +191,8 @@ fn entries(reply: &Value) -> Vec<(String, bool)> {
         .map(|u| {
             let mut keys: Vec<&str> = u.as_object().unwrap().keys().map(|k| k.as_str()).collect();
             keys.sort();
-            assert_eq!(keys, vec!["id", "name", "online"], "{u}");
+            // (`display_name` too, once a user has set one.)
+            assert_eq!(keys, vec!["color", "id", "name", "online"], "{u}");
             assert!(u["id"].as_u64().is_some());
             (
                 u["name"].as_str().unwrap().to_string(),

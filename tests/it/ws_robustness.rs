@@ -50,6 +50,7 @@ async fn malformed_and_invalid_frames_get_errors_and_the_connection_stays_open()
     let mut a = Client::connect_synced(&srv, &alice).await;
     let mut b = Client::connect_synced(&srv, &bob).await;
     assert_eq!(a.welcome["limits"]["max_message_bytes"], 100);
+    assert_eq!(a.welcome["limits"]["max_message_chars"], 25);
     let ack = a.say(json!({"to": bob.id}), "ok-1", "first").await;
     let conv = ack["conversation"].as_u64().unwrap();
 
@@ -169,20 +170,36 @@ async fn malformed_and_invalid_frames_get_errors_and_the_connection_stays_open()
         assert_eq!(e["code"], "empty_text", "{text:?}: {e}");
         assert_eq!(e["client_id"], cid);
     }
-    // Length is in UTF-8 bytes: 100 ASCII bytes pass, 101 do not, nor 34 three-byte chars.
+    // Length is in characters, a quarter of --max-message-bytes: 25 pass, whatever their
+    // bytes (25 four-byte emoji are the byte limit), 26 do not, and the refusal says so.
     let e = a
-        .request_err(json!({"type": "send", "client_id": "long-1", "conversation": conv, "text": "x".repeat(101)}))
+        .request_err(json!({"type": "send", "client_id": "long-1", "conversation": conv, "text": "x".repeat(26)}))
         .await;
     assert_eq!(e["code"], "text_too_long", "{e}");
     assert_eq!(e["client_id"], "long-1");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 25 are allowed"),
+        "{e}"
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("26 characters"),
+        "{e}"
+    );
     let e = a
-        .request_err(json!({"type": "send", "client_id": "long-2", "conversation": conv, "text": "€".repeat(34)}))
+        .request_err(json!({"type": "send", "client_id": "long-2", "conversation": conv, "text": "€".repeat(26)}))
         .await;
     assert_eq!(e["code"], "text_too_long", "{e}");
     let ack = a
-        .say(json!({"conversation": conv}), "max", &"y".repeat(100))
+        .say(json!({"conversation": conv}), "max", &"y".repeat(25))
         .await;
     assert_eq!(ack["seq"], 2);
+    let ack = a
+        .say(json!({"conversation": conv}), "max-emoji", &"😀".repeat(25))
+        .await;
+    assert_eq!(ack["seq"], 3);
     // Unknown recipient.
     let e = a
         .request_err(json!({"type": "send", "client_id": "ghost", "to": 4242, "text": "hello?"}))
@@ -190,17 +207,17 @@ async fn malformed_and_invalid_frames_get_errors_and_the_connection_stays_open()
     assert_eq!(e["code"], "user_not_found", "{e}");
     assert_eq!(e["client_id"], "ghost");
 
-    // None of the refused sends stored anything: bob has exactly the two good messages.
+    // None of the refused sends stored anything: bob has exactly the good messages.
     let h = b
         .request(json!({"type": "history", "conversation": conv}))
         .await;
     let got = message_fields(&h, "client_id");
-    assert_eq!(got, vec!["ok-1", "max"]);
+    assert_eq!(got, vec!["ok-1", "max", "max-emoji"]);
     // A rejected client_id was not burnt: it can still be used.
     let ack = a
         .say(json!({"conversation": conv}), "c19", "now valid")
         .await;
-    assert_eq!(ack["seq"], 3);
+    assert_eq!(ack["seq"], 4);
     others_still_work(&srv, &mut a, &mut b, &bob, 1).await;
 }
 

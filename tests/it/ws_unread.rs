@@ -223,13 +223,13 @@ async fn conversation_list_is_newest_first_with_presence_previews_and_titles() {
     assert_eq!(cac["title"], "carol");
     assert_eq!(
         cac["peer"],
-        json!({"id": carol.id, "name": "carol", "online": false})
+        json!({"id": carol.id, "name": "carol", "color": color(carol.id), "online": false})
     );
     assert!(cac.get("owner").is_none(), "{cac}");
     assert_eq!(cac["last_message"]["text"], "hi carol");
     assert_eq!(
         cab["peer"],
-        json!({"id": bob.id, "name": "bob", "online": true})
+        json!({"id": bob.id, "name": "bob", "color": color(bob.id), "online": true})
     );
     assert_eq!(cab["last_message"]["text"], "hi bob");
 
@@ -268,4 +268,9 @@ async fn conversation_list_is_newest_first_with_presence_previews_and_titles() {
     assert_eq!(convs[0]["peer"]["name"], "alice");
     assert_eq!(convs[0]["peer"]["online"], true);
     assert_eq!(convs[0]["unread"], 1);
+}
+
+/// The default avatar colour of a user (no colour chosen): derived from the id.
+fn color(id: u64) -> &'static str {
+    chatd::model::color_name(chatd::model::UserId(id), 0)
 }

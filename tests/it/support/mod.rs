@@ -159,6 +159,31 @@ impl Server {
             .unwrap_or(0.0)
     }
 
+    /// A request with a JSON body (`None`: no body) and, if given, a session cookie.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
+        let mut h = Vec::new();
+        if let Some(c) = cookie {
+            h.push(("cookie", c));
+        }
+        if body.is_some() {
+            h.push(("content-type", "application/json"));
+        }
+        http(
+            self.addr,
+            method,
+            path,
+            &h,
+            body.map(|b| b.as_bytes().to_vec()),
+        )
+        .await
+    }
+
     pub async fn post_json(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
         let mut h = vec![("content-type", "application/json")];
         h.extend_from_slice(headers);
