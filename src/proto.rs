@@ -56,8 +56,7 @@ pub enum ClientFrame {
         conversation: Option<u64>,
         #[serde(default)]
         to: Option<u64>,
-        /// May be empty (or absent) when `attachments` is not.
-        #[serde(default)]
+        /// May be empty when `attachments` is not.
         text: String,
         /// File ids from `POST /api/files` (at most `max_attachments`, no id twice).
         #[serde(default)]

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    TableHandle,
 };
 
 use super::codec::{self, Dec, DecodeError, Enc};
@@ -147,6 +148,18 @@ fn decode_list(
 
 /// Creates the file tables if missing. Runs in `Store::open`.
 pub(super) fn init_tables(db: &Database) -> Result<()> {
+    // Only when missing: opening must not write to a database that has them.
+    let names: Vec<String> = db
+        .begin_read()?
+        .list_tables()?
+        .map(|t| t.name().to_string())
+        .collect();
+    if [FILES.name(), FILE_CONVS.name(), MESSAGE_FILES.name()]
+        .iter()
+        .all(|n| names.iter().any(|have| have == n))
+    {
+        return Ok(());
+    }
     let mut tx = db.begin_write()?;
     tx.set_durability(redb::Durability::Immediate)?;
     tx.open_table(FILES)?;
