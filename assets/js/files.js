@@ -381,6 +381,7 @@ function imageBox(a) {
   btn.style.width = `${w}px`;
   btn.style.aspectRatio = `${w} / ${hh}`;
   btn._att = a;
+  btn.dataset.id = a.id;
   return btn;
 }
 
