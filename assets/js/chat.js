@@ -122,7 +122,7 @@ function onMessage(m) {
     listTimer = setTimeout(() => conn.send({ type: "conversations" }), 200);
     return;
   }
-  if (m.sender === S.me.id && m.client_id) store.outboxTake(m.client_id); // another tab sent it
+  if (m.sender === S.me.id && m.client_id) files.forget(store.outboxTake(m.client_id)); // another tab sent it
   const fresh = store.addMessage(m);
   if (fresh && S.synced && m.sender !== S.me.id) hooks.onLive(m);
 }
@@ -238,7 +238,7 @@ export function loadHistory(id, limit = 50) {
     .request(frame)
     .then((f) => {
       // Our own messages in it are stored: whatever their ack is doing, they leave the outbox.
-      for (const m of f.messages) if (m.sender === S.me.id && m.client_id) store.outboxTake(m.client_id);
+      for (const m of f.messages) if (m.sender === S.me.id && m.client_id) files.forget(store.outboxTake(m.client_id));
       store.mergeHistory(id, f.messages, f.complete, frame.before);
     })
     .catch(() => {
