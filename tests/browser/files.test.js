@@ -112,6 +112,13 @@ test("attach, paste and drop: several files with a text in one message; images i
   // Drop a file onto the conversation.
   await dataTransfer(alice, "drop", [{ name: "tall.png", type: "image/png", bytes: tall }]);
   await alice.locator("#att-strip .chip").nth(3).waitFor();
+  // Bob's thumbnails are held back until the boxes are measured: they must be sized without them.
+  let release;
+  const held = new Promise((r) => (release = r));
+  await bob.route("**/files/*/thumb", async (route) => {
+    await held;
+    await route.continue();
+  });
   // Remove one again (the pasted one), then send with a text.
   await alice.locator("#att-strip .chip").nth(2).getByRole("button").click();
   assert.equal(await alice.locator("#att-strip .chip").count(), 3);
@@ -125,8 +132,16 @@ test("attach, paste and drop: several files with a text in one message; images i
   const boxes = got.locator(".att-img");
   assert.equal(await boxes.count(), 2);
   const sizes = await boxes.evaluateAll((els) =>
-    els.map((b) => ({ w: b.getBoundingClientRect().width, h: b.getBoundingClientRect().height, alt: b.querySelector("img").alt, src: b.querySelector("img").getAttribute("src") })),
+    els.map((b) => ({
+      w: b.getBoundingClientRect().width,
+      h: b.getBoundingClientRect().height,
+      alt: b.querySelector("img").alt,
+      src: b.querySelector("img").getAttribute("src"),
+      loaded: b.querySelector("img").naturalWidth,
+    })),
   );
+  assert.deepEqual(sizes.map((s) => s.loaded), [0, 0]);
+  release();
   assert.equal(sizes[0].alt, "wide photo.png");
   assert.equal(sizes[1].alt, "tall.png");
   assert.ok(Math.abs(sizes[0].w / sizes[0].h - 2) < 0.05, `wide box ${JSON.stringify(sizes[0])}`);
@@ -134,6 +149,7 @@ test("attach, paste and drop: several files with a text in one message; images i
   assert.match(sizes[0].src, /^\/files\/[A-Za-z0-9_-]{16,64}\/thumb$/);
   // The thumbnails load, and loading them changes no box.
   await got.locator(".att-img.loaded").nth(1).waitFor();
+  await bob.unrouteAll();
   const after = await boxes.evaluateAll((els) => els.map((b) => [b.getBoundingClientRect().width, b.getBoundingClientRect().height]));
   assert.deepEqual(after, sizes.map((s) => [s.w, s.h]));
   // The PDF: name, size and type, and a link that downloads the same bytes.
