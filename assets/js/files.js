@@ -10,7 +10,7 @@
 // ui.js calls its hooks. File names are user text: set with textContent / attributes only.
 
 import { $, h, icon, toast } from "./dom.js";
-import { t, locale } from "./i18n.js";
+import { t, locale, lang } from "./i18n.js";
 import * as store from "./store.js";
 import { S, on, emit } from "./store.js";
 
@@ -481,7 +481,7 @@ function buildViewer() {
     const back = document.querySelector(`#msg-list .att-img[data-id="${CSS.escape(shown[at]?.id || "")}"]`);
     if (back) back.focus();
   });
-  Object.assign(dlg, { _img: img, _name: name, _pos: pos, _dl: dl, _prev: prev, _next: next });
+  Object.assign(dlg, { _lang: lang, _img: img, _name: name, _pos: pos, _dl: dl, _prev: prev, _next: next });
   document.body.append(dlg);
   return dlg;
 }
@@ -491,6 +491,10 @@ export function openViewer(id) {
   shown = Array.from(document.querySelectorAll("#msg-list .att-img"), (b) => b._att).filter(Boolean);
   at = Math.max(0, shown.findIndex((a) => a.id === id));
   if (!shown.length) return;
+  if (viewer && viewer._lang !== lang) {
+    viewer.remove(); // built in another language: labels anew
+    viewer = null;
+  }
   if (!viewer) viewer = buildViewer();
   showAt();
   if (!viewer.open) viewer.showModal();
