@@ -56,7 +56,12 @@ pub enum ClientFrame {
         conversation: Option<u64>,
         #[serde(default)]
         to: Option<u64>,
+        /// May be empty (or absent) when `attachments` is not.
+        #[serde(default)]
         text: String,
+        /// File ids from `POST /api/files` (at most `max_attachments`, no id twice).
+        #[serde(default)]
+        attachments: Vec<String>,
     },
     /// Older messages: up to `limit` (1-100, default 50) messages with seq < `before`
     /// (default: from the newest), returned oldest first.
@@ -228,6 +233,7 @@ impl ClientFrame {
                 conversation,
                 to,
                 text,
+                attachments,
             } => {
                 let n = client_id.chars().count();
                 if n == 0 || n > model::MAX_CLIENT_ID_CHARS {
@@ -241,7 +247,10 @@ impl ClientFrame {
                     (None, Some(_)) => {}
                     _ => return invalid(BadFrame, "give exactly one of conversation and to"),
                 }
-                if text.trim().is_empty() {
+                if let Err(why) = crate::files::check_ids(attachments) {
+                    return invalid(BadFrame, why);
+                }
+                if text.trim().is_empty() && attachments.is_empty() {
                     return invalid(EmptyText, "the message text is empty");
                 }
                 // In characters, as people count (and the web client counts down); the byte
@@ -481,6 +490,9 @@ pub struct Message {
     /// (damaged storage); sender, time, client_id and text are empty. See docs/PROTOCOL.md.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unreadable: bool,
+    /// Files attached to the message (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::model::Attachment>,
 }
 
 impl Message {
@@ -494,6 +506,7 @@ impl Message {
             client_id: m.client_id.clone(),
             text: m.text.clone(),
             unreadable: m.unreadable,
+            attachments: m.attachments.clone(),
         }
     }
 }
@@ -515,6 +528,8 @@ pub struct MessageFrameRef<'a> {
     text: &'a str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     unreadable: bool,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    attachments: &'a [crate::model::Attachment],
 }
 
 impl<'a> MessageFrameRef<'a> {
@@ -537,6 +552,7 @@ impl<'a> MessageFrameRef<'a> {
             client_id: m.client_id,
             text: m.text,
             unreadable: m.unreadable,
+            attachments: m.attachments,
         }
     }
 }

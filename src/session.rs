@@ -794,7 +794,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 conversation,
                 to,
                 text,
+                attachments,
             } => {
+                let attachments = match crate::files::send_ids(&attachments, &limits) {
+                    Ok(ids) => ids,
+                    Err(why) => {
+                        let code = ErrorCode::BadFrame;
+                        return self.send_error(r, Some(client_id), code, &why).await;
+                    }
+                };
                 let target = match (conversation, to) {
                     (Some(c), None) => Target::Conversation(ConversationId(c)),
                     (None, Some(u)) => Target::User(UserId(u)),
@@ -807,6 +815,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         target,
                         client_id,
                         text,
+                        attachments,
                     },
                 )
                 .await

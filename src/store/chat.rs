@@ -50,6 +50,9 @@ pub enum Change {
         target: Target,
         client_id: String,
         text: String,
+        /// File ids (`store::files`); each must be the sender's upload or already in the
+        /// conversation, else the send is refused as `NotFound`.
+        attachments: Vec<u128>,
     },
     Read {
         conversation: ConversationId,
@@ -231,6 +234,7 @@ pub struct ChatBatch<'t> {
     direct_pairs: Table<'t, (u64, u64), u64>,
     messages: Table<'t, (u64, u64), &'static [u8]>,
     client_ids: Table<'t, (u64, u64), (u64, u64)>,
+    files: super::files::FileTables<'t>,
     cache: &'t mut MemberCache,
 }
 
@@ -245,6 +249,7 @@ impl<'t> ChatBatch<'t> {
             direct_pairs: tx.open_table(DIRECT_PAIRS)?,
             messages: tx.open_table(MESSAGES)?,
             client_ids: tx.open_table(CLIENT_IDS)?,
+            files: super::files::FileTables::open(tx)?,
             cache,
         })
     }
@@ -339,8 +344,17 @@ impl<'t> ChatBatch<'t> {
                 target,
                 client_id,
                 text,
+                attachments,
             } => self
-                .send(actor, actor_name, *target, client_id, text, now_ms)?
+                .send_files(
+                    actor,
+                    actor_name,
+                    *target,
+                    client_id,
+                    text,
+                    attachments,
+                    now_ms,
+                )?
                 .map(Applied::Sent),
             Change::Read { conversation, seq } => self
                 .mark_read(actor, *conversation, *seq)?
@@ -370,6 +384,21 @@ impl<'t> ChatBatch<'t> {
         text: &str,
         now_ms: u64,
     ) -> Op<SendOutcome> {
+        self.send_files(sender, sender_name, target, client_id, text, &[], now_ms)
+    }
+
+    /// `send` with attachments (file ids, see `store::files`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_files(
+        &mut self,
+        sender: UserId,
+        sender_name: &str,
+        target: Target,
+        client_id: &str,
+        text: &str,
+        attachments: &[u128],
+        now_ms: u64,
+    ) -> Op<SendOutcome> {
         // Idempotency first: a retry must get the original ack even if, say, the sender has
         // since left the conversation.
         let seen = self
@@ -385,7 +414,8 @@ impl<'t> ChatBatch<'t> {
                     .map_or(true, |f| f.sender == sender.0 && f.client_id == client_id)
             });
             if let (Some(raw), true) = (raw, same) {
-                let message = read_message(&self.users, conv, seq, &raw);
+                let mut message = read_message(&self.users, conv, seq, &raw);
+                message.attachments = self.files.of_message(conv, seq)?;
                 let members = self.member_ids(conv)?;
                 return Ok(Ok(SendOutcome {
                     message,
@@ -395,6 +425,23 @@ impl<'t> ChatBatch<'t> {
                 }));
             }
         }
+        // Attachments are checked before anything is written (a direct conversation that does
+        // not exist yet can only get the sender's own uploads).
+        let files = if attachments.is_empty() {
+            Vec::new()
+        } else {
+            let conv = match target {
+                Target::Conversation(c) => Some(c.0),
+                Target::User(peer) => {
+                    let pair = (sender.0.min(peer.0), sender.0.max(peer.0));
+                    self.direct_pairs.get(pair)?.map(|v| v.value())
+                }
+            };
+            match self.files.check_attachments(sender, conv, attachments)? {
+                Some(f) => f,
+                None => return Ok(Err(ChatError::NotFound)),
+            }
+        };
         let mut created = false;
         let conv_id = match target {
             Target::Conversation(c) => {
@@ -453,7 +500,11 @@ impl<'t> ChatBatch<'t> {
             client_id: client_id.to_string(),
             text: text.to_string(),
             unreadable: false,
+            attachments: files.iter().map(|f| f.attachment()).collect(),
         };
+        if !files.is_empty() {
+            self.files.attach(conv_id, message.seq, &files)?;
+        }
         self.messages.insert(
             (conv_id, message.seq),
             messages::encode(&message).as_slice(),
@@ -741,6 +792,7 @@ impl Store {
         let last = last_seq_in(&tx, conv.0)?;
         let messages = tx.open_table(MESSAGES)?;
         let users = tx.open_table(USERS)?;
+        let files = super::files::MessageFiles::open(&tx)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         let mut bytes = 0usize;
         let mut seen = after;
@@ -750,7 +802,11 @@ impl Store {
             messages::walk(&messages, &users, conv.0, after + 1, last, true, |m| {
                 bytes = bytes.saturating_add(m.text.len());
                 seen = m.seq;
-                out.push(f(m));
+                let list = files.of(conv.0, m.seq);
+                out.push(f(&MessageRef {
+                    attachments: &list,
+                    ..*m
+                }));
                 out.len() < limit && bytes < text_bytes
             });
         }
@@ -776,12 +832,15 @@ impl Store {
         let top = last_seq_in(&tx, conv.0)?.min(before.saturating_sub(1));
         let messages = tx.open_table(MESSAGES)?;
         let users = tx.open_table(USERS)?;
+        let files = super::files::MessageFiles::open(&tx)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         if top >= 1 && limit > 0 {
             messages::walk(&messages, &users, conv.0, 1, top, false, |m| {
                 bytes = bytes.saturating_add(m.text.len());
-                out.push(m.to_stored());
+                let mut stored = m.to_stored();
+                stored.attachments = files.of(conv.0, m.seq);
+                out.push(stored);
                 out.len() < limit && bytes < text_bytes
             });
         }

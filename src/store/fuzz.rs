@@ -56,6 +56,7 @@ pub fn record(data: &[u8]) {
                     client_id: f.client_id.to_string(),
                     text: f.text.to_string(),
                     unreadable: f.kind != messages::KIND_TEXT,
+                    attachments: Vec::new(),
                 };
                 let encoded = messages::encode(&m);
                 let g = messages::decode(9, 4, &encoded).expect("message record round trip");
@@ -161,6 +162,7 @@ fn change(i: u64) -> chat::Change {
         target: chat::Target::Conversation(crate::model::ConversationId(i)),
         client_id: format!("c{i}"),
         text: "é".repeat(i as usize),
+        attachments: Vec::new(),
     }
 }
 

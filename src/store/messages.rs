@@ -88,6 +88,7 @@ pub fn marker(conv: u64, seq: u64) -> MessageRef<'static> {
         client_id: "",
         text: "",
         unreadable: true,
+        attachments: &[],
     }
 }
 
@@ -134,6 +135,7 @@ pub fn view<'a>(
             client_id: f.client_id,
             text: f.text,
             unreadable: false,
+            attachments: &[],
         },
         // Lost before (a repair's marker): not new damage.
         Ok(_) => marker(conv, seq),

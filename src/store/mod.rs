@@ -25,6 +25,7 @@ pub mod damage;
 mod damage_tests;
 mod dbfile;
 pub(crate) mod fault;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod health;
@@ -409,6 +410,7 @@ impl Store {
         let t_redb = t0.elapsed();
         let epoch = init_schema(&db)?;
         accounts::init_tables(&db)?;
+        files::init_tables(&db)?;
         if new_db {
             same_owner_as_dir(&path, dir);
         }
@@ -1239,6 +1241,7 @@ fn seal_records(tx: &redb::WriteTransaction) -> Result<()> {
                 client_id: client_id.to_string(),
                 text: text.to_string(),
                 unreadable: false,
+                attachments: Vec::new(),
             };
             ids.insert((sender, client_id_hash(client_id)), (conv, seq))?;
             rows.push(((conv, seq), messages::encode(&m)));

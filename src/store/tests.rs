@@ -783,6 +783,7 @@ fn logged_batches_are_replayed_after_a_crash() {
         target: Target::User(b.id),
         client_id: "c1".into(),
         text: "hello".into(),
+        attachments: Vec::new(),
     };
     let r = s
         .apply_logged(
@@ -804,6 +805,7 @@ fn logged_batches_are_replayed_after_a_crash() {
             target: Target::Conversation(conv),
             client_id: format!("c{i}"),
             text: format!("m{i}"),
+            attachments: Vec::new(),
         })
         .chain([Change::Read {
             conversation: conv,
@@ -947,6 +949,7 @@ fn a_crash_before_a_checkpoints_fsync_loses_nothing() {
         target: Target::User(b.id),
         client_id: format!("c{i}"),
         text: format!("m{i}"),
+        attachments: Vec::new(),
     };
     let log =
         |cache: &mut MemberCache, changes: &[Change]| apply_as_alice(&s, cache, a.id, changes);
@@ -1033,6 +1036,7 @@ fn a_tiny_page_cache_loses_nothing() {
                     target: Target::User(*p),
                     client_id: format!("c{n}"),
                     text: format!("message {n} {}", "x".repeat(300)),
+                    attachments: Vec::new(),
                 }
             })
             .collect();
@@ -1130,6 +1134,7 @@ fn reused_log_files_bring_back_every_batch_once_after_a_crash() {
                 target: Target::User(b.id),
                 client_id: format!("c{sent}"),
                 text: "y".repeat(len),
+                attachments: Vec::new(),
             };
             apply_as_alice(&s, &mut cache, a.id, &[c]);
         }

@@ -795,6 +795,9 @@ const OP_READ: u8 = 3;
 const OP_CREATE_GROUP: u8 = 4;
 const OP_ADD_MEMBERS: u8 = 5;
 const OP_REMOVE_MEMBER: u8 = 6;
+/// A send with attachments (issue 22): ops 1/2's fields, then the count and the file ids.
+const OP_SEND_CONV_FILES: u8 = 7;
+const OP_SEND_USER_FILES: u8 = 8;
 
 fn encode_change(e: Enc, c: &Change) -> Enc {
     use super::chat::Target;
@@ -803,12 +806,25 @@ fn encode_change(e: Enc, c: &Change) -> Enc {
             target,
             client_id,
             text,
+            attachments,
         } => {
-            let e = match target {
-                Target::Conversation(id) => e.u8(OP_SEND_CONV).u64(id.0),
-                Target::User(u) => e.u8(OP_SEND_USER).u64(u.0),
+            // A send without files keeps the original op (records stay readable by older
+            // builds); with files it is op 7/8: the same fields, then the file ids.
+            let files = !attachments.is_empty();
+            let e = match (target, files) {
+                (Target::Conversation(id), false) => e.u8(OP_SEND_CONV).u64(id.0),
+                (Target::User(u), false) => e.u8(OP_SEND_USER).u64(u.0),
+                (Target::Conversation(id), true) => e.u8(OP_SEND_CONV_FILES).u64(id.0),
+                (Target::User(u), true) => e.u8(OP_SEND_USER_FILES).u64(u.0),
             };
-            e.str(client_id).str(text)
+            let mut e = e.str(client_id).str(text);
+            if files {
+                e = e.u64(attachments.len() as u64);
+                for id in attachments {
+                    e = e.u64((*id >> 64) as u64).u64(*id as u64);
+                }
+            }
+            e
         }
         Change::Read { conversation, seq } => e.u8(OP_READ).u64(conversation.0).u64(*seq),
         Change::CreateGroup { title, members } => {
@@ -849,17 +865,27 @@ fn decode_users(d: &mut Dec<'_>) -> Result<Vec<UserId>, DecodeError> {
 fn decode_change(d: &mut Dec<'_>) -> Result<Change, DecodeError> {
     use super::chat::Target;
     Ok(match d.u8()? {
-        k @ (OP_SEND_CONV | OP_SEND_USER) => {
+        k @ (OP_SEND_CONV | OP_SEND_USER | OP_SEND_CONV_FILES | OP_SEND_USER_FILES) => {
             let id = d.u64()?;
-            let target = if k == OP_SEND_CONV {
+            let target = if matches!(k, OP_SEND_CONV | OP_SEND_CONV_FILES) {
                 Target::Conversation(ConversationId(id))
             } else {
                 Target::User(UserId(id))
             };
+            let client_id = d.str()?.to_string();
+            let text = d.str()?.to_string();
+            let mut attachments = Vec::new();
+            if matches!(k, OP_SEND_CONV_FILES | OP_SEND_USER_FILES) {
+                let n = d.u64()?;
+                for _ in 0..n.min(1024) {
+                    attachments.push((u128::from(d.u64()?) << 64) | u128::from(d.u64()?));
+                }
+            }
             Change::Send {
                 target,
-                client_id: d.str()?.to_string(),
-                text: d.str()?.to_string(),
+                client_id,
+                text,
+                attachments,
             }
         }
         OP_READ => Change::Read {
@@ -906,6 +932,7 @@ mod tests {
             target: Target::Conversation(ConversationId(7)),
             client_id: cid.into(),
             text: "héllo".into(),
+            attachments: Vec::new(),
         }
     }
 
@@ -927,6 +954,7 @@ mod tests {
                 target: Target::User(UserId(9)),
                 client_id: "y".into(),
                 text: String::new(),
+                attachments: Vec::new(),
             },
             Change::Read {
                 conversation: ConversationId(3),
@@ -1050,6 +1078,7 @@ mod tests {
                 target: Target::Conversation(c),
                 client_id,
                 text,
+                ..
             } => assert_eq!((c.0, client_id.as_str(), text.as_str()), (7, "a", "héllo")),
             other => panic!("{other:?}"),
         }
@@ -1218,6 +1247,7 @@ mod tests {
             target: Target::User(UserId(2)),
             client_id: "evil".into(),
             text: "pwned".into(),
+            attachments: Vec::new(),
         };
         let payload = batch_payload(1_000_000, 9, 100, &by_alice(&evil));
         let path = dir.path().join(WAL_FILES[0]);
