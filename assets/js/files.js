@@ -6,12 +6,13 @@
 // or an offline stretch), and how attachments show in a bubble: images as thumbnails whose box
 // has the image's aspect ratio before it loads, other files as name, size, type and a download
 // link; plus the image viewer (Esc closes, arrow keys step through the conversation's images).
-// It calls store.js (outbox entries) and chat.js (send once every file of an entry has its id);
+// It calls store.js (outbox entries), api.js (the limits in /api/server) and chat.js (send once every file of an entry has its id);
 // ui.js calls its hooks. File names are user text: set with textContent / attributes only.
 
 import { $, h, icon, toast } from "./dom.js";
 import { t, locale, lang } from "./i18n.js";
 import * as store from "./store.js";
+import * as api from "./api.js";
 import { S, on, emit } from "./store.js";
 
 const IMAGE = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
@@ -528,6 +529,11 @@ function showAt() {
 /** Sets up the attach button, the file picker, drag-and-drop and paste. `changed()`: staged files changed. */
 export function wire(changed) {
   onChange = changed;
+  // The upload limits are in /api/server (not in welcome): a too large file is refused at once.
+  api.server().then((info) => {
+    if (info && info.max_upload_bytes) S.limits.max_upload_bytes = info.max_upload_bytes;
+    if (info && info.max_attachments) S.limits.max_attachments = info.max_attachments;
+  });
   const picker = $("file-pick");
   $("btn-attach").addEventListener("click", () => picker.click());
   picker.addEventListener("change", () => {
