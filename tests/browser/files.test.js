@@ -245,7 +245,7 @@ test("a failed upload shows why and is retried without retyping", async () => {
   assert.match(await row.locator(".att-meta").textContent(), /Not uploaded: cannot reach the server/);
   assert.equal(await msg(alice, "with a retried file").getAttribute("data-status"), "sending");
   fail = false;
-  await row.getByRole("button", { name: "Retry" }).click();
+  await row.getByRole("button", { name: "Retry", exact: true }).click();
   await bubbleWith(bob, "retry me.txt").waitFor({ timeout: 20000 });
   assert.equal(await msg(bob, "with a retried file").count(), 1);
   await alice.unrouteAll();
