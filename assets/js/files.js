@@ -18,6 +18,8 @@ import { S, on, emit } from "./store.js";
 const IMAGE = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
 const THUMB_W = 240; // widest a thumbnail is shown in a bubble (CSS px)
 const THUMB_H = 240;
+/** Largest image shown in a bubble from its full bytes when it has no thumbnail. */
+const FULL_MAX_PIXELS = 16e6;
 /** Upload errors worth trying again later by themselves (the others need the user). */
 const TRANSIENT = new Set(["network", "rate_limited", "storage_full", "storage_error", "internal", "http_502", "http_503", "http_504"]);
 
@@ -375,7 +377,14 @@ function imageBox(a) {
   const [w, hh] = fit(a.width, a.height);
   const img = h("img", { alt: a.name, decoding: "async", loading: "lazy", width: w, height: hh, draggable: false });
   img.addEventListener("load", () => btn.classList.add("loaded"));
-  img.addEventListener("error", () => btn.classList.add("broken"));
+  img.addEventListener("error", () => {
+    // No thumbnail (the server could not make one): the image itself, when it is of a size a
+    // browser decodes without trouble; else a placeholder (the viewer and download still work).
+    if (!img._full && a.width * a.height <= FULL_MAX_PIXELS) {
+      img._full = true;
+      img.src = `/files/${encodeURIComponent(a.id)}`;
+    } else btn.classList.add("broken");
+  });
   img.src = `/files/${encodeURIComponent(a.id)}/thumb`;
   const btn = h("button", { type: "button", class: "att-img", attrs: { "aria-label": t("files.open", { name: a.name }), title: a.name }, on: { click: () => openViewer(a.id) } }, img);
   // The box has its size before the thumbnail arrives: nothing below it moves when it loads.
