@@ -155,10 +155,13 @@ fn write_all(
     Ok((sha, len))
 }
 
+/// What the disk thread wrote: the SHA-256 and the length.
+type Written = ([u8; 32], u64);
+
 /// An upload in progress. Dropped before `finish`, it removes its temporary file.
 pub struct Upload {
     tx: Option<mpsc::Sender<Bytes>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<([u8; 32], u64)>>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<Written>>>,
     tmp: PathBuf,
     blobs: Arc<Blobs>,
 }

@@ -221,11 +221,11 @@ pub async fn download(app: Arc<App>, req: &Request<Incoming>) -> Result<Response
         .ok_or_else(not_found)?;
     let etag = format!("\"{}\"", &rec.sha_hex()[..32]);
     let headers = req.headers();
-    let inline = crate::files::inline_type(&rec.mime)
-        && !req
-            .uri()
-            .query()
-            .is_some_and(|q| query_param(q, "download").is_some());
+    let forced = req
+        .uri()
+        .query()
+        .is_some_and(|q| query_param(q, "download").is_some());
+    let inline = crate::files::inline_type(&rec.mime) && !forced;
     if headers
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
