@@ -26,6 +26,8 @@ use crate::config::Limits;
 /// The directory under the data directory.
 pub const FILES_DIR: &str = "files";
 const TMP_DIR: &str = "tmp";
+/// Thumbnails, by the content hash of their image (`crate::thumbs`).
+pub const THUMBS_DIR: &str = "thumbs";
 /// Chunks of an upload waiting for the disk thread (each at most what one socket read gave).
 const CHUNKS_AHEAD: usize = 2;
 /// How much of a file's start is read to decide its type and an image's size.
@@ -43,6 +45,8 @@ pub struct Blobs {
     /// Held while a blob is placed and its record committed, and while the GC checks and
     /// deletes blobs: a blob is never deleted between an upload finding it and recording it.
     pub placing: tokio::sync::Mutex<()>,
+    /// Images decoded for a thumbnail at once (each may take `thumbs::MAX_PIXELS` × 4 bytes).
+    decoding: Arc<Semaphore>,
 }
 
 impl Blobs {
@@ -51,6 +55,7 @@ impl Blobs {
     pub fn open(data_dir: &Path, limits: &Limits) -> std::io::Result<Blobs> {
         let dir = data_dir.join(FILES_DIR);
         std::fs::create_dir_all(dir.join(TMP_DIR))?;
+        std::fs::create_dir_all(dir.join(THUMBS_DIR))?;
         for e in std::fs::read_dir(dir.join(TMP_DIR))? {
             let e = e?;
             // A partial upload of a crashed server: never acknowledged.
@@ -70,12 +75,18 @@ impl Blobs {
             reserved: AtomicU64::new(0),
             uploads: Arc::new(Semaphore::new(limits.concurrent_uploads)),
             placing: tokio::sync::Mutex::new(()),
+            decoding: Arc::new(Semaphore::new(1)),
         })
     }
 
     /// Where the blob with this content hash (64 hex characters) lives.
     pub fn path_of(&self, sha_hex: &str) -> PathBuf {
         self.dir.join(sha_hex)
+    }
+
+    /// Where the thumbnail of the image with this content hash lives (if it has one).
+    pub fn thumb_path(&self, sha_hex: &str) -> PathBuf {
+        self.dir.join(THUMBS_DIR).join(sha_hex)
     }
 
     pub fn dir(&self) -> &Path {
@@ -172,7 +183,10 @@ pub struct Stored {
     pub sha256: [u8; 32],
     pub size: u64,
     pub mime: &'static str,
+    /// An image's width and height as shown (EXIF orientation applied).
     pub dims: Option<(u32, u32)>,
+    /// A thumbnail is stored (`Blobs::thumb_path`).
+    pub thumb: bool,
 }
 
 impl Upload {
@@ -185,23 +199,85 @@ impl Upload {
         }
     }
 
-    /// Ends the body: waits for the fsync, renames the file to its hash (or drops it when that
-    /// blob exists), fsyncs the directory and sniffs the type. The caller holds
-    /// `Blobs::placing` until the record is committed.
-    pub async fn finish(mut self) -> std::io::Result<Stored> {
+    /// Gives up on a body that did not arrive whole: the disk thread's error if it failed
+    /// (the temporary file is removed either way).
+    pub async fn abort(mut self) -> Option<std::io::Error> {
+        self.tx = None;
+        match self.task.take() {
+            Some(t) => match t.await {
+                Ok(Err(e)) => Some(e),
+                _ => None,
+            },
+            None => None,
+        }
+    }
+
+    /// Ends the body: waits for the fsync, sniffs the type and makes an image's thumbnail
+    /// (`crate::thumbs`, on the blocking pool, one image at a time), then takes `placing`
+    /// (held by the caller until the record is committed), renames the file to its hash (or
+    /// drops it when that blob exists) and fsyncs the directory.
+    pub async fn finish(
+        mut self,
+        placing: &tokio::sync::Mutex<()>,
+    ) -> std::io::Result<(Stored, tokio::sync::MutexGuard<'_, ()>)> {
         self.tx = None;
         let task = self.task.take();
         let res = match task {
             Some(t) => t.await.map_err(std::io::Error::other)?,
             None => Err(std::io::Error::other("upload already finished")),
         };
-        let (sha, size) = res?;
-        let tmp = std::mem::take(&mut self.tmp);
+        let (sha, size) = match res {
+            Ok(w) => w,
+            Err(e) => {
+                // The writer removed its file.
+                self.tmp = PathBuf::new();
+                return Err(e);
+            }
+        };
         let blobs = self.blobs.clone();
+        let tmp = self.tmp.clone();
+        let head = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut head = Vec::with_capacity(SNIFF_BYTES.min(size as usize));
+            File::open(&tmp)?
+                .take(SNIFF_BYTES as u64)
+                .read_to_end(&mut head)?;
+            Ok(sniff(&head))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let (mime, sniffed) = head;
+        let looked = if crate::thumbs::can_decode(mime) {
+            let _slot = blobs
+                .decoding
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(std::io::Error::other)?;
+            let tmp = self.tmp.clone();
+            let dest = blobs.thumb_path(&hex(&sha));
+            let tmp_dir = blobs.dir.join(TMP_DIR);
+            tokio::task::spawn_blocking(move || crate::thumbs::look(&tmp, mime, &dest, &tmp_dir))
+                .await
+                .map_err(std::io::Error::other)??
+        } else {
+            crate::thumbs::Looked::default()
+        };
+        let guard = placing.lock().await;
+        let tmp = std::mem::take(&mut self.tmp);
         let placed = tokio::task::spawn_blocking(move || place(&blobs, &tmp, sha, size))
             .await
             .map_err(std::io::Error::other)?;
-        placed
+        placed?;
+        Ok((
+            Stored {
+                sha256: sha,
+                size,
+                mime,
+                dims: looked.dims.or(sniffed),
+                thumb: looked.thumb,
+            },
+            guard,
+        ))
     }
 }
 
@@ -232,14 +308,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn place(blobs: &Blobs, tmp: &Path, sha: [u8; 32], size: u64) -> std::io::Result<Stored> {
-    let (mime, dims) = {
-        let mut head = Vec::with_capacity(SNIFF_BYTES.min(size as usize));
-        File::open(tmp)?
-            .take(SNIFF_BYTES as u64)
-            .read_to_end(&mut head)?;
-        sniff(&head)
-    };
+fn place(blobs: &Blobs, tmp: &Path, sha: [u8; 32], size: u64) -> std::io::Result<()> {
     let dest = blobs.path_of(&hex(&sha));
     if dest.exists() {
         // The same bytes are stored already.
@@ -252,16 +321,16 @@ fn place(blobs: &Blobs, tmp: &Path, sha: [u8; 32], size: u64) -> std::io::Result
         File::open(&blobs.dir)?.sync_all()?;
         blobs.used.fetch_add(size, Ordering::Relaxed);
     }
-    Ok(Stored {
-        sha256: sha,
-        size,
-        mime,
-        dims,
-    })
+    Ok(())
 }
 
-/// Removes the blob with this hash (the GC, after its last record went). Blocking.
+/// Removes the blob with this hash and its thumbnail (the GC, after its last record went).
+/// Blocking.
 pub fn remove_blob(blobs: &Blobs, sha_hex: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(blobs.thumb_path(sha_hex)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let p = blobs.path_of(sha_hex);
     let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
     std::fs::remove_file(&p)?;

@@ -55,6 +55,7 @@ pub mod session;
 mod storage_fault_tests;
 pub mod store;
 pub mod strict_json;
+pub mod thumbs;
 pub mod tls;
 pub mod writer;
 
