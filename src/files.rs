@@ -17,6 +17,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
@@ -45,6 +46,9 @@ pub struct Blobs {
     /// Held while a blob is placed and its record committed, and while the GC checks and
     /// deletes blobs: a blob is never deleted between an upload finding it and recording it.
     pub placing: tokio::sync::Mutex<()>,
+    /// Held (shared) by a backup while it copies blobs, and (exclusively) by the sweep while
+    /// it deletes: a backup never misses a blob its snapshot names.
+    pub keep: Arc<tokio::sync::RwLock<()>>,
     /// Images decoded for a thumbnail at once (each may take `thumbs::MAX_PIXELS` × 4 bytes).
     decoding: Arc<Semaphore>,
 }
@@ -76,6 +80,7 @@ impl Blobs {
             uploads: Arc::new(Semaphore::new(limits.concurrent_uploads)),
             placing: tokio::sync::Mutex::new(()),
             decoding: Arc::new(Semaphore::new(1)),
+            keep: Arc::new(tokio::sync::RwLock::new(())),
         })
     }
 
@@ -333,8 +338,102 @@ pub fn remove_blob(blobs: &Blobs, sha_hex: &str) -> std::io::Result<()> {
     }
     let p = blobs.path_of(sha_hex);
     let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-    std::fs::remove_file(&p)?;
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r?,
+    }
     blobs.used.fetch_sub(len, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Most records the sweep removes in one transaction.
+const SWEEP_BATCH: usize = 1000;
+
+/// How often the sweep runs: a quarter of the age limit, between a second and an hour.
+pub fn sweep_interval(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// Runs `sweep` every `sweep_interval` until the task is aborted.
+pub async fn sweep_periodically(app: Arc<crate::app::App>) {
+    let ttl = app.config.limits.unattached_file_ttl;
+    let mut tick = tokio::time::interval(sweep_interval(ttl));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match sweep(&app).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} uploads never attached to a message"),
+            Err(e) => tracing::warn!("the sweep of unattached uploads failed: {e}"),
+        }
+    }
+}
+
+/// Removes uploads never attached to a message and older than
+/// `Limits::unattached_file_ttl`: first their records (durably), then the bytes of every
+/// blob no record names any more (a blob shared with another upload stays), with its
+/// thumbnail. A crash between the two leaves a blob without a record, which the next sweep
+/// removes (never a record without its blob). Runs under `Blobs::placing` (no upload is
+/// between placing its blob and committing its record) and `Blobs::keep` (no backup is
+/// copying). Returns how many uploads went.
+pub async fn sweep(app: &Arc<crate::app::App>) -> std::io::Result<usize> {
+    let ttl = app.config.limits.unattached_file_ttl;
+    let before = crate::model::now_ms().saturating_sub(ttl.as_millis() as u64);
+    let _placing = app.files.placing.lock().await;
+    let _keep = app.files.keep.write().await;
+    let swept = app
+        .db(move |s| s.remove_unattached_files(before, SWEEP_BATCH))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let n = swept.removed.len();
+    let blobs = app.files.clone();
+    tokio::task::spawn_blocking(move || remove_unnamed(&blobs, &swept.in_use))
+        .await
+        .map_err(std::io::Error::other)??;
+    Ok(n)
+}
+
+/// Removes every blob (and thumbnail) whose hash is not in `in_use`. Blocking; the caller
+/// holds `placing`.
+fn remove_unnamed(
+    blobs: &Blobs,
+    in_use: &std::collections::HashSet<[u8; 32]>,
+) -> std::io::Result<()> {
+    let named = |name: &str| -> Option<bool> {
+        if name.len() != 64 {
+            return None;
+        }
+        let mut sha = [0u8; 32];
+        for (i, b) in sha.iter_mut().enumerate() {
+            *b = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(in_use.contains(&sha))
+    };
+    for e in std::fs::read_dir(&blobs.dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if named(name) == Some(false) && e.file_type()?.is_file() {
+            remove_blob(blobs, name)?;
+        }
+    }
+    for e in std::fs::read_dir(blobs.dir.join(THUMBS_DIR))? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // A thumbnail is written just before its blob is placed: only an old one without a
+        // blob is left over (from a crash).
+        let old = e
+            .metadata()?
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(600));
+        if named(name) == Some(false) && old {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    File::open(&blobs.dir)?.sync_all()?;
     Ok(())
 }
 
