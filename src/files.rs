@@ -379,8 +379,9 @@ pub async fn sweep_periodically(app: Arc<crate::app::App>) {
 pub async fn sweep(app: &Arc<crate::app::App>) -> std::io::Result<usize> {
     let ttl = app.config.limits.unattached_file_ttl;
     let before = crate::model::now_ms().saturating_sub(ttl.as_millis() as u64);
-    let _placing = app.files.placing.lock().await;
+    // `keep` first: waiting for a backup must not hold up uploads.
     let _keep = app.files.keep.write().await;
+    let _placing = app.files.placing.lock().await;
     let swept = app
         .db(move |s| s.remove_unattached_files(before, SWEEP_BATCH))
         .await

@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod files;
+pub mod files_backup;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

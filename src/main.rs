@@ -181,6 +181,7 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
                     app.store.clone(),
                     app.hub.clone(),
                     data_dir.to_path_buf(),
+                    app.files.clone(),
                 ));
                 Some((task, path))
             }

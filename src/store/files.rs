@@ -374,6 +374,26 @@ impl Store {
     }
 }
 
+/// The distinct content hashes named by the file records of the database file `path` (a
+/// backup; opened read-only, unchanged). Empty for a database without file tables.
+pub fn hashes_in(path: &std::path::Path) -> Result<Vec<[u8; 32]>> {
+    let db = redb::ReadOnlyDatabase::open(path)?;
+    let tx = db.begin_read()?;
+    let table = match tx.open_table(FILES) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        if let Ok(f) = decode_file(k.value(), v.value()) {
+            out.insert(f.sha256);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 /// What `remove_unattached_files` did.
 #[derive(Debug, Default)]
 pub struct Swept {

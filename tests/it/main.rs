@@ -8,6 +8,7 @@ mod build_fresh;
 mod cli;
 mod damage;
 mod files;
+mod files_backup;
 mod files_sweep;
 mod files_thumbs;
 mod first_hour;
