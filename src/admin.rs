@@ -412,13 +412,18 @@ pub fn generate_password() -> Result<String, String> {
 
 /// `chatd backup --out FILE`: a consistent snapshot, from the running server if there is one,
 /// else from the database directly. Written to `FILE.partial`, fsync'd, then renamed, so `FILE`
-/// only ever appears complete; then checked by opening it read-only.
+/// only ever appears complete; then checked by opening it read-only. The uploaded files the
+/// snapshot names go to `FILE.files/` (`files_backup`), complete before `FILE` appears.
 pub fn backup(out: &Path, data_dir: &Path) -> Result<(), String> {
-    if out.exists() {
-        return Err(format!(
-            "{} already exists; choose a new file name",
-            out.display()
-        ));
+    use crate::files_backup::{copy_out, files_dir_of};
+    let files_out = files_dir_of(out);
+    for p in [out, files_out.as_path()] {
+        if p.exists() {
+            return Err(format!(
+                "{} already exists; choose a new file name",
+                p.display()
+            ));
+        }
     }
     let Some(name) = out.file_name() else {
         return Err(format!("{} is not a file name", out.display()));
@@ -432,13 +437,17 @@ pub fn backup(out: &Path, data_dir: &Path) -> Result<(), String> {
         .create_new(true)
         .open(&partial)
         .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-    let source = match control::request_backup(data_dir, &mut file) {
-        Ok(Remote::Done) => {
+    // While held, the running server removes no uploaded file (see `control`).
+    let mut hold = None;
+    let mut offline_store = None;
+    let source = match control::request_backup_holding(data_dir, &mut file) {
+        Ok(Some(conn)) => {
+            hold = Some(conn);
             file.sync_all()
                 .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
             "the running server"
         }
-        Ok(Remote::NoServer) => {
+        Ok(None) => {
             drop(file);
             let _ = std::fs::remove_file(&partial);
             if !data_dir.join(DB_FILE).exists() {
@@ -458,6 +467,8 @@ pub fn backup(out: &Path, data_dir: &Path) -> Result<(), String> {
             store
                 .backup_to(&partial)
                 .map_err(|e| format!("backup failed: {e}"))?;
+            // Kept open (the database locked) until the files are copied.
+            offline_store = Some(store);
             "the database (no server running)"
         }
         Err(e) => {
@@ -473,6 +484,32 @@ pub fn backup(out: &Path, data_dir: &Path) -> Result<(), String> {
             return Err(format!("the backup is not usable, removed it: {e}"));
         }
     };
+    let fail = |e: String| {
+        let _ = std::fs::remove_file(&partial);
+        e
+    };
+    let hashes = store::files::hashes_in(&partial)
+        .map_err(|e| fail(format!("cannot read the backup's file list: {e}")))?;
+    let mut files_note = String::new();
+    if !hashes.is_empty() {
+        let mut name = files_out.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        let files_partial = files_out.with_file_name(name);
+        let _ = std::fs::remove_dir_all(&files_partial);
+        let copied = copy_out(data_dir, &hashes, &files_partial).map_err(fail)?;
+        std::fs::rename(&files_partial, &files_out).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&files_partial);
+            fail(format!("cannot rename {}: {e}", files_partial.display()))
+        })?;
+        files_note = format!(
+            "; {} uploaded files ({:.1} MiB) in {}",
+            copied.files,
+            copied.bytes as f64 / (1024.0 * 1024.0),
+            files_out.display()
+        );
+    }
+    drop(hold);
+    drop(offline_store);
     std::fs::rename(&partial, out).map_err(|e| {
         format!(
             "cannot rename {} to {}: {e}",
@@ -483,7 +520,10 @@ pub fn backup(out: &Path, data_dir: &Path) -> Result<(), String> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
     }
-    println!("backup of {source} written to {}: {summary}", out.display());
+    println!(
+        "backup of {source} written to {}: {summary}{files_note}",
+        out.display()
+    );
     Ok(())
 }
 
@@ -497,6 +537,23 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<(), String> {
     }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    // The uploaded files first (from FILE.files beside it): the restored database never
+    // names a file that is not there.
+    let files_from = crate::files_backup::files_dir_of(file);
+    let hashes = match inspect(file) {
+        Ok(_) => store::files::hashes_in(file)
+            .map_err(|e| format!("cannot restore {}: {e}", file.display()))?,
+        // `restore` below says what is wrong with it.
+        Err(_) => Vec::new(),
+    };
+    let copied = if hashes.is_empty() {
+        None
+    } else {
+        Some(
+            crate::files_backup::copy_in(&files_from, data_dir, &hashes)
+                .map_err(|e| format!("cannot restore {}: {e}", file.display()))?,
+        )
+    };
     let r = store::backup::restore(file, data_dir, now_ms()).map_err(|e| match e {
         StoreError::Locked(_) => e.to_string(),
         e => format!("cannot restore {}: {e}", file.display()),
@@ -509,6 +566,15 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<(), String> {
         data_dir.display(),
         r.summary
     );
+    if let Some(c) = copied {
+        println!(
+            "uploaded files: {} named by the backup, {} copied from {} ({:.1} MiB), the others were in place",
+            hashes.len(),
+            c.files,
+            files_from.display(),
+            c.bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
     if let Some(prev) = r.previous {
         println!(
             "the database it replaced was kept as {}; delete it once you no longer need it",

@@ -157,6 +157,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CHATD_FILES_QUOTA_MB")]
     pub files_quota_mb: Option<u64>,
 
+    /// Seconds after which an upload never attached to a message is removed (a day). Hidden:
+    /// for tests and unusual setups
+    #[arg(long, env = "CHATD_UNATTACHED_FILE_TTL_SECS", default_value_t = 24 * 3600,
+          hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub unattached_file_ttl_secs: u64,
+
     /// Files one message may carry
     #[arg(long, env = "CHATD_MAX_ATTACHMENTS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=100))]

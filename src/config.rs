@@ -273,6 +273,7 @@ impl Config {
             max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
             files_quota_bytes: args.files_quota_mb.map(|m| m.saturating_mul(1024 * 1024)),
             max_attachments: args.max_attachments as usize,
+            unattached_file_ttl: Duration::from_secs(args.unattached_file_ttl_secs),
             ..Limits::default()
         };
         // The largest frame built stays under the write cap (see `ws_max_write_buffer`): a

@@ -5,7 +5,9 @@
 //!
 //! The protocol is one request line and one reply line (plus data):
 //! - `backup\n` → `ok <bytes>\n` followed by exactly that many bytes of a redb database file (a
-//!   consistent snapshot taken in one read transaction while writes continue);
+//!   consistent snapshot taken in one read transaction while writes continue). Until the client
+//!   closes the connection (at most `BACKUP_HOLD`), the server removes no uploaded file
+//!   (`files::Blobs::keep`): the client copies the files the snapshot names from `files/`;
 //! - `admin <AdminOp as JSON>\n` → `ok <Outcome as JSON>\n` (`chatd user ...` and
 //!   `chatd token create` while the server runs; a user signed out also loses open connections).
 //!   The object may carry `"by"`, the user who ran sudo; with the peer's uid
@@ -32,6 +34,9 @@ use crate::store::Store;
 
 /// File name of the control socket inside the data directory.
 pub const SOCKET_FILE: &str = "chatd.sock";
+
+/// Longest time a backup client may take to copy the files after the snapshot.
+const BACKUP_HOLD: Duration = Duration::from_secs(6 * 3600);
 
 /// Longest request line.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -67,7 +72,13 @@ pub fn bind(dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
 }
 
 /// Serves control connections until the task is dropped.
-pub async fn serve(listener: UnixListener, store: Store, hub: Arc<Hub>, dir: PathBuf) {
+pub async fn serve(
+    listener: UnixListener,
+    store: Store,
+    hub: Arc<Hub>,
+    dir: PathBuf,
+    files: Arc<crate::files::Blobs>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -77,9 +88,9 @@ pub async fn serve(listener: UnixListener, store: Store, hub: Arc<Hub>, dir: Pat
                 continue;
             }
         };
-        let (store, hub, dir) = (store.clone(), hub.clone(), dir.clone());
+        let (store, hub, dir, files) = (store.clone(), hub.clone(), dir.clone(), files.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, store, hub, dir).await {
+            if let Err(e) = handle(stream, store, hub, dir, files).await {
                 tracing::warn!("control connection failed: {e}");
             }
         });
@@ -91,6 +102,7 @@ async fn handle(
     store: Store,
     hub: Arc<Hub>,
     dir: PathBuf,
+    files: Arc<crate::files::Blobs>,
 ) -> std::io::Result<()> {
     // Who is asking (the socket is 0600, so the server's own user or root): for the audit log.
     let uid = stream.peer_cred().ok().map(|c| c.uid());
@@ -106,7 +118,22 @@ async fn handle(
     let line = line.trim();
     let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
     match cmd {
-        "backup" => backup(&mut stream, store, dir).await,
+        "backup" => {
+            // No uploaded file is removed from before the snapshot until the client has
+            // copied the files it names (it closes the connection then).
+            let _keep = files.keep.clone().read_owned().await;
+            backup(&mut stream, store, dir).await?;
+            let mut rest = [0u8; 64];
+            let _ = tokio::time::timeout(BACKUP_HOLD, async {
+                while let Ok(n) = stream.read(&mut rest).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+            Ok(())
+        }
         "admin" => {
             let reply = admin(arg.to_string(), uid, store, hub).await;
             stream.write_all(reply.as_bytes()).await
@@ -267,8 +294,21 @@ fn connect(dir: &Path) -> Result<Option<std::os::unix::net::UnixStream>, String>
 /// Client side of `backup`: asks the server running on `dir` for a snapshot and writes it to
 /// `out` (which the caller made sure is a new file).
 pub fn request_backup(dir: &Path, out: &mut std::fs::File) -> Result<Remote, String> {
+    Ok(match request_backup_holding(dir, out)? {
+        Some(_) => Remote::Done,
+        None => Remote::NoServer,
+    })
+}
+
+/// Like `request_backup`; the connection returned (`None`: no server) keeps the server from
+/// removing uploaded files until it is dropped, so the caller can copy the files the snapshot
+/// names.
+pub fn request_backup_holding(
+    dir: &Path,
+    out: &mut std::fs::File,
+) -> Result<Option<std::os::unix::net::UnixStream>, String> {
     let Some(mut stream) = connect(dir)? else {
-        return Ok(Remote::NoServer);
+        return Ok(None);
     };
     let io = |e: std::io::Error| format!("backup from the running server failed: {e}");
     stream.write_all(b"backup\n").map_err(io)?;
@@ -283,11 +323,11 @@ pub fn request_backup(dir: &Path, out: &mut std::fs::File) -> Result<Remote, Str
         Some(("error", msg)) => return Err(format!("the server could not take a backup: {msg}")),
         _ => return Err(format!("the server sent a malformed reply: {head:?}")),
     };
-    let copied = std::io::copy(&mut reader.take(len), out).map_err(io)?;
+    let copied = std::io::copy(&mut (&mut reader).take(len), out).map_err(io)?;
     if copied != len {
         return Err(format!(
             "the connection to the server ended after {copied} of {len} bytes"
         ));
     }
-    Ok(Remote::Done)
+    Ok(Some(reader.into_inner()))
 }

@@ -17,6 +17,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
@@ -26,6 +27,8 @@ use crate::config::Limits;
 /// The directory under the data directory.
 pub const FILES_DIR: &str = "files";
 const TMP_DIR: &str = "tmp";
+/// Thumbnails, by the content hash of their image (`crate::thumbs`).
+pub const THUMBS_DIR: &str = "thumbs";
 /// Chunks of an upload waiting for the disk thread (each at most what one socket read gave).
 const CHUNKS_AHEAD: usize = 2;
 /// How much of a file's start is read to decide its type and an image's size.
@@ -43,6 +46,11 @@ pub struct Blobs {
     /// Held while a blob is placed and its record committed, and while the GC checks and
     /// deletes blobs: a blob is never deleted between an upload finding it and recording it.
     pub placing: tokio::sync::Mutex<()>,
+    /// Held (shared) by a backup while it copies blobs, and (exclusively) by the sweep while
+    /// it deletes: a backup never misses a blob its snapshot names.
+    pub keep: Arc<tokio::sync::RwLock<()>>,
+    /// Images decoded for a thumbnail at once (each may take `thumbs::MAX_PIXELS` × 4 bytes).
+    decoding: Arc<Semaphore>,
 }
 
 impl Blobs {
@@ -51,6 +59,7 @@ impl Blobs {
     pub fn open(data_dir: &Path, limits: &Limits) -> std::io::Result<Blobs> {
         let dir = data_dir.join(FILES_DIR);
         std::fs::create_dir_all(dir.join(TMP_DIR))?;
+        std::fs::create_dir_all(dir.join(THUMBS_DIR))?;
         for e in std::fs::read_dir(dir.join(TMP_DIR))? {
             let e = e?;
             // A partial upload of a crashed server: never acknowledged.
@@ -70,12 +79,19 @@ impl Blobs {
             reserved: AtomicU64::new(0),
             uploads: Arc::new(Semaphore::new(limits.concurrent_uploads)),
             placing: tokio::sync::Mutex::new(()),
+            decoding: Arc::new(Semaphore::new(1)),
+            keep: Arc::new(tokio::sync::RwLock::new(())),
         })
     }
 
     /// Where the blob with this content hash (64 hex characters) lives.
     pub fn path_of(&self, sha_hex: &str) -> PathBuf {
         self.dir.join(sha_hex)
+    }
+
+    /// Where the thumbnail of the image with this content hash lives (if it has one).
+    pub fn thumb_path(&self, sha_hex: &str) -> PathBuf {
+        self.dir.join(THUMBS_DIR).join(sha_hex)
     }
 
     pub fn dir(&self) -> &Path {
@@ -172,7 +188,10 @@ pub struct Stored {
     pub sha256: [u8; 32],
     pub size: u64,
     pub mime: &'static str,
+    /// An image's width and height as shown (EXIF orientation applied).
     pub dims: Option<(u32, u32)>,
+    /// A thumbnail is stored (`Blobs::thumb_path`).
+    pub thumb: bool,
 }
 
 impl Upload {
@@ -185,23 +204,85 @@ impl Upload {
         }
     }
 
-    /// Ends the body: waits for the fsync, renames the file to its hash (or drops it when that
-    /// blob exists), fsyncs the directory and sniffs the type. The caller holds
-    /// `Blobs::placing` until the record is committed.
-    pub async fn finish(mut self) -> std::io::Result<Stored> {
+    /// Gives up on a body that did not arrive whole: the disk thread's error if it failed
+    /// (the temporary file is removed either way).
+    pub async fn abort(mut self) -> Option<std::io::Error> {
+        self.tx = None;
+        match self.task.take() {
+            Some(t) => match t.await {
+                Ok(Err(e)) => Some(e),
+                _ => None,
+            },
+            None => None,
+        }
+    }
+
+    /// Ends the body: waits for the fsync, sniffs the type and makes an image's thumbnail
+    /// (`crate::thumbs`, on the blocking pool, one image at a time), then takes `placing`
+    /// (held by the caller until the record is committed), renames the file to its hash (or
+    /// drops it when that blob exists) and fsyncs the directory.
+    pub async fn finish(
+        mut self,
+        placing: &tokio::sync::Mutex<()>,
+    ) -> std::io::Result<(Stored, tokio::sync::MutexGuard<'_, ()>)> {
         self.tx = None;
         let task = self.task.take();
         let res = match task {
             Some(t) => t.await.map_err(std::io::Error::other)?,
             None => Err(std::io::Error::other("upload already finished")),
         };
-        let (sha, size) = res?;
-        let tmp = std::mem::take(&mut self.tmp);
+        let (sha, size) = match res {
+            Ok(w) => w,
+            Err(e) => {
+                // The writer removed its file.
+                self.tmp = PathBuf::new();
+                return Err(e);
+            }
+        };
         let blobs = self.blobs.clone();
+        let tmp = self.tmp.clone();
+        let head = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut head = Vec::with_capacity(SNIFF_BYTES.min(size as usize));
+            File::open(&tmp)?
+                .take(SNIFF_BYTES as u64)
+                .read_to_end(&mut head)?;
+            Ok(sniff(&head))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let (mime, sniffed) = head;
+        let looked = if crate::thumbs::can_decode(mime) {
+            let _slot = blobs
+                .decoding
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(std::io::Error::other)?;
+            let tmp = self.tmp.clone();
+            let dest = blobs.thumb_path(&hex(&sha));
+            let tmp_dir = blobs.dir.join(TMP_DIR);
+            tokio::task::spawn_blocking(move || crate::thumbs::look(&tmp, mime, &dest, &tmp_dir))
+                .await
+                .map_err(std::io::Error::other)??
+        } else {
+            crate::thumbs::Looked::default()
+        };
+        let guard = placing.lock().await;
+        let tmp = std::mem::take(&mut self.tmp);
         let placed = tokio::task::spawn_blocking(move || place(&blobs, &tmp, sha, size))
             .await
             .map_err(std::io::Error::other)?;
-        placed
+        placed?;
+        Ok((
+            Stored {
+                sha256: sha,
+                size,
+                mime,
+                dims: looked.dims.or(sniffed),
+                thumb: looked.thumb,
+            },
+            guard,
+        ))
     }
 }
 
@@ -232,14 +313,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn place(blobs: &Blobs, tmp: &Path, sha: [u8; 32], size: u64) -> std::io::Result<Stored> {
-    let (mime, dims) = {
-        let mut head = Vec::with_capacity(SNIFF_BYTES.min(size as usize));
-        File::open(tmp)?
-            .take(SNIFF_BYTES as u64)
-            .read_to_end(&mut head)?;
-        sniff(&head)
-    };
+fn place(blobs: &Blobs, tmp: &Path, sha: [u8; 32], size: u64) -> std::io::Result<()> {
     let dest = blobs.path_of(&hex(&sha));
     if dest.exists() {
         // The same bytes are stored already.
@@ -252,20 +326,115 @@ fn place(blobs: &Blobs, tmp: &Path, sha: [u8; 32], size: u64) -> std::io::Result
         File::open(&blobs.dir)?.sync_all()?;
         blobs.used.fetch_add(size, Ordering::Relaxed);
     }
-    Ok(Stored {
-        sha256: sha,
-        size,
-        mime,
-        dims,
-    })
+    Ok(())
 }
 
-/// Removes the blob with this hash (the GC, after its last record went). Blocking.
+/// Removes the blob with this hash and its thumbnail (the GC, after its last record went).
+/// Blocking.
 pub fn remove_blob(blobs: &Blobs, sha_hex: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(blobs.thumb_path(sha_hex)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let p = blobs.path_of(sha_hex);
     let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-    std::fs::remove_file(&p)?;
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r?,
+    }
     blobs.used.fetch_sub(len, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Most records the sweep removes in one transaction.
+const SWEEP_BATCH: usize = 1000;
+
+/// How often the sweep runs: a quarter of the age limit, between a second and an hour.
+pub fn sweep_interval(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// Runs `sweep` every `sweep_interval` until the task is aborted.
+pub async fn sweep_periodically(app: Arc<crate::app::App>) {
+    let ttl = app.config.limits.unattached_file_ttl;
+    let mut tick = tokio::time::interval(sweep_interval(ttl));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match sweep(&app).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} uploads never attached to a message"),
+            Err(e) => tracing::warn!("the sweep of unattached uploads failed: {e}"),
+        }
+    }
+}
+
+/// Removes uploads never attached to a message and older than
+/// `Limits::unattached_file_ttl`: first their records (durably), then the bytes of every
+/// blob no record names any more (a blob shared with another upload stays), with its
+/// thumbnail. A crash between the two leaves a blob without a record, which the next sweep
+/// removes (never a record without its blob). Runs under `Blobs::placing` (no upload is
+/// between placing its blob and committing its record) and `Blobs::keep` (no backup is
+/// copying). Returns how many uploads went.
+pub async fn sweep(app: &Arc<crate::app::App>) -> std::io::Result<usize> {
+    let ttl = app.config.limits.unattached_file_ttl;
+    let before = crate::model::now_ms().saturating_sub(ttl.as_millis() as u64);
+    // `keep` first: waiting for a backup must not hold up uploads.
+    let _keep = app.files.keep.write().await;
+    let _placing = app.files.placing.lock().await;
+    let swept = app
+        .db(move |s| s.remove_unattached_files(before, SWEEP_BATCH))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let n = swept.removed.len();
+    let blobs = app.files.clone();
+    tokio::task::spawn_blocking(move || remove_unnamed(&blobs, &swept.in_use))
+        .await
+        .map_err(std::io::Error::other)??;
+    Ok(n)
+}
+
+/// Removes every blob (and thumbnail) whose hash is not in `in_use`. Blocking; the caller
+/// holds `placing`.
+fn remove_unnamed(
+    blobs: &Blobs,
+    in_use: &std::collections::HashSet<[u8; 32]>,
+) -> std::io::Result<()> {
+    let named = |name: &str| -> Option<bool> {
+        if name.len() != 64 {
+            return None;
+        }
+        let mut sha = [0u8; 32];
+        for (i, b) in sha.iter_mut().enumerate() {
+            *b = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(in_use.contains(&sha))
+    };
+    for e in std::fs::read_dir(&blobs.dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if named(name) == Some(false) && e.file_type()?.is_file() {
+            remove_blob(blobs, name)?;
+        }
+    }
+    for e in std::fs::read_dir(blobs.dir.join(THUMBS_DIR))? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // A thumbnail is written just before its blob is placed: only an old one without a
+        // blob is left over (from a crash).
+        let old = e
+            .metadata()?
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(600));
+        if named(name) == Some(false) && old {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    File::open(&blobs.dir)?.sync_all()?;
     Ok(())
 }
 

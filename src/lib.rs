@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod files;
+pub mod files_backup;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
@@ -55,6 +56,7 @@ pub mod session;
 mod storage_fault_tests;
 pub mod store;
 pub mod strict_json;
+pub mod thumbs;
 pub mod tls;
 pub mod writer;
 

@@ -181,6 +181,7 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
                     app.store.clone(),
                     app.hub.clone(),
                     data_dir.to_path_buf(),
+                    app.files.clone(),
                 ));
                 Some((task, path))
             }
@@ -232,12 +233,14 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
         }
         tokio::spawn(chatd::tls::reload_on_sighup(app.config.tls.clone()));
         let last_seen = tokio::spawn(chatd::lastseen::flush_periodically(app.clone()));
+        let sweep = tokio::spawn(chatd::files::sweep_periodically(app.clone()));
         server::run(listener, app.clone(), server::shutdown_signal()).await;
         if let Some((task, path)) = control {
             task.abort();
             let _ = std::fs::remove_file(path);
         }
         last_seen.abort();
+        sweep.abort();
         chatd::lastseen::flush(&app).await;
         // The writer stops once the last handle is gone and its queue is drained (every
         // accepted op committed and answered); wait a little for that.

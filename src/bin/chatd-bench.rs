@@ -39,6 +39,9 @@ mod durability;
 
 #[path = "chatd-bench/logins.rs"]
 mod logins;
+
+#[path = "chatd-bench/files.rs"]
+mod files;
 use chatd::store::chat::{MemberCache, Target};
 use chatd::store::Store;
 
@@ -116,6 +119,16 @@ enum Scenario {
         /// Handshakes in flight at once
         #[arg(long, default_value_t = 512)]
         concurrency: usize,
+    },
+    /// Upload and download throughput of one large file, the thumbnail time of a
+    /// 12-megapixel JPEG, and server RSS during `concurrent` uploads at once
+    /// (src/bin/chatd-bench/files.rs)
+    Files {
+        /// Size of each upload, MiB
+        #[arg(long, default_value_t = 25)]
+        mib: u64,
+        #[arg(long, default_value_t = 20)]
+        concurrent: usize,
     },
     /// N concurrent password logins; server RSS at idle, at peak, after, and `settle` s later
     /// (src/bin/chatd-bench/logins.rs)
@@ -914,6 +927,9 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             concurrency,
             settle,
         } => logins::run(bin, dir, concurrency, settle, &mut r).await?,
+        Scenario::Files { mib, concurrent } => {
+            files::run(bin, dir, mib, concurrent, &mut r).await?
+        }
         Scenario::Idle { conns, hold } => {
             r.scenario = "idle".into();
             r.params = format!("conns={conns} hold={hold}s");

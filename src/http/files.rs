@@ -159,14 +159,16 @@ async fn receive(
     }
     if got != len {
         // The disk failed, or the body was short.
-        return match upload.finish().await {
-            Err(e) => Err(disk(&e)),
-            Ok(_) => Err(incomplete(got, len)),
+        return match upload.abort().await {
+            Some(e) => Err(disk(&e)),
+            None => Err(incomplete(got, len)),
         };
     }
     let id = crate::files::new_id().map_err(|e| reply::internal(&e))?;
-    let guard = app.files.placing.lock().await;
-    let stored = upload.finish().await.map_err(|e| disk(&e))?;
+    let (stored, guard) = upload
+        .finish(&app.files.placing)
+        .await
+        .map_err(|e| disk(&e))?;
     let rec = FileRecord {
         id,
         uploader,
@@ -203,12 +205,15 @@ fn closing(mut r: Resp) -> Resp {
 }
 
 /// `GET|HEAD /files/<id>[?download=1]`: the file's bytes, or 404.
+/// `GET|HEAD /files/<id>/thumb`: its thumbnail (a JPEG), or 404 when it has none.
 pub async fn download(app: Arc<App>, req: &Request<Incoming>) -> Result<Response<Streamed>, Resp> {
     let path = req.uri().path();
-    let id = path
-        .strip_prefix("/files/")
-        .and_then(parse_file_id)
-        .ok_or_else(not_found)?;
+    let rest = path.strip_prefix("/files/").ok_or_else(not_found)?;
+    let (rest, thumb) = match rest.strip_suffix("/thumb") {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    let id = parse_file_id(rest).ok_or_else(not_found)?;
     let user = match current_user(&app, req.headers()).await {
         Ok(Some(u)) => u,
         Ok(None) => return Err(not_found()),
@@ -219,13 +224,46 @@ pub async fn download(app: Arc<App>, req: &Request<Incoming>) -> Result<Response
         .await
         .map_err(|e| reply::store_error(&e))?
         .ok_or_else(not_found)?;
-    let etag = format!("\"{}\"", &rec.sha_hex()[..32]);
-    let headers = req.headers();
     let forced = req
         .uri()
         .query()
         .is_some_and(|q| query_param(q, "download").is_some());
-    let inline = crate::files::inline_type(&rec.mime) && !forced;
+    // What is served: the blob, or the thumbnail (opened below; none is a 404).
+    let (disk_path, etag, mime, inline) = if thumb {
+        (
+            app.files.thumb_path(&rec.sha_hex()),
+            format!("\"t{}\"", &rec.sha_hex()[..32]),
+            "image/jpeg",
+            true,
+        )
+    } else {
+        (
+            app.files.path_of(&rec.sha_hex()),
+            format!("\"{}\"", &rec.sha_hex()[..32]),
+            if crate::files::inline_type(&rec.mime) && !forced {
+                rec.mime.as_str()
+            } else {
+                "application/octet-stream"
+            },
+            crate::files::inline_type(&rec.mime) && !forced,
+        )
+    };
+    let opened = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&disk_path)?;
+        let len = f.metadata()?.len();
+        Ok::<_, std::io::Error>((f, len))
+    })
+    .await
+    .map_err(|e| reply::internal(&e))?;
+    let (file, size) = match opened {
+        Ok(x) => x,
+        Err(e) if thumb && e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => {
+            tracing::error!("file {} is missing on disk: {e}", rec.sha_hex());
+            return Err(reply::internal(&e));
+        }
+    };
+    let headers = req.headers();
     if headers
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -234,10 +272,9 @@ pub async fn download(app: Arc<App>, req: &Request<Incoming>) -> Result<Response
         let (_tx, rx) = mpsc::channel(1);
         let mut r = Response::new(Streamed::new(rx));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
-        file_headers(&mut r, &rec, &etag, inline);
+        file_headers(&mut r, &rec, &etag, mime, inline);
         return Ok(r);
     }
-    let size = rec.size;
     let range = headers
         .get(RANGE)
         .and_then(|v| v.to_str().ok())
@@ -257,21 +294,13 @@ pub async fn download(app: Arc<App>, req: &Request<Incoming>) -> Result<Response
             return Err(r);
         }
     };
-    let path = app.files.path_of(&rec.sha_hex());
-    let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
-        .await
-        .map_err(|e| reply::internal(&e))?
-        .map_err(|e| {
-            tracing::error!("file {} is missing on disk: {e}", rec.sha_hex());
-            reply::internal(&e)
-        })?;
     let (tx, rx) = mpsc::channel(4);
     if req.method() != hyper::Method::HEAD {
         tokio::task::spawn_blocking(move || stream(file, start, end, tx));
     }
     let mut r = Response::new(Streamed::new(rx));
     *r.status_mut() = status;
-    file_headers(&mut r, &rec, &etag, inline);
+    file_headers(&mut r, &rec, &etag, mime, inline);
     let h = r.headers_mut();
     h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
     if status == StatusCode::PARTIAL_CONTENT {
@@ -299,13 +328,8 @@ fn stream(file: std::fs::File, start: u64, end: u64, tx: mpsc::Sender<std::io::R
     }
 }
 
-fn file_headers<B>(r: &mut Response<B>, rec: &FileRecord, etag: &str, inline: bool) {
+fn file_headers<B>(r: &mut Response<B>, rec: &FileRecord, etag: &str, mime: &str, inline: bool) {
     let h = r.headers_mut();
-    let mime = if inline {
-        rec.mime.as_str()
-    } else {
-        "application/octet-stream"
-    };
     if let Ok(v) = HeaderValue::from_str(mime) {
         h.insert(CONTENT_TYPE, v);
     }

@@ -341,31 +341,63 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes the records of unattached uploads created before `before_ms` (durably); returns
-    /// the removed records. A file attached meanwhile is kept (checked in the transaction).
-    pub fn remove_unattached_files(&self, before_ms: u64, max: usize) -> Result<Vec<FileRecord>> {
+    /// Removes the records of unattached uploads created before `before_ms` (at most `max`,
+    /// durably, in one transaction; a file attached meanwhile is kept, as the check runs in
+    /// the transaction). Returns the removed records and the content hashes every remaining
+    /// record names: a blob whose hash is not among them may go (see `files::sweep`).
+    pub fn remove_unattached_files(&self, before_ms: u64, max: usize) -> Result<Swept> {
         let tx = self.write()?;
-        let mut removed = Vec::new();
+        let mut out = Swept::default();
         {
             let mut files = tx.open_table(FILES)?;
             let mut doomed = Vec::new();
             for row in files.iter()? {
                 let (k, v) = row?;
-                if let Ok(f) = decode_file(k.value(), v.value()) {
-                    if !f.attached && f.created_ms < before_ms {
-                        doomed.push(f);
-                        if doomed.len() >= max {
-                            break;
-                        }
-                    }
+                let Ok(f) = decode_file(k.value(), v.value()) else {
+                    continue;
+                };
+                if !f.attached && f.created_ms < before_ms && doomed.len() < max {
+                    doomed.push(f);
+                } else {
+                    out.in_use.insert(f.sha256);
                 }
             }
             for f in doomed {
                 files.remove(f.id)?;
-                removed.push(f);
+                out.removed.push(f);
             }
         }
-        tx.commit()?;
-        Ok(removed)
+        if !out.removed.is_empty() {
+            tx.commit()?;
+        }
+        Ok(out)
     }
+}
+
+/// The distinct content hashes named by the file records of the database file `path` (a
+/// backup; opened read-only, unchanged). Empty for a database without file tables.
+pub fn hashes_in(path: &std::path::Path) -> Result<Vec<[u8; 32]>> {
+    let db = redb::ReadOnlyDatabase::open(path)?;
+    let tx = db.begin_read()?;
+    let table = match tx.open_table(FILES) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        if let Ok(f) = decode_file(k.value(), v.value()) {
+            out.insert(f.sha256);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// What `remove_unattached_files` did.
+#[derive(Debug, Default)]
+pub struct Swept {
+    pub removed: Vec<FileRecord>,
+    /// The content hashes of every record left.
+    pub in_use: std::collections::HashSet<[u8; 32]>,
 }

@@ -147,9 +147,22 @@ test("attach, paste and drop: several files with a text in one message; images i
   assert.ok(Math.abs(sizes[0].w / sizes[0].h - 2) < 0.05, `wide box ${JSON.stringify(sizes[0])}`);
   assert.ok(Math.abs(sizes[1].w / sizes[1].h - 0.5) < 0.05, `tall box ${JSON.stringify(sizes[1])}`);
   assert.match(sizes[0].src, /^\/files\/[A-Za-z0-9_-]{16,64}\/thumb$/);
-  // The thumbnails load, and loading them changes no box.
+  // The thumbnails load (the server's, not the full image as a fallback: at most 480 px on the
+  // long side, a JPEG), and loading them changes no box.
   await got.locator(".att-img.loaded").nth(1).waitFor();
   await bob.unrouteAll();
+  const thumbs = await boxes.evaluateAll((els) =>
+    els.map((b) => {
+      const i = b.querySelector("img");
+      return { src: i.getAttribute("src"), w: i.naturalWidth, h: i.naturalHeight };
+    }),
+  );
+  assert.match(thumbs[0].src, /\/thumb$/);
+  assert.match(thumbs[1].src, /\/thumb$/);
+  assert.deepEqual([thumbs[0].w, thumbs[0].h], [480, 240]);
+  assert.deepEqual([thumbs[1].w, thumbs[1].h], [240, 480]);
+  const type = await bob.evaluate(async (u) => (await fetch(u)).headers.get("content-type"), thumbs[0].src);
+  assert.equal(type, "image/jpeg");
   const after = await boxes.evaluateAll((els) => els.map((b) => [b.getBoundingClientRect().width, b.getBoundingClientRect().height]));
   assert.deepEqual(after, sizes.map((s) => [s.w, s.h]));
   // The PDF: name, size and type, and a link that downloads the same bytes.

@@ -128,3 +128,16 @@ fn logins() {
         assert!(out.contains(field), "{field} missing:\n{out}");
     }
 }
+
+#[test]
+fn files() {
+    let out = bench(&["files", "--mib", "2", "--concurrent", "3"]);
+    for field in [
+        "upload_mib_per_s",
+        "download_mib_per_s",
+        "thumb_12mp_ms",
+        "rss_rise_mib",
+    ] {
+        assert!(out.contains(field), "{field} missing:\n{out}");
+    }
+}

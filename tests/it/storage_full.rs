@@ -354,3 +354,112 @@ async fn a_start_on_a_full_disk_serves_reads_and_heals() {
     let v: Value = srv.get("/healthz", &[]).await.json();
     assert_eq!(v["status"], "ok");
 }
+
+/// Sends an upload of `body` (raw HTTP, so the body may be cut short by the server's early
+/// reply); returns the status and the JSON error code of the reply.
+async fn upload_raw(srv: &Server, u: &TestUser, body: Vec<u8>) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let head = format!(
+        "POST /api/files?name=big.bin HTTP/1.1\r\nhost: {}\r\ncookie: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        srv.addr,
+        u.cookie,
+        body.len()
+    );
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        // The server may answer and close before the whole body is sent.
+        let _ = wr.write_all(&body).await;
+        wr
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut out)).await;
+    drop(writer.await);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no reply: {text:?}"));
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_during_an_upload_stores_nothing_and_the_server_goes_on() {
+    let Some(fs) = SmallFs::mount(32) else { return };
+    let data = fs.path().join("data");
+    let srv = Server::start(&data, FLAGS);
+    let alice = user(&srv, "alice").await;
+    let bob = user(&srv, "bob").await;
+    let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let filler = fs.fill();
+    // About 3 MiB free: the 8 MiB upload runs out of space half way.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len - 3 * 1024 * 1024).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let blobs = |d: &Path| {
+        std::fs::read_dir(d.join("files"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file())
+            .count()
+    };
+    let before = blobs(&data);
+    let (status, body) = upload_raw(&srv, &alice, big.clone()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (507, Some("storage_full")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was stored"),
+        "{body}"
+    );
+    // Nothing half-written: no temporary file, no blob, and the space is free again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        std::fs::read_dir(data.join("files/tmp")).unwrap().count(),
+        0
+    );
+    assert_eq!(blobs(&data), before);
+    // The server goes on: a small upload fits, chat works.
+    let small = crate::support::http(
+        srv.addr,
+        "POST",
+        "/api/files?name=small.txt",
+        &[("cookie", &alice.cookie)],
+        Some(vec![b'x'; 100 * 1024]),
+    )
+    .await;
+    assert_eq!(
+        small.status,
+        201,
+        "{:?}",
+        String::from_utf8_lossy(&small.body)
+    );
+    let mut ca = Client::connect_synced(&srv, &alice).await;
+    send(&mut ca, bob.id, "after-full", "still here")
+        .await
+        .unwrap();
+    // With space again, the big file goes through whole.
+    std::fs::remove_file(&filler).unwrap();
+    let (status, body) = upload_raw(&srv, &alice, big.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["file"]["id"].as_str().unwrap();
+    let r = srv
+        .get(&format!("/files/{id}"), &[("cookie", &alice.cookie)])
+        .await;
+    assert!(r.status == 200 && r.body[..] == big[..]);
+}
