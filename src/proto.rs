@@ -57,6 +57,9 @@ pub enum ClientFrame {
         #[serde(default)]
         to: Option<u64>,
         text: String,
+        /// The seq of a message of the same conversation this one answers.
+        #[serde(default)]
+        reply_to: Option<u64>,
     },
     /// Older messages: up to `limit` (1-100, default 50) messages with seq < `before`
     /// (default: from the newest), returned oldest first.
@@ -228,7 +231,11 @@ impl ClientFrame {
                 conversation,
                 to,
                 text,
+                reply_to,
             } => {
+                if *reply_to == Some(0) {
+                    return invalid(BadFrame, "reply_to must be the seq of a message (from 1)");
+                }
                 let n = client_id.chars().count();
                 if n == 0 || n > model::MAX_CLIENT_ID_CHARS {
                     return invalid(BadFrame, "client_id must be 1-64 characters");
@@ -477,6 +484,9 @@ pub struct Message {
     pub time: u64,
     pub client_id: String,
     pub text: String,
+    /// The seq of the message this one answers (same conversation); absent if none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
     /// Present (true) only on a marker: the server could not read the message at this seq
     /// (damaged storage); sender, time, client_id and text are empty. See docs/PROTOCOL.md.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -493,6 +503,7 @@ impl Message {
             time: m.time_ms,
             client_id: m.client_id.clone(),
             text: m.text.clone(),
+            reply_to: m.reply_to,
             unreadable: m.unreadable,
         }
     }
@@ -513,6 +524,8 @@ pub struct MessageFrameRef<'a> {
     time: u64,
     client_id: &'a str,
     text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     unreadable: bool,
 }
@@ -536,6 +549,7 @@ impl<'a> MessageFrameRef<'a> {
             time: m.time_ms,
             client_id: m.client_id,
             text: m.text,
+            reply_to: m.reply_to,
             unreadable: m.unreadable,
         }
     }

@@ -111,7 +111,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 conversation,
                 to,
                 text,
-            } => self.send(r, client_id, conversation, to, text).await,
+                reply_to,
+            } => {
+                self.send(r, client_id, conversation, to, text, reply_to)
+                    .await
+            }
             ClientFrame::History {
                 conversation,
                 before,

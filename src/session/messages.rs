@@ -13,6 +13,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         conversation: Option<u64>,
         to: Option<u64>,
         text: String,
+        reply_to: Option<u64>,
     ) -> Step {
         let target = match (conversation, to) {
             (Some(c), None) => Target::Conversation(ConversationId(c)),
@@ -26,6 +27,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 target,
                 client_id,
                 text,
+                reply_to,
             },
         )
         .await

@@ -50,6 +50,8 @@ pub enum Change {
         target: Target,
         client_id: String,
         text: String,
+        /// The seq of a message of the same conversation this one answers.
+        reply_to: Option<u64>,
     },
     Read {
         conversation: ConversationId,
@@ -339,8 +341,11 @@ impl<'t> ChatBatch<'t> {
                 target,
                 client_id,
                 text,
+                reply_to,
             } => self
-                .send(actor, actor_name, *target, client_id, text, now_ms)?
+                .send_reply(
+                    actor, actor_name, *target, client_id, text, *reply_to, now_ms,
+                )?
                 .map(Applied::Sent),
             Change::Read { conversation, seq } => self
                 .mark_read(actor, *conversation, *seq)?
@@ -370,6 +375,25 @@ impl<'t> ChatBatch<'t> {
         text: &str,
         now_ms: u64,
     ) -> Op<SendOutcome> {
+        self.send_reply(sender, sender_name, target, client_id, text, None, now_ms)
+    }
+
+    /// `send`, answering the message `reply_to` of the same conversation if given (refused as
+    /// `Invalid` when that conversation has no such seq: another conversation's seq, a future
+    /// one, or a first message that would create a direct conversation).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_reply(
+        &mut self,
+        sender: UserId,
+        sender_name: &str,
+        target: Target,
+        client_id: &str,
+        text: &str,
+        reply_to: Option<u64>,
+        now_ms: u64,
+    ) -> Op<SendOutcome> {
+        const NO_SUCH_REPLY: ChatError =
+            ChatError::Invalid("reply_to is not a message of this conversation");
         // Idempotency first: a retry must get the original ack even if, say, the sender has
         // since left the conversation.
         let seen = self
@@ -416,6 +440,7 @@ impl<'t> ChatBatch<'t> {
                 let existing = self.direct_pairs.get(pair)?.map(|v| v.value());
                 match existing {
                     Some(c) => c,
+                    None if reply_to.is_some() => return Ok(Err(NO_SUCH_REPLY)),
                     None => {
                         let id = self.next_conversation_id()?;
                         let rec = ConvRecord {
@@ -441,6 +466,9 @@ impl<'t> ChatBatch<'t> {
         let Some(mut conv) = self.conv(conv_id)? else {
             return Ok(Err(ChatError::NotFound));
         };
+        if reply_to.is_some_and(|r| r == 0 || r > conv.last_seq) {
+            return Ok(Err(NO_SUCH_REPLY));
+        }
         conv.last_seq += 1;
         // Time never goes backwards within a conversation, even if the clock does.
         conv.last_ms = now_ms.max(conv.last_ms);
@@ -452,6 +480,7 @@ impl<'t> ChatBatch<'t> {
             time_ms: conv.last_ms,
             client_id: client_id.to_string(),
             text: text.to_string(),
+            reply_to,
             unreadable: false,
         };
         self.messages.insert(

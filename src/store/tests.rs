@@ -835,6 +835,7 @@ fn logged_batches_are_replayed_after_a_crash() {
     let (a, b) = alice_and_bob(&s);
     let mut cache = MemberCache::default();
     let first = Change::Send {
+        reply_to: None,
         target: Target::User(b.id),
         client_id: "c1".into(),
         text: "hello".into(),
@@ -856,6 +857,7 @@ fn logged_batches_are_replayed_after_a_crash() {
     let conv = sent.message.conversation;
     let more: Vec<Change> = (2..=5)
         .map(|i| Change::Send {
+            reply_to: None,
             target: Target::Conversation(conv),
             client_id: format!("c{i}"),
             text: format!("m{i}"),
@@ -999,6 +1001,7 @@ fn a_crash_before_a_checkpoints_fsync_loses_nothing() {
     let (a, b) = alice_and_bob(&s);
     let mut cache = MemberCache::default();
     let send = |i: u32| Change::Send {
+        reply_to: None,
         target: Target::User(b.id),
         client_id: format!("c{i}"),
         text: format!("m{i}"),
@@ -1085,6 +1088,7 @@ fn a_tiny_page_cache_loses_nothing() {
             .map(|p| {
                 *n += 1;
                 Change::Send {
+                    reply_to: None,
                     target: Target::User(*p),
                     client_id: format!("c{n}"),
                     text: format!("message {n} {}", "x".repeat(300)),
@@ -1182,6 +1186,7 @@ fn reused_log_files_bring_back_every_batch_once_after_a_crash() {
         for _ in 0..(3 + round % 2) {
             sent += 1;
             let c = Change::Send {
+                reply_to: None,
                 target: Target::User(b.id),
                 client_id: format!("c{sent}"),
                 text: "y".repeat(len),

@@ -792,6 +792,10 @@ fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
 const OP_SEND_CONV: u8 = 1;
 const OP_SEND_USER: u8 = 2;
 const OP_READ: u8 = 3;
+/// A send that answers a message (schema 5): `OP_SEND_CONV`/`OP_SEND_USER`'s fields, then the
+/// replied-to seq. Sends without a reply keep the old ops, so older logs decode unchanged.
+const OP_SEND_REPLY_CONV: u8 = 7;
+const OP_SEND_REPLY_USER: u8 = 8;
 const OP_CREATE_GROUP: u8 = 4;
 const OP_ADD_MEMBERS: u8 = 5;
 const OP_REMOVE_MEMBER: u8 = 6;
@@ -803,12 +807,21 @@ fn encode_change(e: Enc, c: &Change) -> Enc {
             target,
             client_id,
             text,
+            reply_to,
         } => {
-            let e = match target {
-                Target::Conversation(id) => e.u8(OP_SEND_CONV).u64(id.0),
-                Target::User(u) => e.u8(OP_SEND_USER).u64(u.0),
+            let (conv_op, user_op) = match reply_to {
+                None => (OP_SEND_CONV, OP_SEND_USER),
+                Some(_) => (OP_SEND_REPLY_CONV, OP_SEND_REPLY_USER),
             };
-            e.str(client_id).str(text)
+            let e = match target {
+                Target::Conversation(id) => e.u8(conv_op).u64(id.0),
+                Target::User(u) => e.u8(user_op).u64(u.0),
+            };
+            let e = e.str(client_id).str(text);
+            match reply_to {
+                Some(seq) => e.u64(*seq),
+                None => e,
+            }
         }
         Change::Read { conversation, seq } => e.u8(OP_READ).u64(conversation.0).u64(*seq),
         Change::CreateGroup { title, members } => {
@@ -849,17 +862,25 @@ fn decode_users(d: &mut Dec<'_>) -> Result<Vec<UserId>, DecodeError> {
 fn decode_change(d: &mut Dec<'_>) -> Result<Change, DecodeError> {
     use super::chat::Target;
     Ok(match d.u8()? {
-        k @ (OP_SEND_CONV | OP_SEND_USER) => {
+        k @ (OP_SEND_CONV | OP_SEND_USER | OP_SEND_REPLY_CONV | OP_SEND_REPLY_USER) => {
             let id = d.u64()?;
-            let target = if k == OP_SEND_CONV {
+            let target = if matches!(k, OP_SEND_CONV | OP_SEND_REPLY_CONV) {
                 Target::Conversation(ConversationId(id))
             } else {
                 Target::User(UserId(id))
             };
+            let client_id = d.str()?.to_string();
+            let text = d.str()?.to_string();
+            let reply_to = if matches!(k, OP_SEND_REPLY_CONV | OP_SEND_REPLY_USER) {
+                Some(d.u64()?)
+            } else {
+                None
+            };
             Change::Send {
                 target,
-                client_id: d.str()?.to_string(),
-                text: d.str()?.to_string(),
+                client_id,
+                text,
+                reply_to,
             }
         }
         OP_READ => Change::Read {
@@ -903,6 +924,8 @@ mod tests {
 
     fn send(cid: &str) -> Change {
         Change::Send {
+            // "a" answers seq 4: the reply op round-trips too.
+            reply_to: (cid == "a").then_some(4),
             target: Target::Conversation(ConversationId(7)),
             client_id: cid.into(),
             text: "héllo".into(),
@@ -924,6 +947,7 @@ mod tests {
         let changes = [
             send("x"),
             Change::Send {
+                reply_to: None,
                 target: Target::User(UserId(9)),
                 client_id: "y".into(),
                 text: String::new(),
@@ -1050,7 +1074,11 @@ mod tests {
                 target: Target::Conversation(c),
                 client_id,
                 text,
-            } => assert_eq!((c.0, client_id.as_str(), text.as_str()), (7, "a", "héllo")),
+                reply_to,
+            } => assert_eq!(
+                (c.0, client_id.as_str(), text.as_str(), *reply_to),
+                (7, "a", "héllo", Some(4))
+            ),
             other => panic!("{other:?}"),
         }
         match &b.ops[1].2 {
@@ -1215,6 +1243,7 @@ mod tests {
             wal.len()
         };
         let evil = Change::Send {
+            reply_to: None,
             target: Target::User(UserId(2)),
             client_id: "evil".into(),
             text: "pwned".into(),

@@ -19,5 +19,6 @@ mod ws_basics;
 mod ws_groups;
 mod ws_lifecycle;
 mod ws_presence;
+mod ws_replies;
 mod ws_robustness;
 mod ws_unread;
