@@ -4,7 +4,7 @@
 // browser's error page. Registered by main.js as /sw.js (scope /); browsers run service workers
 // only in secure contexts (https, localhost), so over plain http on a LAN there is none.
 //
-// - Never cached, never answered from the cache: /api/*, /ws, /metrics, /healthz, non-GET requests
+// - Never cached, never answered from the cache: /api/*, /files/* (private, per user), /ws, /metrics, /healthz, non-GET requests
 //   and other origins (they go to the network untouched).
 // - The page ("/"): network first (so an update takes effect at the next load), the cached copy
 //   only when the network fails or takes over 4 s. Each fresh copy is stored with its headers
@@ -17,7 +17,7 @@
 //   activates, and takes over open pages at once.
 
 const CACHE = "chatd-shell-v1";
-const NEVER = /^\/(api\/|ws$|metrics$|healthz$)/;
+const NEVER = /^\/(api\/|files\/|ws$|metrics$|healthz$)/;
 const NAV_TIMEOUT = 4000;
 
 /** Same-origin URLs of the shell named in index.html, the import map's modules included. */

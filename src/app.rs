@@ -35,6 +35,8 @@ pub struct App {
     /// Profile changes per user (each is a write and a frame to everyone online): 10 at once,
     /// then one every 6 s.
     pub profile_updates: crate::ratelimit::KeyedLimiter<u64>,
+    /// Uploaded files on disk (`files`).
+    pub files: Arc<crate::files::Blobs>,
     /// Flips to true when the server begins shutting down; sessions close with 1001.
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -59,6 +61,7 @@ impl App {
             stats.clone(),
         )?;
         let readers = Readers::start(store.clone(), l.store_readers)?;
+        let files = Arc::new(crate::files::Blobs::open(&config.data_dir, l)?);
         let (shutdown_tx, shutdown) = watch::channel(false);
         let sessions = Arc::new(Semaphore::new(l.max_connections));
         let profile_updates = crate::ratelimit::KeyedLimiter::new(
@@ -79,6 +82,7 @@ impl App {
                 sessions,
                 last_seen: Default::default(),
                 profile_updates,
+                files,
                 shutdown,
                 shutdown_tx,
             }),

@@ -148,6 +148,20 @@ pub struct ServeArgs {
     #[arg(long, env = "CHATD_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Largest file upload, in MiB (larger gets 413 file_too_large)
+    #[arg(long, env = "CHATD_MAX_UPLOAD_MB", default_value_t = 25)]
+    pub max_upload_mb: u64,
+
+    /// Total size of all stored files, in MiB; an upload that would pass it gets 413
+    /// quota_exceeded (default: unlimited)
+    #[arg(long, env = "CHATD_FILES_QUOTA_MB")]
+    pub files_quota_mb: Option<u64>,
+
+    /// Files one message may carry
+    #[arg(long, env = "CHATD_MAX_ATTACHMENTS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub max_attachments: u64,
+
     /// Frames per second one WebSocket connection may send on average (bursts of twice that are
     /// fine); beyond it frames get a rate_limited error, and persistent floods are disconnected
     #[arg(long, env = "CHATD_MAX_FRAMES_PER_SECOND", default_value_t = 100)]

@@ -153,6 +153,20 @@ pub struct Limits {
     pub writer_queue: usize,
     /// Most operations committed in one transaction.
     pub writer_batch_max: usize,
+    /// Largest upload (`POST /api/files`); larger gets 413 `file_too_large` before the body is
+    /// read (`--max-upload-mb`).
+    pub max_upload_bytes: u64,
+    /// Total bytes of stored files; an upload that would pass it gets 413 `quota_exceeded`
+    /// (`--files-quota-mb`; `None` = unlimited).
+    pub files_quota_bytes: Option<u64>,
+    /// Files one message may carry (`--max-attachments`).
+    pub max_attachments: usize,
+    /// Uploads running at once (all users); more get 429 `rate_limited`.
+    pub concurrent_uploads: usize,
+    /// An upload whose body stalls this long is dropped (no file remains).
+    pub upload_stall: Duration,
+    /// Uploads never attached to a message are removed after this long.
+    pub unattached_file_ttl: Duration,
     /// Threads running store reads for sessions and HTTP handlers (`App::db`). Reads are
     /// short CPU work on cached pages, so about the core count; a few more let reads that
     /// wait for the disk overlap.
@@ -198,6 +212,12 @@ impl Default for Limits {
             broadcast_group_max: 256,
             writer_queue: 8192,
             writer_batch_max: 2048,
+            max_upload_bytes: 25 * 1024 * 1024,
+            files_quota_bytes: None,
+            max_attachments: 10,
+            concurrent_uploads: 64,
+            upload_stall: Duration::from_secs(30),
+            unattached_file_ttl: Duration::from_secs(24 * 3600),
             store_readers: 4,
         }
     }
@@ -250,6 +270,9 @@ impl Config {
             max_connections_per_user: args.max_connections_per_user,
             frame_burst: args.max_frames_per_second.saturating_mul(2),
             frame_refill: Duration::from_secs(1) / args.max_frames_per_second,
+            max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
+            files_quota_bytes: args.files_quota_mb.map(|m| m.saturating_mul(1024 * 1024)),
+            max_attachments: args.max_attachments as usize,
             ..Limits::default()
         };
         // The largest frame built stays under the write cap (see `ws_max_write_buffer`): a

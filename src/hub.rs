@@ -571,6 +571,7 @@ mod tests {
             client_id: "c-9".into(),
             text: "<b>hi</b>\n\u{1F600} 你好".into(),
             unreadable: false,
+            attachments: Vec::new(),
         };
         let borrowed = MessageRef {
             reply_to: None,
@@ -582,6 +583,7 @@ mod tests {
             client_id: &owned.client_id,
             text: &owned.text,
             unreadable: false,
+            attachments: &[],
         };
         let a = encode(&ServerFrame::Message {
             message: crate::proto::Message::from_stored(&owned),

@@ -36,6 +36,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -282,6 +282,8 @@ pub struct StoredMessage {
     /// The store could not read this message (its record is damaged or was lost): only the
     /// conversation and seq are real, the rest is empty.
     pub unreadable: bool,
+    /// Files attached to the message (kept in `store::files`, not in the message record).
+    pub attachments: Vec<Attachment>,
 }
 
 /// A stored message borrowed from the database page it was read from (no copies): what
@@ -299,6 +301,8 @@ pub struct MessageRef<'a> {
     pub reply_to: Option<u64>,
     /// See `StoredMessage::unreadable`.
     pub unreadable: bool,
+    /// See `StoredMessage::attachments`.
+    pub attachments: &'a [Attachment],
 }
 
 impl MessageRef<'_> {
@@ -313,6 +317,7 @@ impl MessageRef<'_> {
             text: self.text.to_string(),
             reply_to: self.reply_to,
             unreadable: self.unreadable,
+            attachments: self.attachments.to_vec(),
         }
     }
 }
@@ -385,3 +390,30 @@ pub const MAX_TITLE_CHARS: usize = 64;
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
 /// Most members a group may have.
 pub const MAX_GROUP_MEMBERS: usize = 1000;
+
+/// A file attached to a message, as every message frame carries it (`attachments`), and the
+/// upload reply's `file`. `id` is 32 lowercase hex characters (128 random bits).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Attachment {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub mime: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+/// A file id as text: 32 lowercase hex characters.
+pub fn file_id_text(id: u128) -> String {
+    format!("{id:032x}")
+}
+
+/// Parses a file id (`file_id_text`); anything else is `None`.
+pub fn parse_file_id(s: &str) -> Option<u128> {
+    if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok()
+}

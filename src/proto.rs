@@ -56,10 +56,14 @@ pub enum ClientFrame {
         conversation: Option<u64>,
         #[serde(default)]
         to: Option<u64>,
+        /// May be empty when `attachments` is not.
         text: String,
         /// The seq of a message of the same conversation this one answers.
         #[serde(default)]
         reply_to: Option<u64>,
+        /// File ids from `POST /api/files` (at most `max_attachments`, no id twice).
+        #[serde(default)]
+        attachments: Vec<String>,
     },
     /// Older messages: up to `limit` (1-100, default 50) messages with seq < `before`
     /// (default: from the newest), returned oldest first.
@@ -232,6 +236,7 @@ impl ClientFrame {
                 to,
                 text,
                 reply_to,
+                attachments,
             } => {
                 if *reply_to == Some(0) {
                     return invalid(BadFrame, "reply_to must be the seq of a message (from 1)");
@@ -248,7 +253,10 @@ impl ClientFrame {
                     (None, Some(_)) => {}
                     _ => return invalid(BadFrame, "give exactly one of conversation and to"),
                 }
-                if text.trim().is_empty() {
+                if let Err(why) = crate::files::check_ids(attachments) {
+                    return invalid(BadFrame, why);
+                }
+                if text.trim().is_empty() && attachments.is_empty() {
                     return invalid(EmptyText, "the message text is empty");
                 }
                 // In characters, as people count (and the web client counts down); the byte
@@ -491,6 +499,9 @@ pub struct Message {
     /// (damaged storage); sender, time, client_id and text are empty. See docs/PROTOCOL.md.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unreadable: bool,
+    /// Files attached to the message (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::model::Attachment>,
 }
 
 impl Message {
@@ -505,6 +516,7 @@ impl Message {
             text: m.text.clone(),
             reply_to: m.reply_to,
             unreadable: m.unreadable,
+            attachments: m.attachments.clone(),
         }
     }
 }
@@ -528,6 +540,8 @@ pub struct MessageFrameRef<'a> {
     reply_to: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     unreadable: bool,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    attachments: &'a [crate::model::Attachment],
 }
 
 impl<'a> MessageFrameRef<'a> {
@@ -551,6 +565,7 @@ impl<'a> MessageFrameRef<'a> {
             text: m.text,
             reply_to: m.reply_to,
             unreadable: m.unreadable,
+            attachments: m.attachments,
         }
     }
 }

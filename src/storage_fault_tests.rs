@@ -104,6 +104,7 @@ fn template() -> tempfile::TempDir {
             target: Target::User(BOB),
             client_id: format!("t{i}"),
             text: format!("template {i}"),
+            attachments: Vec::new(),
         })
         .chain([Change::CreateGroup {
             title: "g".into(),
@@ -244,6 +245,7 @@ impl Rig {
             target: Target::Conversation(DIRECT),
             client_id: tag.to_string(),
             text: format!("text of {tag}"),
+            attachments: Vec::new(),
         };
         let f = match op {
             Op::Send => {
@@ -559,6 +561,7 @@ fn power_cuts_keep_every_acknowledged_message_once_at_its_seq() {
                 target: Target::Conversation(DIRECT),
                 client_id: tag.clone(),
                 text: tag,
+                attachments: Vec::new(),
             };
             pending.insert(rig.submit(who, change));
             absorb(&mut rig, &mut pending);

@@ -7,6 +7,7 @@ import { Conn } from "./conn.js";
 import * as store from "./store.js";
 import { S, emit } from "./store.js";
 import { randomId } from "./dom.js";
+import * as files from "./files.js";
 
 let conn = null;
 /** client_ids sent on the current connection (so one connection sends each only once). */
@@ -26,6 +27,8 @@ export const hooks = { onLive: () => {}, onSendFailed: () => {}, onRemoved: () =
 const RETRYABLE = new Set(["rate_limited", "internal", "storage_full", "storage_error"]);
 
 export function start(me) {
+  files.hooks.kick = flushOutbox;
+  files.hooks.online = () => !!conn && conn.isOpen;
   conn = new Conn({
     onFrame,
     onStatus: () => emit("conn"),
@@ -119,7 +122,7 @@ function onMessage(m) {
     listTimer = setTimeout(() => conn.send({ type: "conversations" }), 200);
     return;
   }
-  if (m.sender === S.me.id && m.client_id) store.outboxTake(m.client_id); // another tab sent it
+  if (m.sender === S.me.id && m.client_id) files.forget(store.outboxTake(m.client_id)); // another tab sent it
   const fresh = store.addMessage(m);
   if (fresh && S.synced && m.sender !== S.me.id) hooks.onLive(m);
 }
@@ -129,11 +132,12 @@ function onAck(a) {
   const entry = store.outboxTake(a.client_id);
   const text = entry ? entry.text : (sentTexts.get(a.client_id) ?? null);
   sentTexts.delete(a.client_id);
+  files.forget(entry);
   if (!S.convs.has(a.conversation)) {
     // The direct conversation created by this send is not known yet; ask for the list.
     conn.send({ type: "conversations" });
   }
-  store.addOwn(a, text);
+  store.addOwn(a, text, files.described(entry));
 }
 
 function onError(f) {
@@ -148,16 +152,19 @@ function onError(f) {
     return;
   }
   const entry = store.outboxTake(f.client_id);
+  files.forget(entry);
   if (entry) hooks.onSendFailed(f.code, entry);
   if (f.code === "not_found") conn.send({ type: "conversations" });
 }
 
 /** (Re)sends every outbox entry not yet sent on this connection. */
 function flushOutbox() {
-  if (!conn.isOpen) return;
+  if (!conn || !conn.isOpen) return;
   for (const e of S.outbox) {
     if (sentHere.has(e.client_id)) continue;
+    if (!files.ready(e)) continue; // sent once its files are uploaded (files.js calls back)
     const frame = { type: "send", client_id: e.client_id, text: e.text };
+    if (e.files && e.files.length) frame.attachments = files.ids(e);
     if (e.conversation) frame.conversation = e.conversation;
     else frame.to = e.to;
     if (conn.send(frame)) {
@@ -201,8 +208,11 @@ export function measure(text) {
  * Queues a message for the open conversation (or a new direct chat) and sends it if connected.
  * It shows as "sending" until its ack.
  */
-export function sendText(cur, text) {
+export function sendText(cur, text, withFiles = false) {
   const entry = { client_id: randomId(), text, created: Date.now() };
+  // The staged files' bytes go to IndexedDB; the entry names them until they are uploaded.
+  if (withFiles) entry.files = files.take(entry.client_id);
+  if (entry.files && !entry.files.length) delete entry.files;
   if (cur.draft) {
     const existing = store.directWith(cur.draft.id);
     if (existing) entry.conversation = existing.id;
@@ -228,7 +238,7 @@ export function loadHistory(id, limit = 50) {
     .request(frame)
     .then((f) => {
       // Our own messages in it are stored: whatever their ack is doing, they leave the outbox.
-      for (const m of f.messages) if (m.sender === S.me.id && m.client_id) store.outboxTake(m.client_id);
+      for (const m of f.messages) if (m.sender === S.me.id && m.client_id) files.forget(store.outboxTake(m.client_id));
       store.mergeHistory(id, f.messages, f.complete, frame.before);
     })
     .catch(() => {

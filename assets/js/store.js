@@ -19,7 +19,10 @@ export const S = {
   msgs: new Map(),
   /** conversation id → highest seq received ("have" in docs/PROTOCOL.md). */
   have: {},
-  /** [{client_id, conversation?, to?, to_name?, text, created}] oldest first. */
+  /**
+   * [{client_id, conversation?, to?, to_name?, text, created, files?}] oldest first; `files`:
+   * [{key, name, size, mime, id?, file?}] (files.js: `id` once uploaded, bytes in IndexedDB).
+   */
   outbox: [],
   /** conversation id → Map(user id → read_seq) of the other members (read receipts). */
   reads: new Map(),
@@ -178,6 +181,18 @@ export function outboxAdd(entry) {
   emit("outbox");
 }
 
+/** Changes the entry with `client_id` in place with `fn(entry)` (read-modify-write, like outboxAdd). */
+export function outboxUpdate(clientId, fn) {
+  const list = load("outbox", []);
+  const e = list.find((x) => x.client_id === clientId);
+  if (!e) return false;
+  fn(e);
+  save("outbox", list);
+  S.outbox = list;
+  emit("outbox");
+  return true;
+}
+
 /** Removes and returns the entry with `client_id` (null when no tab had it). */
 export function outboxTake(clientId) {
   const list = load("outbox", []);
@@ -299,6 +314,7 @@ function touchConversation(m) {
       sender_name: m.sender_name,
       text: Array.from(m.text).slice(0, 120).join(""),
       time: m.time,
+      attachments: m.attachments && m.attachments.map((a) => ({ name: a.name, mime: a.mime })),
       unreadable: !!m.unreadable,
     };
   }
@@ -384,8 +400,8 @@ export function addMessage(m) {
   return fresh;
 }
 
-/** Our own message acknowledged as (conversation, seq). */
-export function addOwn(ack, text) {
+/** Our own message acknowledged as (conversation, seq); `attachments` as the files it carries. */
+export function addOwn(ack, text, attachments) {
   if (!S.convs.has(ack.conversation)) return;
   const m = {
     conversation: ack.conversation,
@@ -396,6 +412,7 @@ export function addOwn(ack, text) {
     client_id: ack.client_id,
     text,
   };
+  if (attachments && attachments.length) m.attachments = attachments;
   if (text !== null) cacheMessage(m);
   const have = S.have[ack.conversation] ?? 0;
   if (ack.seq === have + 1) S.have[ack.conversation] = ack.seq;

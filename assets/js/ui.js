@@ -11,6 +11,7 @@ import * as store from "./store.js";
 import { S, on } from "./store.js";
 import * as notify from "./notify.js";
 import * as dialogs from "./dialogs.js";
+import * as files from "./files.js";
 
 const RUN_GAP = 5 * 60000; // messages closer than this from one sender form a visual run
 const app = $("app");
@@ -119,7 +120,8 @@ function updateConv(li, { c }) {
   else if (c.last_message) {
     const lm = c.last_message;
     // A message the server could not read (damaged storage) arrives as a marker.
-    const text = lm.unreadable ? t("chat.unreadable") : lm.text.replace(/\s+/g, " ");
+    let text = lm.unreadable ? t("chat.unreadable") : lm.text.replace(/\s+/g, " ");
+    if (!text.trim() && !lm.unreadable) text = files.previewText(lm.attachments) || t("files.attachment");
     if (lm.sender === S.me.id) p.preview.textContent = t("chats.you", { text });
     else if (c.kind === "group") p.preview.textContent = `${store.shownName(lm.sender, lm.sender_name)}: ${text}`;
     else p.preview.textContent = text;
@@ -161,6 +163,7 @@ export function open(cur, nav = "push") {
     pinned = true;
     clearKeyed(list);
     input.value = drafts.get(curKey(cur)) || "";
+    files.showFor(curKey(cur));
     autosize();
     if (c) {
       const cache = S.msgs.get(c.id);
@@ -284,7 +287,7 @@ function buildItems() {
   const stored = new Set(cache ? cache.list.filter((m) => m.sender === me && m.client_id).map((m) => m.client_id) : []);
   for (const e of store.outboxFor(cur)) {
     if (stored.has(e.client_id)) continue;
-    push({ seq: Infinity, sender: me, sender_name: S.me.name, time: e.created, client_id: e.client_id, text: e.text }, "sending");
+    push({ seq: Infinity, sender: me, sender_name: S.me.name, time: e.created, client_id: e.client_id, text: e.text, pending: e.files ? e : null }, "sending");
   }
   if (prev) prev.last = true;
   return items;
@@ -314,7 +317,10 @@ function makeItem(it) {
   // An invisible copy of the time reserves room for the real one in the bottom-right corner.
   const pad = h("span", { class: "meta-pad", attrs: { "aria-hidden": "true" } });
   const text = m.unreadable ? h("em", { class: "unreadable", text: t("chat.unreadable") }) : linkify(m.text);
-  bubble.append(h("div", { class: "text" }, text, pad), meta);
+  li._atts = h("div", { class: "atts-slot" });
+  const textDiv = h("div", { class: "text" }, text, pad);
+  if (!m.unreadable && !m.text) textDiv.classList.add("no-text");
+  bubble.append(li._atts, textDiv, meta);
   li.append(bubble);
   Object.assign(li, { _status: status, _time: time, _pad: pad });
   return li;
@@ -324,6 +330,14 @@ function updateItem(li, it) {
   if (it.kind === "day") li.firstChild.textContent = dayLabel(it.time); // "Today" becomes "Yesterday"
   if (it.kind !== "msg") return;
   if (Number.isFinite(it.m.seq)) li.dataset.seq = it.m.seq;
+  const sig = files.signature(it.m);
+  if (li._attSig !== sig) {
+    // Files: progress while uploading, then thumbnails and links once the message is stored.
+    li._attSig = sig;
+    const block = files.render(it.m);
+    li._atts.replaceChildren(...(block ? [block] : []));
+    li.classList.toggle("has-atts", !!block);
+  }
   if (li._ms !== it.m.time) {
     // Set once, and again when the server's time replaces the time a pending message was written.
     li._ms = it.m.time;
@@ -460,7 +474,7 @@ function autosize() {
   input.style.height = "auto";
   input.style.height = `${Math.min(input.scrollHeight + 2, 180)}px`;
   const over = renderCounter();
-  $("btn-send").disabled = !input.value.trim() || over > 0;
+  $("btn-send").disabled = (!input.value.trim() && !files.count()) || over > 0;
 }
 
 let counterState = "";
@@ -491,13 +505,14 @@ function submit() {
   const cur = S.current;
   // Blank lines before and after the text are dropped; everything else is sent as written.
   const text = input.value.replace(/^\s*\n/, "").replace(/\n\s*$/, "");
-  if (!cur || !text.trim()) return;
+  const withFiles = files.count() > 0;
+  if (!cur || (!text.trim() && !withFiles)) return;
   const { chars, max, over } = chat.measure(text);
   if (over > 0) {
     toast(t("chat.tooLong", { n: over, chars: chars.toLocaleString(locale()), max: max.toLocaleString(locale()) }), "error");
     return;
   }
-  chat.sendText(cur, text);
+  chat.sendText(cur, withFiles && !text.trim() ? "" : text, withFiles);
   input.value = "";
   drafts.delete(curKey(cur));
   autosize();
@@ -640,6 +655,7 @@ export function start(me) {
   setInterval(() => schedule("list", "msgs"), 30000);
   window.addEventListener("resize", () => schedule("msgs"));
 
+  files.wire(autosize);
   chat.start(me);
   renderMe();
   schedule("list", "banner");

@@ -549,6 +549,13 @@ pub struct Streamed {
     rx: mpsc::Receiver<std::io::Result<Bytes>>,
 }
 
+impl Streamed {
+    /// A body of the chunks sent into `rx` (file downloads use it too).
+    pub fn new(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> Streamed {
+        Streamed { rx }
+    }
+}
+
 impl hyper::body::Body for Streamed {
     type Data = Bytes;
     type Error = std::io::Error;

@@ -268,6 +268,10 @@ struct ServerInfo {
     https: bool,
     /// Longest message text, in characters.
     max_message_chars: usize,
+    /// Largest file upload, in bytes (`--max-upload-mb`).
+    max_upload_bytes: u64,
+    /// Most files one message may carry (`--max-attachments`).
+    max_attachments: usize,
 }
 
 /// `GET /api/server` (no login needed): what the page must know before anyone logs in.
@@ -289,6 +293,8 @@ pub async fn server_info(app: Arc<App>, client: Client) -> Resp {
                 first_run: users == 0,
                 https: client.https,
                 max_message_chars: app.config.limits.max_message_chars,
+                max_upload_bytes: app.config.limits.max_upload_bytes,
+                max_attachments: app.config.limits.max_attachments,
             },
         ),
         Err(e) => reply::store_error(&e),

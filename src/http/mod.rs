@@ -8,6 +8,7 @@
 pub mod admin_api;
 pub mod api;
 pub mod assets;
+pub mod files;
 pub mod me_api;
 pub mod reply;
 pub mod ws;
@@ -53,6 +54,17 @@ pub async fn serve(
         };
         finish_headers(&app, resp.headers_mut());
         tracing::debug!(%peer, status = resp.status().as_u16(), "backup download");
+        return Ok(resp);
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD)
+        && req.uri().path().starts_with("/files/")
+    {
+        let mut resp = match files::download(app.clone(), &req).await {
+            Ok(r) => r.map(Either::Right),
+            Err(r) => r.map(Either::Left),
+        };
+        finish_headers(&app, resp.headers_mut());
+        files::finish_file_headers(resp.headers_mut());
         return Ok(resp);
     }
     let resp = handle(app, peer, req).await?;
@@ -159,6 +171,7 @@ async fn route(app: Arc<App>, client: Client, req: Request<Incoming>) -> Resp {
         (&Method::POST, "/api/me/password") => me_api::change_password(app, req, client).await,
         (&Method::POST, "/api/me/logout-others") => me_api::logout_others(app, req).await,
         (&Method::GET, "/api/server") => api::server_info(app, client).await,
+        (&Method::POST, "/api/files") => files::upload(app, req).await,
         (&Method::GET, "/ws") => ws::upgrade(app, req, client).await,
         (&Method::GET | &Method::HEAD, "/ca.crt") if app.config.ca_der.is_some() => ca_cert(&app),
         (_, p) if p.starts_with("/api/admin/") => admin_api::route(app, req).await,
@@ -166,6 +179,7 @@ async fn route(app: Arc<App>, client: Client, req: Request<Incoming>) -> Resp {
         (_, "/api/register" | "/api/login" | "/api/logout") => method_not_allowed("POST"),
         (_, "/api/me/password" | "/api/me/logout-others") => method_not_allowed("POST"),
         (_, "/api/me") => method_not_allowed("GET, PATCH"),
+        (_, "/api/files") => method_not_allowed("POST"),
         (_, p) if p.starts_with("/api/") => {
             reply::error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         }

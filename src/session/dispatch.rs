@@ -106,16 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.batch = batch;
                 self.start_sync(r, cursors).await
             }
-            ClientFrame::Send {
-                client_id,
-                conversation,
-                to,
-                text,
-                reply_to,
-            } => {
-                self.send(r, client_id, conversation, to, text, reply_to)
-                    .await
-            }
+            frame @ ClientFrame::Send { .. } => self.send(r, frame).await,
             ClientFrame::History {
                 conversation,
                 before,

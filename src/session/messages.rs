@@ -6,15 +6,27 @@
 use super::*;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub(super) async fn send(
-        &mut self,
-        r: Option<u64>,
-        client_id: String,
-        conversation: Option<u64>,
-        to: Option<u64>,
-        text: String,
-        reply_to: Option<u64>,
-    ) -> Step {
+    /// `frame` is a `ClientFrame::Send` (anything else is ignored).
+    pub(super) async fn send(&mut self, r: Option<u64>, frame: ClientFrame) -> Step {
+        let ClientFrame::Send {
+            client_id,
+            conversation,
+            to,
+            text,
+            reply_to,
+            attachments,
+        } = frame
+        else {
+            return Ok(());
+        };
+        let limits = &self.app.config.limits;
+        let attachments = match crate::files::send_ids(&attachments, limits) {
+            Ok(ids) => ids,
+            Err(why) => {
+                let code = ErrorCode::BadFrame;
+                return self.send_error(r, Some(client_id), code, &why).await;
+            }
+        };
         let target = match (conversation, to) {
             (Some(c), None) => Target::Conversation(ConversationId(c)),
             (None, Some(u)) => Target::User(UserId(u)),
@@ -28,6 +40,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 client_id,
                 text,
                 reply_to,
+                attachments,
             },
         )
         .await

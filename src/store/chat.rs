@@ -52,6 +52,9 @@ pub enum Change {
         text: String,
         /// The seq of a message of the same conversation this one answers.
         reply_to: Option<u64>,
+        /// File ids (`store::files`); each must be the sender's upload or already in the
+        /// conversation, else the send is refused as `NotFound`.
+        attachments: Vec<u128>,
     },
     Read {
         conversation: ConversationId,
@@ -233,6 +236,7 @@ pub struct ChatBatch<'t> {
     direct_pairs: Table<'t, (u64, u64), u64>,
     messages: Table<'t, (u64, u64), &'static [u8]>,
     client_ids: Table<'t, (u64, u64), (u64, u64)>,
+    files: super::files::FileTables<'t>,
     cache: &'t mut MemberCache,
 }
 
@@ -247,6 +251,7 @@ impl<'t> ChatBatch<'t> {
             direct_pairs: tx.open_table(DIRECT_PAIRS)?,
             messages: tx.open_table(MESSAGES)?,
             client_ids: tx.open_table(CLIENT_IDS)?,
+            files: super::files::FileTables::open(tx)?,
             cache,
         })
     }
@@ -342,9 +347,17 @@ impl<'t> ChatBatch<'t> {
                 client_id,
                 text,
                 reply_to,
+                attachments,
             } => self
-                .send_reply(
-                    actor, actor_name, *target, client_id, text, *reply_to, now_ms,
+                .send_full(
+                    actor,
+                    actor_name,
+                    *target,
+                    client_id,
+                    text,
+                    *reply_to,
+                    attachments,
+                    now_ms,
                 )?
                 .map(Applied::Sent),
             Change::Read { conversation, seq } => self
@@ -375,14 +388,24 @@ impl<'t> ChatBatch<'t> {
         text: &str,
         now_ms: u64,
     ) -> Op<SendOutcome> {
-        self.send_reply(sender, sender_name, target, client_id, text, None, now_ms)
+        self.send_full(
+            sender,
+            sender_name,
+            target,
+            client_id,
+            text,
+            None,
+            &[],
+            now_ms,
+        )
     }
 
     /// `send`, answering the message `reply_to` of the same conversation if given (refused as
     /// `Invalid` when that conversation has no such seq: another conversation's seq, a future
-    /// one, or a first message that would create a direct conversation).
+    /// one, or a first message that would create a direct conversation), with attachments
+    /// (file ids, see `store::files`).
     #[allow(clippy::too_many_arguments)]
-    pub fn send_reply(
+    pub fn send_full(
         &mut self,
         sender: UserId,
         sender_name: &str,
@@ -390,6 +413,7 @@ impl<'t> ChatBatch<'t> {
         client_id: &str,
         text: &str,
         reply_to: Option<u64>,
+        attachments: &[u128],
         now_ms: u64,
     ) -> Op<SendOutcome> {
         const NO_SUCH_REPLY: ChatError =
@@ -409,7 +433,8 @@ impl<'t> ChatBatch<'t> {
                     .map_or(true, |f| f.sender == sender.0 && f.client_id == client_id)
             });
             if let (Some(raw), true) = (raw, same) {
-                let message = read_message(&self.users, conv, seq, &raw);
+                let mut message = read_message(&self.users, conv, seq, &raw);
+                message.attachments = self.files.of_message(conv, seq)?;
                 let members = self.member_ids(conv)?;
                 return Ok(Ok(SendOutcome {
                     message,
@@ -419,6 +444,23 @@ impl<'t> ChatBatch<'t> {
                 }));
             }
         }
+        // Attachments are checked before anything is written (a direct conversation that does
+        // not exist yet can only get the sender's own uploads).
+        let files = if attachments.is_empty() {
+            Vec::new()
+        } else {
+            let conv = match target {
+                Target::Conversation(c) => Some(c.0),
+                Target::User(peer) => {
+                    let pair = (sender.0.min(peer.0), sender.0.max(peer.0));
+                    self.direct_pairs.get(pair)?.map(|v| v.value())
+                }
+            };
+            match self.files.check_attachments(sender, conv, attachments)? {
+                Some(f) => f,
+                None => return Ok(Err(ChatError::NotFound)),
+            }
+        };
         let mut created = false;
         let conv_id = match target {
             Target::Conversation(c) => {
@@ -482,7 +524,11 @@ impl<'t> ChatBatch<'t> {
             text: text.to_string(),
             reply_to,
             unreadable: false,
+            attachments: files.iter().map(|f| f.attachment()).collect(),
         };
+        if !files.is_empty() {
+            self.files.attach(conv_id, message.seq, &files)?;
+        }
         self.messages.insert(
             (conv_id, message.seq),
             messages::encode(&message).as_slice(),
@@ -770,6 +816,7 @@ impl Store {
         let last = last_seq_in(&tx, conv.0)?;
         let messages = tx.open_table(MESSAGES)?;
         let users = tx.open_table(USERS)?;
+        let files = super::files::MessageFiles::open(&tx)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         let mut bytes = 0usize;
         let mut seen = after;
@@ -779,7 +826,11 @@ impl Store {
             messages::walk(&messages, &users, conv.0, after + 1, last, true, |m| {
                 bytes = bytes.saturating_add(m.text.len());
                 seen = m.seq;
-                out.push(f(m));
+                let list = files.of(conv.0, m.seq);
+                out.push(f(&MessageRef {
+                    attachments: &list,
+                    ..*m
+                }));
                 out.len() < limit && bytes < text_bytes
             });
         }
@@ -805,12 +856,15 @@ impl Store {
         let top = last_seq_in(&tx, conv.0)?.min(before.saturating_sub(1));
         let messages = tx.open_table(MESSAGES)?;
         let users = tx.open_table(USERS)?;
+        let files = super::files::MessageFiles::open(&tx)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         if top >= 1 && limit > 0 {
             messages::walk(&messages, &users, conv.0, 1, top, false, |m| {
                 bytes = bytes.saturating_add(m.text.len());
-                out.push(m.to_stored());
+                let mut stored = m.to_stored();
+                stored.attachments = files.of(conv.0, m.seq);
+                out.push(stored);
                 out.len() < limit && bytes < text_bytes
             });
         }

@@ -62,6 +62,7 @@ impl Live {
                 target: Target::User(self.bob),
                 client_id: format!("c{}", self.sent),
                 text: format!("message number {}", self.sent),
+                attachments: Vec::new(),
             };
             let ops = [LoggedOp {
                 actor: self.alice,

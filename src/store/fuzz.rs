@@ -57,6 +57,7 @@ pub fn record(data: &[u8]) {
                     text: f.text.to_string(),
                     reply_to: f.reply_to,
                     unreadable: f.kind != messages::KIND_TEXT,
+                    attachments: Vec::new(),
                 };
                 let encoded = messages::encode(&m);
                 let g = messages::decode(9, 4, &encoded).expect("message record round trip");
@@ -163,6 +164,7 @@ fn change(i: u64) -> chat::Change {
         client_id: format!("c{i}"),
         text: "é".repeat(i as usize),
         reply_to: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -98,6 +98,7 @@ pub fn marker(conv: u64, seq: u64) -> MessageRef<'static> {
         text: "",
         reply_to: None,
         unreadable: true,
+        attachments: &[],
     }
 }
 
@@ -145,6 +146,7 @@ pub fn view<'a>(
             text: f.text,
             reply_to: f.reply_to,
             unreadable: false,
+            attachments: &[],
         },
         // Lost before (a repair's marker): not new damage.
         Ok(_) => marker(conv, seq),

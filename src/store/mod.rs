@@ -25,6 +25,7 @@ pub mod damage;
 mod damage_tests;
 mod dbfile;
 pub(crate) mod fault;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod health;
@@ -409,6 +410,7 @@ impl Store {
         let t_redb = t0.elapsed();
         let epoch = init_schema(&db)?;
         accounts::init_tables(&db)?;
+        files::init_tables(&db)?;
         if new_db {
             same_owner_as_dir(&path, dir);
         }
@@ -1244,6 +1246,7 @@ fn seal_records(tx: &redb::WriteTransaction) -> Result<()> {
                 text: text.to_string(),
                 reply_to: None,
                 unreadable: false,
+                attachments: Vec::new(),
             };
             ids.insert((sender, client_id_hash(client_id)), (conv, seq))?;
             rows.push(((conv, seq), messages::encode(&m)));

@@ -137,6 +137,7 @@ fn repair_keeps_everything_readable_with_markers_at_the_lost_seqs() {
         target: chat::Target::Conversation(conv),
         client_id: "after-repair".into(),
         text: "hello again".into(),
+        attachments: Vec::new(),
     };
     let ops = [wal::LoggedOp {
         actor: alice,
@@ -222,6 +223,7 @@ fn compact_keeps_every_message_and_the_epoch_in_a_smaller_file() {
                 target: chat::Target::User(*u),
                 client_id: format!("r{round}-{i}"),
                 text: format!("round {round} to {i}: some text of a usual length"),
+                attachments: Vec::new(),
             };
             let ops = [wal::LoggedOp {
                 actor: live.alice,
@@ -249,7 +251,14 @@ fn compact_keeps_every_message_and_the_epoch_in_a_smaller_file() {
     let c = compact::compact(live.dir.path(), 3).unwrap();
     let after = size(&live.dir.path().join(DB_FILE));
     assert!(after < before, "{after} < {before}");
-    assert_eq!(size(&c.kept), before);
+    // The old file is kept as it was after compact's own open and checkpoint, which may let
+    // redb trim free pages at its end (seen once the file tables of issue 22 changed the
+    // layout): the same file within a few pages.
+    let kept = size(&c.kept);
+    assert!(
+        kept <= before && kept + 16 * 4096 >= before,
+        "{kept} vs {before}"
+    );
     let s = Store::open(live.dir.path()).unwrap();
     assert_eq!(s.epoch(), epoch);
     for (conv, want) in convs.iter().zip(&before_texts) {

@@ -608,6 +608,69 @@ fn schema4_database_is_upgraded() {
     }
 }
 
+/// A real database written by main at issue 22 (schema 4 with the file tables;
+/// tests/data/chatd-files-main, made by a `write_files_fixture` run on main's code): two
+/// messages of alice to bob committed (the second with `one.png`), and a third with `two.png`
+/// only in the log as a send-with-files op 7, as a crash before the checkpoint leaves it. It
+/// opens with this build: the log op replays, the attachments stay, the schema is upgraded.
+#[test]
+fn main_files_database_is_upgraded() {
+    let dir = tmp();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/chatd-files-main");
+    for f in ["chatd.redb", "chatd.id", "chatd.wal", "chatd.wal2"] {
+        std::fs::copy(format!("{fixture}/{f}"), dir.path().join(f)).unwrap();
+    }
+    // The redb file alone holds two messages: the third is the log's.
+    let bare = tmp();
+    std::fs::copy(format!("{fixture}/chatd.redb"), bare.path().join(DB_FILE)).unwrap();
+    let opts = OpenOptions {
+        discard_damaged_log: true,
+        ..OpenOptions::default()
+    };
+    assert_eq!(
+        Store::open_with(bare.path(), &opts)
+            .unwrap()
+            .message_count()
+            .unwrap(),
+        2
+    );
+    for round in 0..2 {
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.meta(schema::META_SCHEMA_VERSION).unwrap(),
+            Some(schema::SCHEMA_VERSION),
+            "round {round}"
+        );
+        assert_eq!(s.message_count().unwrap(), 3);
+        let users = s.list_users().unwrap();
+        let bob = s.conversations_of(users[1].id, 10).unwrap();
+        let page = s
+            .history(users[1].id, bob[0].id, u64::MAX, 10, usize::MAX)
+            .unwrap()
+            .unwrap();
+        let got: Vec<(&str, Vec<&str>)> = page
+            .iter()
+            .map(|m| {
+                let names = m.attachments.iter().map(|a| a.name.as_str()).collect();
+                (m.text.as_str(), names)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("hello bob", vec![]),
+                ("a picture", vec!["one.png"]),
+                ("", vec!["two.png"])
+            ]
+        );
+        assert_eq!(page[1].attachments[0].width, Some(40));
+        // bob may download both files (a conversation he is in holds them).
+        for id in [0xa1u128, 0xb2] {
+            assert!(s.file_for(users[1].id, id).unwrap().is_some(), "{id:x}");
+        }
+    }
+}
+
 /// Writes a fixture data directory (`tests/data/chatd-schemaN`) used by the
 /// upgrade tests:
 /// alice, bob and carol (password "fixture-password-1"), a direct chat alice↔bob with 3
@@ -839,6 +902,7 @@ fn logged_batches_are_replayed_after_a_crash() {
         target: Target::User(b.id),
         client_id: "c1".into(),
         text: "hello".into(),
+        attachments: Vec::new(),
     };
     let r = s
         .apply_logged(
@@ -861,6 +925,7 @@ fn logged_batches_are_replayed_after_a_crash() {
             target: Target::Conversation(conv),
             client_id: format!("c{i}"),
             text: format!("m{i}"),
+            attachments: Vec::new(),
         })
         .chain([Change::Read {
             conversation: conv,
@@ -1005,6 +1070,7 @@ fn a_crash_before_a_checkpoints_fsync_loses_nothing() {
         target: Target::User(b.id),
         client_id: format!("c{i}"),
         text: format!("m{i}"),
+        attachments: Vec::new(),
     };
     let log =
         |cache: &mut MemberCache, changes: &[Change]| apply_as_alice(&s, cache, a.id, changes);
@@ -1092,6 +1158,7 @@ fn a_tiny_page_cache_loses_nothing() {
                     target: Target::User(*p),
                     client_id: format!("c{n}"),
                     text: format!("message {n} {}", "x".repeat(300)),
+                    attachments: Vec::new(),
                 }
             })
             .collect();
@@ -1190,6 +1257,7 @@ fn reused_log_files_bring_back_every_batch_once_after_a_crash() {
                 target: Target::User(b.id),
                 client_id: format!("c{sent}"),
                 text: "y".repeat(len),
+                attachments: Vec::new(),
             };
             apply_as_alice(&s, &mut cache, a.id, &[c]);
         }

@@ -7,6 +7,7 @@ mod bench_smoke;
 mod build_fresh;
 mod cli;
 mod damage;
+mod files;
 mod first_hour;
 mod http_edge;
 mod observability;
