@@ -562,6 +562,7 @@ mod tests {
     fn borrowed_message_frames_match_the_owned_encoding() {
         use crate::model::{ConversationId, MessageRef, StoredMessage};
         let owned = StoredMessage {
+            reply_to: None,
             conversation: ConversationId(4),
             seq: 17,
             sender: UserId(2),
@@ -573,6 +574,7 @@ mod tests {
             attachments: Vec::new(),
         };
         let borrowed = MessageRef {
+            reply_to: None,
             conversation: owned.conversation,
             seq: owned.seq,
             sender: owned.sender,

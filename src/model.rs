@@ -277,6 +277,8 @@ pub struct StoredMessage {
     pub time_ms: u64,
     pub client_id: String,
     pub text: String,
+    /// The seq (same conversation) this message answers, if it is a reply.
+    pub reply_to: Option<u64>,
     /// The store could not read this message (its record is damaged or was lost): only the
     /// conversation and seq are real, the rest is empty.
     pub unreadable: bool,
@@ -295,6 +297,8 @@ pub struct MessageRef<'a> {
     pub time_ms: u64,
     pub client_id: &'a str,
     pub text: &'a str,
+    /// See `StoredMessage::reply_to`.
+    pub reply_to: Option<u64>,
     /// See `StoredMessage::unreadable`.
     pub unreadable: bool,
     /// See `StoredMessage::attachments`.
@@ -311,6 +315,7 @@ impl MessageRef<'_> {
             time_ms: self.time_ms,
             client_id: self.client_id.to_string(),
             text: self.text.to_string(),
+            reply_to: self.reply_to,
             unreadable: self.unreadable,
             attachments: self.attachments.to_vec(),
         }

@@ -58,6 +58,9 @@ pub enum ClientFrame {
         to: Option<u64>,
         /// May be empty when `attachments` is not.
         text: String,
+        /// The seq of a message of the same conversation this one answers.
+        #[serde(default)]
+        reply_to: Option<u64>,
         /// File ids from `POST /api/files` (at most `max_attachments`, no id twice).
         #[serde(default)]
         attachments: Vec<String>,
@@ -232,8 +235,12 @@ impl ClientFrame {
                 conversation,
                 to,
                 text,
+                reply_to,
                 attachments,
             } => {
+                if *reply_to == Some(0) {
+                    return invalid(BadFrame, "reply_to must be the seq of a message (from 1)");
+                }
                 let n = client_id.chars().count();
                 if n == 0 || n > model::MAX_CLIENT_ID_CHARS {
                     return invalid(BadFrame, "client_id must be 1-64 characters");
@@ -485,6 +492,9 @@ pub struct Message {
     pub time: u64,
     pub client_id: String,
     pub text: String,
+    /// The seq of the message this one answers (same conversation); absent if none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
     /// Present (true) only on a marker: the server could not read the message at this seq
     /// (damaged storage); sender, time, client_id and text are empty. See docs/PROTOCOL.md.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -504,6 +514,7 @@ impl Message {
             time: m.time_ms,
             client_id: m.client_id.clone(),
             text: m.text.clone(),
+            reply_to: m.reply_to,
             unreadable: m.unreadable,
             attachments: m.attachments.clone(),
         }
@@ -525,6 +536,8 @@ pub struct MessageFrameRef<'a> {
     time: u64,
     client_id: &'a str,
     text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     unreadable: bool,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -550,6 +563,7 @@ impl<'a> MessageFrameRef<'a> {
             time: m.time_ms,
             client_id: m.client_id,
             text: m.text,
+            reply_to: m.reply_to,
             unreadable: m.unreadable,
             attachments: m.attachments,
         }

@@ -100,6 +100,7 @@ fn template() -> tempfile::TempDir {
     let mut cache = crate::store::chat::MemberCache::default();
     let changes: Vec<Change> = (0..3)
         .map(|i| Change::Send {
+            reply_to: None,
             target: Target::User(BOB),
             client_id: format!("t{i}"),
             text: format!("template {i}"),
@@ -240,6 +241,7 @@ impl Rig {
     /// Runs `op` as alice; `Ok` with what was acknowledged, or `Err` with the error code.
     fn run(&mut self, op: Op, tag: &str) -> Result<Acked, String> {
         let send = |tag: &str| Change::Send {
+            reply_to: None,
             target: Target::Conversation(DIRECT),
             client_id: tag.to_string(),
             text: format!("text of {tag}"),
@@ -555,6 +557,7 @@ fn power_cuts_keep_every_acknowledged_message_once_at_its_seq() {
             let who = i % 2;
             let tag = format!("c{cycle}-{i}");
             let change = Change::Send {
+                reply_to: None,
                 target: Target::Conversation(DIRECT),
                 client_id: tag.clone(),
                 text: tag,

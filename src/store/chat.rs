@@ -50,6 +50,8 @@ pub enum Change {
         target: Target,
         client_id: String,
         text: String,
+        /// The seq of a message of the same conversation this one answers.
+        reply_to: Option<u64>,
         /// File ids (`store::files`); each must be the sender's upload or already in the
         /// conversation, else the send is refused as `NotFound`.
         attachments: Vec<u128>,
@@ -344,14 +346,16 @@ impl<'t> ChatBatch<'t> {
                 target,
                 client_id,
                 text,
+                reply_to,
                 attachments,
             } => self
-                .send_files(
+                .send_full(
                     actor,
                     actor_name,
                     *target,
                     client_id,
                     text,
+                    *reply_to,
                     attachments,
                     now_ms,
                 )?
@@ -384,21 +388,36 @@ impl<'t> ChatBatch<'t> {
         text: &str,
         now_ms: u64,
     ) -> Op<SendOutcome> {
-        self.send_files(sender, sender_name, target, client_id, text, &[], now_ms)
+        self.send_full(
+            sender,
+            sender_name,
+            target,
+            client_id,
+            text,
+            None,
+            &[],
+            now_ms,
+        )
     }
 
-    /// `send` with attachments (file ids, see `store::files`).
+    /// `send`, answering the message `reply_to` of the same conversation if given (refused as
+    /// `Invalid` when that conversation has no such seq: another conversation's seq, a future
+    /// one, or a first message that would create a direct conversation), with attachments
+    /// (file ids, see `store::files`).
     #[allow(clippy::too_many_arguments)]
-    pub fn send_files(
+    pub fn send_full(
         &mut self,
         sender: UserId,
         sender_name: &str,
         target: Target,
         client_id: &str,
         text: &str,
+        reply_to: Option<u64>,
         attachments: &[u128],
         now_ms: u64,
     ) -> Op<SendOutcome> {
+        const NO_SUCH_REPLY: ChatError =
+            ChatError::Invalid("reply_to is not a message of this conversation");
         // Idempotency first: a retry must get the original ack even if, say, the sender has
         // since left the conversation.
         let seen = self
@@ -463,6 +482,7 @@ impl<'t> ChatBatch<'t> {
                 let existing = self.direct_pairs.get(pair)?.map(|v| v.value());
                 match existing {
                     Some(c) => c,
+                    None if reply_to.is_some() => return Ok(Err(NO_SUCH_REPLY)),
                     None => {
                         let id = self.next_conversation_id()?;
                         let rec = ConvRecord {
@@ -488,6 +508,9 @@ impl<'t> ChatBatch<'t> {
         let Some(mut conv) = self.conv(conv_id)? else {
             return Ok(Err(ChatError::NotFound));
         };
+        if reply_to.is_some_and(|r| r == 0 || r > conv.last_seq) {
+            return Ok(Err(NO_SUCH_REPLY));
+        }
         conv.last_seq += 1;
         // Time never goes backwards within a conversation, even if the clock does.
         conv.last_ms = now_ms.max(conv.last_ms);
@@ -499,6 +522,7 @@ impl<'t> ChatBatch<'t> {
             time_ms: conv.last_ms,
             client_id: client_id.to_string(),
             text: text.to_string(),
+            reply_to,
             unreadable: false,
             attachments: files.iter().map(|f| f.attachment()).collect(),
         };

@@ -55,6 +55,7 @@ pub fn record(data: &[u8]) {
                     time_ms: f.time_ms,
                     client_id: f.client_id.to_string(),
                     text: f.text.to_string(),
+                    reply_to: f.reply_to,
                     unreadable: f.kind != messages::KIND_TEXT,
                     attachments: Vec::new(),
                 };
@@ -162,6 +163,7 @@ fn change(i: u64) -> chat::Change {
         target: chat::Target::Conversation(crate::model::ConversationId(i)),
         client_id: format!("c{i}"),
         text: "é".repeat(i as usize),
+        reply_to: None,
         attachments: Vec::new(),
     }
 }

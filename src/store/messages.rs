@@ -1,6 +1,9 @@
 //! Message records (table `messages`): their encoding, and reading them so that damage never
 //! stops a reader.
 //!
+//! Record v3 (schema 5) is v2 followed by `reply_to` (varint; 0 = not a reply). v2 records
+//! (schema 4) are read as they are, with no reply: the upgrade to 5 rewrites nothing.
+//!
 //! Record v2 (schema 4), sealed with the key (conversation, seq) (`codec::seal`): version 2,
 //! sender id (varint), server time ms (varint), kind (1 = text, 2 = lost: a marker `chatd
 //! repair` writes where a message could not be read), client_id and text (varint length +
@@ -30,12 +33,13 @@ pub const KIND_LOST: u8 = 2;
 /// The sealed record of a message.
 pub fn encode(m: &StoredMessage) -> Vec<u8> {
     let kind = if m.unreadable { KIND_LOST } else { KIND_TEXT };
-    let rec = Enc::new(2)
+    let rec = Enc::new(3)
         .var(m.sender.0)
         .var(m.time_ms)
         .u8(kind)
         .vstr(&m.client_id)
         .vstr(&m.text)
+        .var(m.reply_to.unwrap_or(0))
         .0;
     codec::seal(&codec::key2(m.conversation.0, m.seq), rec)
 }
@@ -48,19 +52,24 @@ pub struct Fields<'a> {
     pub kind: u8,
     pub client_id: &'a str,
     pub text: &'a str,
+    pub reply_to: Option<u64>,
 }
 
 /// Checks and decodes a sealed record at (conv, seq).
 pub fn decode(conv: u64, seq: u64, raw: &[u8]) -> Result<Fields<'_>, DecodeError> {
     let rec = codec::unseal(&codec::key2(conv, seq), raw)?;
-    let mut d = Dec::new(rec, 2, "message record version")?;
-    let f = Fields {
+    let (version, mut d) = Dec::versioned(rec, 2..=3, "message record version")?;
+    let mut f = Fields {
         sender: d.var()?,
         time_ms: d.var()?,
         kind: d.u8()?,
         client_id: d.vstr()?,
         text: d.vstr()?,
+        reply_to: None,
     };
+    if version >= 3 {
+        f.reply_to = Some(d.var()?).filter(|&s| s != 0);
+    }
     if !d.done() {
         return Err(DecodeError("bytes after the message record"));
     }
@@ -87,6 +96,7 @@ pub fn marker(conv: u64, seq: u64) -> MessageRef<'static> {
         time_ms: 0,
         client_id: "",
         text: "",
+        reply_to: None,
         unreadable: true,
         attachments: &[],
     }
@@ -134,6 +144,7 @@ pub fn view<'a>(
             time_ms: f.time_ms,
             client_id: f.client_id,
             text: f.text,
+            reply_to: f.reply_to,
             unreadable: false,
             attachments: &[],
         },

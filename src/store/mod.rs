@@ -1171,6 +1171,10 @@ fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<()> {
             }
             // 3 → 4: seal every record; message records v2 (see `store::messages`).
             3 => seal_records(tx)?,
+            // 4 → 5: message records v3 (a reply's `reply_to`) and the send-with-reply log ops.
+            // v2 records read as messages without a reply, so nothing is rewritten: the bump
+            // only keeps an older chatd from opening a database that may hold v3 records.
+            4 => {}
             _ => {
                 return Err(StoreError::Corrupt(format!(
                     "unknown schema version {v} (no upgrade step from it)"
@@ -1240,6 +1244,7 @@ fn seal_records(tx: &redb::WriteTransaction) -> Result<()> {
                 time_ms,
                 client_id: client_id.to_string(),
                 text: text.to_string(),
+                reply_to: None,
                 unreadable: false,
                 attachments: Vec::new(),
             };

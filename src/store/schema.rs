@@ -10,7 +10,7 @@ use redb::TableDefinition;
 
 /// The schema this build writes. Databases with a higher number are refused; lower ones are
 /// migrated forward on open.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 // What each schema version changed, oldest first (`store::migrate` applies the steps):
 // 1. The first release layout.
 // 2. `META_MESSAGE_COUNT` (messages stored, kept by every send; counted once on upgrade).

@@ -798,6 +798,12 @@ const OP_REMOVE_MEMBER: u8 = 6;
 /// A send with attachments (issue 22): ops 1/2's fields, then the count and the file ids.
 const OP_SEND_CONV_FILES: u8 = 7;
 const OP_SEND_USER_FILES: u8 = 8;
+/// Any other send (schema 5: a reply, mentions): ops 1/2's fields, then `reply_to` (0 = none),
+/// the file ids (count, then each id as two u64) and the mentioned user ids (count, ids).
+/// Sends that need none of these keep ops 1/2 (or 7/8 with files only), so the logs of older
+/// builds decode unchanged and theirs stay what they were.
+const OP_SEND_CONV_EXT: u8 = 9;
+const OP_SEND_USER_EXT: u8 = 10;
 
 fn encode_change(e: Enc, c: &Change) -> Enc {
     use super::chat::Target;
@@ -806,23 +812,38 @@ fn encode_change(e: Enc, c: &Change) -> Enc {
             target,
             client_id,
             text,
+            reply_to,
             attachments,
         } => {
-            // A send without files keeps the original op (records stay readable by older
-            // builds); with files it is op 7/8: the same fields, then the file ids.
+            // A plain send keeps the original op, one with files only op 7/8 (records stay
+            // readable by older builds); anything else is op 9/10.
+            let ext = reply_to.is_some();
             let files = !attachments.is_empty();
-            let e = match (target, files) {
-                (Target::Conversation(id), false) => e.u8(OP_SEND_CONV).u64(id.0),
-                (Target::User(u), false) => e.u8(OP_SEND_USER).u64(u.0),
-                (Target::Conversation(id), true) => e.u8(OP_SEND_CONV_FILES).u64(id.0),
-                (Target::User(u), true) => e.u8(OP_SEND_USER_FILES).u64(u.0),
+            let op = match (target, ext, files) {
+                (Target::Conversation(_), false, false) => OP_SEND_CONV,
+                (Target::User(_), false, false) => OP_SEND_USER,
+                (Target::Conversation(_), false, true) => OP_SEND_CONV_FILES,
+                (Target::User(_), false, true) => OP_SEND_USER_FILES,
+                (Target::Conversation(_), true, _) => OP_SEND_CONV_EXT,
+                (Target::User(_), true, _) => OP_SEND_USER_EXT,
             };
-            let mut e = e.str(client_id).str(text);
-            if files {
+            let id = match target {
+                Target::Conversation(c) => c.0,
+                Target::User(u) => u.0,
+            };
+            let mut e = e.u8(op).u64(id).str(client_id).str(text);
+            if ext {
+                e = e.u64(reply_to.unwrap_or(0));
+            }
+            if files || ext {
                 e = e.u64(attachments.len() as u64);
                 for id in attachments {
                     e = e.u64((*id >> 64) as u64).u64(*id as u64);
                 }
+            }
+            if ext {
+                // Mentioned users (none yet).
+                e = e.u64(0);
             }
             e
         }
@@ -865,26 +886,38 @@ fn decode_users(d: &mut Dec<'_>) -> Result<Vec<UserId>, DecodeError> {
 fn decode_change(d: &mut Dec<'_>) -> Result<Change, DecodeError> {
     use super::chat::Target;
     Ok(match d.u8()? {
-        k @ (OP_SEND_CONV | OP_SEND_USER | OP_SEND_CONV_FILES | OP_SEND_USER_FILES) => {
+        k @ (OP_SEND_CONV | OP_SEND_USER | OP_SEND_CONV_FILES | OP_SEND_USER_FILES
+        | OP_SEND_CONV_EXT | OP_SEND_USER_EXT) => {
             let id = d.u64()?;
-            let target = if matches!(k, OP_SEND_CONV | OP_SEND_CONV_FILES) {
+            let target = if matches!(k, OP_SEND_CONV | OP_SEND_CONV_FILES | OP_SEND_CONV_EXT) {
                 Target::Conversation(ConversationId(id))
             } else {
                 Target::User(UserId(id))
             };
             let client_id = d.str()?.to_string();
             let text = d.str()?.to_string();
+            let ext = matches!(k, OP_SEND_CONV_EXT | OP_SEND_USER_EXT);
+            let reply_to = if ext {
+                Some(d.u64()?).filter(|&s| s != 0)
+            } else {
+                None
+            };
             let mut attachments = Vec::new();
-            if matches!(k, OP_SEND_CONV_FILES | OP_SEND_USER_FILES) {
+            if ext || matches!(k, OP_SEND_CONV_FILES | OP_SEND_USER_FILES) {
                 let n = d.u64()?;
                 for _ in 0..n.min(1024) {
                     attachments.push((u128::from(d.u64()?) << 64) | u128::from(d.u64()?));
                 }
             }
+            if ext {
+                // Mentioned users: none are written yet.
+                let _ = decode_users(d)?;
+            }
             Change::Send {
                 target,
                 client_id,
                 text,
+                reply_to,
                 attachments,
             }
         }
@@ -929,10 +962,16 @@ mod tests {
 
     fn send(cid: &str) -> Change {
         Change::Send {
+            // "a" answers seq 4 with a file: the extended send op round-trips too.
+            reply_to: (cid == "a").then_some(4),
             target: Target::Conversation(ConversationId(7)),
             client_id: cid.into(),
             text: "héllo".into(),
-            attachments: Vec::new(),
+            attachments: if cid == "a" {
+                vec![(0xfeed_u128 << 64) | 9]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -951,6 +990,7 @@ mod tests {
         let changes = [
             send("x"),
             Change::Send {
+                reply_to: None,
                 target: Target::User(UserId(9)),
                 client_id: "y".into(),
                 text: String::new(),
@@ -1078,8 +1118,15 @@ mod tests {
                 target: Target::Conversation(c),
                 client_id,
                 text,
-                ..
-            } => assert_eq!((c.0, client_id.as_str(), text.as_str()), (7, "a", "héllo")),
+                reply_to,
+                attachments,
+            } => {
+                assert_eq!(
+                    (c.0, client_id.as_str(), text.as_str(), *reply_to),
+                    (7, "a", "héllo", Some(4))
+                );
+                assert_eq!(attachments, &[(0xfeed_u128 << 64) | 9]);
+            }
             other => panic!("{other:?}"),
         }
         match &b.ops[1].2 {
@@ -1244,6 +1291,7 @@ mod tests {
             wal.len()
         };
         let evil = Change::Send {
+            reply_to: None,
             target: Target::User(UserId(2)),
             client_id: "evil".into(),
             text: "pwned".into(),

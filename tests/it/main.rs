@@ -20,5 +20,6 @@ mod ws_basics;
 mod ws_groups;
 mod ws_lifecycle;
 mod ws_presence;
+mod ws_replies;
 mod ws_robustness;
 mod ws_unread;
