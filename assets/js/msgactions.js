@@ -373,7 +373,7 @@ export async function jumpTo(id, seq) {
 export function quoteSig(m) {
   if (!m.reply_to || m.deleted) return "";
   const q = store.findMessage(m.conversation, m.reply_to);
-  if (!q) return `${m.reply_to}:?`;
+  if (!q) return `${m.reply_to}:?${chat.connected() ? 1 : 0}`; // fetched once connected
   return `${m.reply_to}:${q.deleted ? "d" : ""}${q.missing ? "m" : ""}:${q.sender}:${store.shownName(q.sender, q.sender_name)}:${firstLine(q.text)}`;
 }
 
