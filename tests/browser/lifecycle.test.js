@@ -308,6 +308,16 @@ test("mentions, the @ badge, mute, rename and system lines; Chinese on a phone",
   await ida.click("#info-leave");
   await ida.click("#confirm-yes");
   await hal.locator("#msg-list li.system", { hasText: "ida left" }).waitFor();
+  // (for the screenshot: a reply and an edit in the same view)
+  await menuOf(hal, "can you look?");
+  await hal.click("#msg-reply");
+  await send(hal, "on it, deploying after lunch");
+  await hal.press("#input", "ArrowUp");
+  await hal.fill("#input", "on it, deploying right after lunch");
+  await hal.press("#input", "Enter");
+  await msg(hal, "deploying right after lunch").locator(".edited:not([hidden])").waitFor();
+  await hal.mouse.move(0, 799);
+  await hal.evaluate(() => document.activeElement && document.activeElement.blur());
   await shot(hal, "lifecycle-desktop");
   for (const p of [hal, ida]) assert.deepEqual(p.errors, []);
 });
