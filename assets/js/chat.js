@@ -240,6 +240,7 @@ export function loadHistory(id, limit = 50) {
   if (c.loading || c.complete || !conn.isOpen) return Promise.resolve();
   const frame = { type: "history", conversation: id, limit };
   if (c.list.length) frame.before = c.list[0].seq;
+  const top = frame.before === undefined ? S.convs.get(id)?.last_seq || 0 : 0;
   c.loading = true;
   emit("msgs", id);
   return conn
@@ -247,7 +248,7 @@ export function loadHistory(id, limit = 50) {
     .then((f) => {
       // Our own messages in it are stored: whatever their ack is doing, they leave the outbox.
       for (const m of f.messages) if (m.sender === S.me.id && m.client_id) files.forget(store.outboxTake(m.client_id));
-      store.mergeHistory(id, f.messages, f.complete, frame.before);
+      store.mergeHistory(id, f.messages, f.complete, frame.before, top);
     })
     .catch(() => {
       c.loading = false;

@@ -170,7 +170,7 @@ export function onSubmit(text, mentions) {
     Object.assign(m, { text, edited: true, mentions: mentions.length ? mentions : undefined });
     emit("msgs", conv);
     chat.edit(conv, seq, text, mentions).catch((e) => {
-      Object.assign(m, before);
+      if (!m.deleted) Object.assign(m, before); // (deleted meanwhile: it stays deleted)
       emit("msgs", conv);
       toast(t("chat.notSent", { reason: errText(e) }), "error");
     });

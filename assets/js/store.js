@@ -503,11 +503,13 @@ function cacheMessage(m) {
     return true;
   }
   const lo = list[0].seq;
-  const hi = list[list.length - 1].seq;
+  // `upTo`: a newest `history` page covers the events after its last message too (folded).
+  const hi = Math.max(list[list.length - 1].seq, c.upTo || 0);
   if (m.seq > hi + 1 && m.seq - 1 <= have) {
     // The messages in between will never arrive live (we skipped them with a cursor): start a
     // new run here; scrolling up loads the rest with `history`.
     c.list = [m];
+    c.upTo = 0;
     c.complete = m.seq === 1;
     return true;
   }
@@ -584,16 +586,21 @@ export function addOwnEvent(ack, e) {
   addMessage({ ...e, conversation: ack.conversation, seq: ack.seq, sender: S.me.id, time: ack.time });
 }
 
-/** A `history` reply: merges a block of older (or the newest) messages into the cache. */
-export function mergeHistory(id, messages, complete, before) {
+/**
+ * A `history` reply: merges a block of older (or the newest) messages into the cache. `top`:
+ * for the newest page, the conversation's last seq when it was asked for (the page covers every
+ * seq up to there: events are folded into its messages and left out).
+ */
+export function mergeHistory(id, messages, complete, before, top = 0) {
   const c = cacheFor(id);
   c.loading = false;
   if (messages.length) {
     const a = messages[0].seq;
     const b = messages[messages.length - 1].seq;
     const list = c.list;
-    if (!list.length || a > list[list.length - 1].seq + 1) {
+    if (!list.length || a > Math.max(list[list.length - 1].seq, c.upTo || 0) + 1) {
       c.list = messages.slice();
+      c.upTo = before === undefined ? top : 0;
     } else if (b >= list[0].seq - 1 || (before !== undefined && before <= list[0].seq)) {
       // (A page asked for with `before` reaches up to it: the seqs it skips are events.)
       const bySeq = new Map(list.map((m) => [m.seq, m]));
@@ -602,6 +609,7 @@ export function mergeHistory(id, messages, complete, before) {
     }
     for (const m of messages) if (m.sender !== S.me.id) bumpRead(id, m.sender, m.seq);
   }
+  if (before === undefined && top) c.upTo = Math.max(c.upTo || 0, top);
   if (complete || (!messages.length && before !== undefined) || c.list[0]?.seq === 1) c.complete = true;
   if (!messages.length && before === undefined) c.complete = true;
   emit("msgs", id);
