@@ -572,6 +572,7 @@ mod tests {
             text: "<b>hi</b>\n\u{1F600} 你好".into(),
             unreadable: false,
             attachments: Vec::new(),
+            extra: Default::default(),
         };
         let borrowed = MessageRef {
             reply_to: None,
@@ -584,12 +585,13 @@ mod tests {
             text: &owned.text,
             unreadable: false,
             attachments: &[],
+            extra: Default::default(),
         };
         let a = encode(&ServerFrame::Message {
             message: crate::proto::Message::from_stored(&owned),
         });
         // Several frames in one buffer come out as separate, complete frames.
-        let mut next = borrowed;
+        let mut next = borrowed.clone();
         next.seq = 18;
         next.text = "";
         let mut buf = FrameBuf::with_capacity(1, 16);

@@ -105,6 +105,7 @@ fn template() -> tempfile::TempDir {
             client_id: format!("t{i}"),
             text: format!("template {i}"),
             attachments: Vec::new(),
+            mentions: Vec::new(),
         })
         .chain([Change::CreateGroup {
             title: "g".into(),
@@ -246,6 +247,7 @@ impl Rig {
             client_id: tag.to_string(),
             text: format!("text of {tag}"),
             attachments: Vec::new(),
+            mentions: Vec::new(),
         };
         let f = match op {
             Op::Send => {
@@ -562,6 +564,7 @@ fn power_cuts_keep_every_acknowledged_message_once_at_its_seq() {
                 client_id: tag.clone(),
                 text: tag,
                 attachments: Vec::new(),
+                mentions: Vec::new(),
             };
             pending.insert(rig.submit(who, change));
             absorb(&mut rig, &mut pending);

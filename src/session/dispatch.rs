@@ -74,10 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             change,
         };
         if let Err(op) = self.app.writer.submit(op).await {
-            let client_id = match op.change {
-                Change::Send { client_id, .. } => Some(client_id),
-                _ => None,
-            };
+            let client_id = op.change.client_id().map(str::to_string);
             return self
                 .send_error(
                     reference,
@@ -128,6 +125,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             ClientFrame::Leave { conversation } => self.leave(r, conversation).await,
             ClientFrame::Users { query, limit } => self.users(r, query, limit).await,
+            frame @ (ClientFrame::Edit { .. }
+            | ClientFrame::Delete { .. }
+            | ClientFrame::React { .. }
+            | ClientFrame::Mute { .. }
+            | ClientFrame::RenameGroup { .. }) => self.event(r, frame).await,
         }
     }
 

@@ -15,6 +15,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             text,
             reply_to,
             attachments,
+            mentions,
         } = frame
         else {
             return Ok(());
@@ -41,6 +42,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 text,
                 reply_to,
                 attachments,
+                mentions: mentions.into_iter().map(UserId).collect(),
             },
         )
         .await

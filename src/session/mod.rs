@@ -15,13 +15,15 @@
 //! The folder splits the session by concern: `connection` (the task, its select loop and socket
 //! writes), `opening` (open, welcome, presence), `catchup` (outbox admission, `sync` and catch-up
 //! pages), `dispatch` (decoding, rate limit, the frame `match`), and one file per family of
-//! client frames: `messages`, `groups`, `directory`. This file holds the types they share; the
+//! client frames: `messages`, `events` (edit, delete, react, mute, rename), `groups`,
+//! `directory`. This file holds the types they share; the
 //! handlers may call each other only through `Session` methods.
 
 mod catchup;
 mod connection;
 mod directory;
 mod dispatch;
+mod events;
 mod groups;
 mod messages;
 mod opening;

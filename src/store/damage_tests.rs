@@ -63,6 +63,7 @@ impl Live {
                 client_id: format!("c{}", self.sent),
                 text: format!("message number {}", self.sent),
                 attachments: Vec::new(),
+                mentions: Vec::new(),
             };
             let ops = [LoggedOp {
                 actor: self.alice,

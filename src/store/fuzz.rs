@@ -58,6 +58,7 @@ pub fn record(data: &[u8]) {
                     reply_to: f.reply_to,
                     unreadable: f.kind != messages::KIND_TEXT,
                     attachments: Vec::new(),
+                    extra: f.extra.clone(),
                 };
                 let encoded = messages::encode(&m);
                 let g = messages::decode(9, 4, &encoded).expect("message record round trip");
@@ -165,6 +166,7 @@ fn change(i: u64) -> chat::Change {
         text: "é".repeat(i as usize),
         reply_to: None,
         attachments: Vec::new(),
+        mentions: Vec::new(),
     }
 }
 

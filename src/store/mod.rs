@@ -1136,6 +1136,9 @@ fn init_schema(db: &Database) -> Result<u64> {
     tx.open_table(DIRECT_PAIRS)?;
     tx.open_table(MESSAGES)?;
     tx.open_table(CLIENT_IDS)?;
+    tx.open_table(EVENT_SEQS)?;
+    tx.open_table(MENTIONS)?;
+    tx.open_table(MUTES)?;
     tx.commit()?;
     Ok(epoch)
 }
@@ -1247,6 +1250,7 @@ fn seal_records(tx: &redb::WriteTransaction) -> Result<()> {
                 reply_to: None,
                 unreadable: false,
                 attachments: Vec::new(),
+                extra: Default::default(),
             };
             ids.insert((sender, client_id_hash(client_id)), (conv, seq))?;
             rows.push(((conv, seq), messages::encode(&m)));

@@ -138,6 +138,7 @@ fn repair_keeps_everything_readable_with_markers_at_the_lost_seqs() {
         client_id: "after-repair".into(),
         text: "hello again".into(),
         attachments: Vec::new(),
+        mentions: Vec::new(),
     };
     let ops = [wal::LoggedOp {
         actor: alice,
@@ -224,6 +225,7 @@ fn compact_keeps_every_message_and_the_epoch_in_a_smaller_file() {
                 client_id: format!("r{round}-{i}"),
                 text: format!("round {round} to {i}: some text of a usual length"),
                 attachments: Vec::new(),
+                mentions: Vec::new(),
             };
             let ops = [wal::LoggedOp {
                 actor: live.alice,

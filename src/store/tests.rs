@@ -504,24 +504,33 @@ mod chat {
             b.send(u[1], "b", Target::Conversation(conv), "m1", "hello", 6)?
                 .unwrap();
             assert!(matches!(
-                b.add_members(u[1], conv, &[u[2]])?.unwrap_err(),
+                b.add_members(u[1], conv, &[u[2]], 7)?.unwrap_err(),
                 ChatError::Forbidden(_)
             ));
-            let added = b.add_members(u[0], conv, &[u[2], u[3], u[1]])?.unwrap();
+            let added = b.add_members(u[0], conv, &[u[2], u[3], u[1]], 7)?.unwrap();
             assert_eq!(added.added, vec![u[2], u[3]]);
-            assert_eq!(added.last_seq, 1);
+            // seq 1 is the "created" line, 2 the message; the "added" line is 3.
+            assert_eq!(added.last_seq, 2);
+            let line = added.event.as_ref().unwrap();
+            assert_eq!(line.seq, 3);
+            assert_eq!(line.extra.system.as_ref().unwrap().users, [u[2].0, u[3].0]);
             Ok(())
         })
         .unwrap();
         let c = s.conversation_for(u[2], conv).unwrap().unwrap();
         assert_eq!(c.member_count, 4);
-        assert_eq!(c.read_seq, 1, "history before joining is not unread");
+        assert_eq!(c.read_seq, 2, "history before joining is not unread");
+        assert_eq!(
+            (c.last_seq, c.unread),
+            (3, 0),
+            "a system line is not unread"
+        );
         assert_eq!(c.title, "team");
         s.chat_batch(&mut cache, |b| {
-            let left = b.remove_member(u[0], conv, u[0])?.unwrap();
+            let left = b.remove_member(u[0], conv, u[0], 8)?.unwrap();
             assert_eq!(left.removed, vec![u[0]]);
             assert!(matches!(
-                b.remove_member(u[3], conv, u[2])?.unwrap_err(),
+                b.remove_member(u[3], conv, u[2], 8)?.unwrap_err(),
                 ChatError::Forbidden(_)
             ));
             Ok(())
@@ -903,6 +912,7 @@ fn logged_batches_are_replayed_after_a_crash() {
         client_id: "c1".into(),
         text: "hello".into(),
         attachments: Vec::new(),
+        mentions: Vec::new(),
     };
     let r = s
         .apply_logged(
@@ -926,6 +936,7 @@ fn logged_batches_are_replayed_after_a_crash() {
             client_id: format!("c{i}"),
             text: format!("m{i}"),
             attachments: Vec::new(),
+            mentions: Vec::new(),
         })
         .chain([Change::Read {
             conversation: conv,
@@ -1071,6 +1082,7 @@ fn a_crash_before_a_checkpoints_fsync_loses_nothing() {
         client_id: format!("c{i}"),
         text: format!("m{i}"),
         attachments: Vec::new(),
+        mentions: Vec::new(),
     };
     let log =
         |cache: &mut MemberCache, changes: &[Change]| apply_as_alice(&s, cache, a.id, changes);
@@ -1159,6 +1171,7 @@ fn a_tiny_page_cache_loses_nothing() {
                     client_id: format!("c{n}"),
                     text: format!("message {n} {}", "x".repeat(300)),
                     attachments: Vec::new(),
+                    mentions: Vec::new(),
                 }
             })
             .collect();
@@ -1258,6 +1271,7 @@ fn reused_log_files_bring_back_every_batch_once_after_a_crash() {
                 client_id: format!("c{sent}"),
                 text: "y".repeat(len),
                 attachments: Vec::new(),
+                mentions: Vec::new(),
             };
             apply_as_alice(&s, &mut cache, a.id, &[c]);
         }

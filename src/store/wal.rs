@@ -804,6 +804,24 @@ const OP_SEND_USER_FILES: u8 = 8;
 /// builds decode unchanged and theirs stay what they were.
 const OP_SEND_CONV_EXT: u8 = 9;
 const OP_SEND_USER_EXT: u8 = 10;
+/// Issue 23's events (schema 5): conversation, seq, text, mentions, client_id ("" = none).
+const OP_EDIT: u8 = 11;
+/// Conversation, seq, client_id.
+const OP_DELETE: u8 = 12;
+/// Conversation, seq, emoji, client_id.
+const OP_REACT: u8 = 13;
+/// Conversation, muted (0/1).
+const OP_MUTE: u8 = 14;
+/// Conversation, title, client_id.
+const OP_RENAME: u8 = 15;
+
+fn opt_str(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("")
+}
+
+fn decode_opt_str(d: &mut Dec<'_>) -> Result<Option<String>, DecodeError> {
+    Ok(Some(d.str()?).filter(|s| !s.is_empty()).map(str::to_string))
+}
 
 fn encode_change(e: Enc, c: &Change) -> Enc {
     use super::chat::Target;
@@ -814,10 +832,11 @@ fn encode_change(e: Enc, c: &Change) -> Enc {
             text,
             reply_to,
             attachments,
+            mentions,
         } => {
             // A plain send keeps the original op, one with files only op 7/8 (records stay
             // readable by older builds); anything else is op 9/10.
-            let ext = reply_to.is_some();
+            let ext = reply_to.is_some() || !mentions.is_empty();
             let files = !attachments.is_empty();
             let op = match (target, ext, files) {
                 (Target::Conversation(_), false, false) => OP_SEND_CONV,
@@ -842,8 +861,10 @@ fn encode_change(e: Enc, c: &Change) -> Enc {
                 }
             }
             if ext {
-                // Mentioned users (none yet).
-                e = e.u64(0);
+                e = e.u64(mentions.len() as u64);
+                for m in mentions {
+                    e = e.u64(m.0);
+                }
             }
             e
         }
@@ -871,6 +892,57 @@ fn encode_change(e: Enc, c: &Change) -> Enc {
         Change::RemoveMember { conversation, user } => {
             e.u8(OP_REMOVE_MEMBER).u64(conversation.0).u64(user.0)
         }
+        Change::Edit {
+            conversation,
+            seq,
+            text,
+            mentions,
+            client_id,
+        } => {
+            let mut e = e
+                .u8(OP_EDIT)
+                .u64(conversation.0)
+                .u64(*seq)
+                .str(text)
+                .u64(mentions.len() as u64);
+            for m in mentions {
+                e = e.u64(m.0);
+            }
+            e.str(opt_str(client_id))
+        }
+        Change::Delete {
+            conversation,
+            seq,
+            client_id,
+        } => e
+            .u8(OP_DELETE)
+            .u64(conversation.0)
+            .u64(*seq)
+            .str(opt_str(client_id)),
+        Change::React {
+            conversation,
+            seq,
+            emoji,
+            client_id,
+        } => e
+            .u8(OP_REACT)
+            .u64(conversation.0)
+            .u64(*seq)
+            .str(emoji)
+            .str(opt_str(client_id)),
+        Change::Mute {
+            conversation,
+            muted,
+        } => e.u8(OP_MUTE).u64(conversation.0).u8(u8::from(*muted)),
+        Change::RenameGroup {
+            conversation,
+            title,
+            client_id,
+        } => e
+            .u8(OP_RENAME)
+            .u64(conversation.0)
+            .str(title)
+            .str(opt_str(client_id)),
     }
 }
 
@@ -909,18 +981,47 @@ fn decode_change(d: &mut Dec<'_>) -> Result<Change, DecodeError> {
                     attachments.push((u128::from(d.u64()?) << 64) | u128::from(d.u64()?));
                 }
             }
-            if ext {
-                // Mentioned users: none are written yet.
-                let _ = decode_users(d)?;
-            }
+            let mentions = if ext { decode_users(d)? } else { Vec::new() };
             Change::Send {
                 target,
                 client_id,
                 text,
                 reply_to,
                 attachments,
+                mentions,
             }
         }
+        OP_EDIT => Change::Edit {
+            conversation: ConversationId(d.u64()?),
+            seq: d.u64()?,
+            text: d.str()?.to_string(),
+            mentions: decode_users(d)?,
+            client_id: decode_opt_str(d)?,
+        },
+        OP_DELETE => Change::Delete {
+            conversation: ConversationId(d.u64()?),
+            seq: d.u64()?,
+            client_id: decode_opt_str(d)?,
+        },
+        OP_REACT => Change::React {
+            conversation: ConversationId(d.u64()?),
+            seq: d.u64()?,
+            emoji: d.str()?.to_string(),
+            client_id: decode_opt_str(d)?,
+        },
+        OP_MUTE => Change::Mute {
+            conversation: ConversationId(d.u64()?),
+            muted: match d.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError("mute flag must be 0 or 1")),
+            },
+        },
+        OP_RENAME => Change::RenameGroup {
+            conversation: ConversationId(d.u64()?),
+            title: d.str()?.to_string(),
+            client_id: decode_opt_str(d)?,
+        },
         OP_READ => Change::Read {
             conversation: ConversationId(d.u64()?),
             seq: d.u64()?,
@@ -972,6 +1073,11 @@ mod tests {
             } else {
                 Vec::new()
             },
+            mentions: if cid == "a" {
+                vec![UserId(3), UserId(5)]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -995,6 +1101,7 @@ mod tests {
                 client_id: "y".into(),
                 text: String::new(),
                 attachments: Vec::new(),
+                mentions: Vec::new(),
             },
             Change::Read {
                 conversation: ConversationId(3),
@@ -1011,6 +1118,34 @@ mod tests {
             Change::RemoveMember {
                 conversation: ConversationId(5),
                 user: UserId(2),
+            },
+            send("a"),
+            Change::Edit {
+                conversation: ConversationId(5),
+                seq: 3,
+                text: "fixed".into(),
+                mentions: vec![UserId(2)],
+                client_id: Some("e1".into()),
+            },
+            Change::Delete {
+                conversation: ConversationId(5),
+                seq: 3,
+                client_id: None,
+            },
+            Change::React {
+                conversation: ConversationId(5),
+                seq: 2,
+                emoji: "👍🏽".into(),
+                client_id: Some("r".into()),
+            },
+            Change::Mute {
+                conversation: ConversationId(5),
+                muted: true,
+            },
+            Change::RenameGroup {
+                conversation: ConversationId(5),
+                title: "新しい".into(),
+                client_id: None,
             },
         ];
         let ops: Vec<LoggedOp<'_>> = changes
@@ -1120,12 +1255,14 @@ mod tests {
                 text,
                 reply_to,
                 attachments,
+                mentions,
             } => {
                 assert_eq!(
                     (c.0, client_id.as_str(), text.as_str(), *reply_to),
                     (7, "a", "héllo", Some(4))
                 );
                 assert_eq!(attachments, &[(0xfeed_u128 << 64) | 9]);
+                assert_eq!(mentions, &[UserId(3), UserId(5)]);
             }
             other => panic!("{other:?}"),
         }
@@ -1296,6 +1433,7 @@ mod tests {
             client_id: "evil".into(),
             text: "pwned".into(),
             attachments: Vec::new(),
+            mentions: Vec::new(),
         };
         let payload = batch_payload(1_000_000, 9, 100, &by_alice(&evil));
         let path = dir.path().join(WAL_FILES[0]);

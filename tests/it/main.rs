@@ -17,6 +17,7 @@ mod storage_full;
 mod support;
 mod tls;
 mod ws_basics;
+mod ws_events;
 mod ws_groups;
 mod ws_lifecycle;
 mod ws_presence;

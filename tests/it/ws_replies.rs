@@ -118,6 +118,8 @@ async fn a_reply_to_that_is_not_a_message_of_the_conversation_is_refused_and_not
         ("z", json!({"conversation": direct}), 0),
         ("f", json!({"conversation": direct}), 2),
         ("o", json!({"conversation": direct}), 3),
+        // The group's seq 1 is its "created" line, an event, not a message.
+        ("s", json!({"conversation": g}), 1),
         // A first message to dave would create the direct conversation: nothing to answer.
         ("n", json!({"to": dave.id}), 1),
     ] {
@@ -138,11 +140,11 @@ async fn a_reply_to_that_is_not_a_message_of_the_conversation_is_refused_and_not
     assert_eq!(h["messages"].as_array().unwrap().len(), 1, "{h}");
     let list = a.request(json!({"type": "conversations"})).await;
     assert_eq!(list["conversations"].as_array().unwrap().len(), 2, "{list}");
-    // The group's own seq 3 can be answered.
+    // The group's own seq 3 can be answered (seq 1 is the "created" line, 2-4 the messages).
     a.send(refuse("ok", json!({"conversation": g}), 3)).await;
     let ack = a.recv_type("ack").await;
     assert_eq!(
         (ack["client_id"].as_str(), ack["seq"].as_u64()),
-        (Some("ok"), Some(4))
+        (Some("ok"), Some(5))
     );
 }
