@@ -215,9 +215,11 @@ test("mentions, the @ badge, mute, rename and system lines; Chinese on a phone",
   await register(ida, "ida");
   const { page: jon, context: jonCtx } = await openPage(browser, server.url, { ...PHONE, locale: "zh-CN" });
   await register(jon, "jon");
-  // jon has another chat open, so the group's messages arrive in the background.
+  // jon chats with ida, then goes back to the list (a phone shows one pane at a time).
   await startDirect(jon, "ida");
   await send(jon, "你好");
+  await msg(jon, "你好").and(jon.locator("[data-status=sent], [data-status=read]")).waitFor();
+  await jon.click("#btn-back");
 
   await hal.click("#btn-new-group");
   await hal.fill("#group-title", "Ops");
@@ -251,8 +253,7 @@ test("mentions, the @ badge, mute, rename and system lines; Chinese on a phone",
   await jonOps.locator(".badge", { hasText: "1" }).waitFor();
   await jonOps.locator(".at-badge").waitFor();
   assert.equal(await jon.title(), "(1) chatd");
-  // jon opens it (a phone: one pane), reads, and mutes it from the conversation menu.
-  await jon.click("#btn-back");
+  // jon opens it, reads, and mutes it from the conversation menu.
   await jonOps.click();
   await msg(jon, "can you look?").locator(".mention.me", { hasText: "@jon" }).waitFor();
   await jonOps.locator(".at-badge").waitFor({ state: "hidden" });
