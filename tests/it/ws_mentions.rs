@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::support::ws::{user, Client};
 use crate::support::Server;
 
-fn conv_of<'a>(list: &'a Value, id: u64) -> &'a Value {
+fn conv_of(list: &Value, id: u64) -> &Value {
     list["conversations"]
         .as_array()
         .unwrap()
