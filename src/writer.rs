@@ -433,7 +433,14 @@ impl Fanout {
                 return;
             }
         };
-        let wire = proto::Conversation::from_summary(&summary, |id| self.hub.is_online(UserId(id)));
+        let mut wire =
+            proto::Conversation::from_summary(&summary, |id| self.hub.is_online(UserId(id)));
+        if let (Some(seq), crate::model::ConversationKind::Group) = (joined, summary.kind) {
+            // A new member's copy ends before the `system` line that announces the change
+            // ("created", "added"), which follows as a message: a client that starts its
+            // cursor at `last_seq` gets that line too.
+            wire.last_seq = wire.last_seq.min(seq);
+        }
         let make = |reference| {
             let frame = encode(&ServerFrame::Conversation {
                 reference,

@@ -437,6 +437,8 @@ impl<'t> ChatBatch<'t> {
         change: &Change,
         now_ms: u64,
     ) -> Op<Applied> {
+        // An event records the client_id its request carried ("" if none).
+        let cid = change.client_id().unwrap_or("");
         Ok(match change {
             Change::Send {
                 target,
@@ -468,6 +470,7 @@ impl<'t> ChatBatch<'t> {
                 .edit(
                     actor,
                     actor_name,
+                    cid,
                     *conversation,
                     *seq,
                     text,
@@ -478,7 +481,7 @@ impl<'t> ChatBatch<'t> {
             Change::Delete {
                 conversation, seq, ..
             } => self
-                .delete(actor, actor_name, *conversation, *seq, now_ms)?
+                .delete(actor, actor_name, cid, *conversation, *seq, now_ms)?
                 .map(Applied::Event),
             Change::React {
                 conversation,
@@ -486,7 +489,7 @@ impl<'t> ChatBatch<'t> {
                 emoji,
                 ..
             } => self
-                .react(actor, actor_name, *conversation, *seq, emoji, now_ms)?
+                .react(actor, actor_name, cid, *conversation, *seq, emoji, now_ms)?
                 .map(Applied::Event),
             Change::Mute {
                 conversation,
@@ -499,7 +502,7 @@ impl<'t> ChatBatch<'t> {
                 title,
                 ..
             } => self
-                .rename_group(actor, actor_name, *conversation, title, now_ms)?
+                .rename_group(actor, actor_name, cid, *conversation, title, now_ms)?
                 .map(Applied::Renamed),
             Change::Read { conversation, seq } => self
                 .mark_read(actor, *conversation, *seq)?

@@ -24,6 +24,8 @@ pub mod damage;
 #[cfg(test)]
 mod damage_tests;
 mod dbfile;
+#[cfg(test)]
+mod event_tests;
 pub(crate) mod fault;
 pub mod files;
 #[doc(hidden)]

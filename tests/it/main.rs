@@ -20,6 +20,7 @@ mod ws_basics;
 mod ws_events;
 mod ws_groups;
 mod ws_lifecycle;
+mod ws_mentions;
 mod ws_presence;
 mod ws_replies;
 mod ws_robustness;

@@ -77,6 +77,10 @@ async fn edit_delete_and_react_are_seq_events_live_folded_in_history_and_kept_af
     assert!(ack["time"].as_u64().is_some());
     let m = message_at(&mut b, conv, 4).await;
     assert_eq!(
+        m["client_id"], "e-1",
+        "an event carries its request's client_id: {m}"
+    );
+    assert_eq!(
         (&m["kind"], &m["target"], &m["text"], &m["sender"]),
         (
             &json!("edit"),

@@ -64,8 +64,8 @@ async fn create_group_reaches_every_member_device_and_messages_fan_out() {
         conv["member_count"], 3,
         "duplicates and the creator counted once"
     );
-    // seq 1 is the "created" line (not unread, not a last message).
-    assert_eq!(conv["last_seq"], 1);
+    // The "created" line follows as seq 1 (not unread, not a last message).
+    assert_eq!(conv["last_seq"], 0);
     assert_eq!(conv["unread"], 0);
     assert!(conv.get("peer").is_none(), "{conv}");
     assert!(conv.get("last_message").is_none(), "{conv}");
@@ -244,8 +244,8 @@ async fn owner_adds_members_who_see_history_and_new_messages_with_nothing_unread
         let conv = &f["conversation"];
         assert_eq!(conv["title"], "team");
         assert_eq!(conv["member_count"], 3);
-        // seq 4 is the "added carol" line, which is not unread.
-        assert_eq!(conv["last_seq"], 4);
+        // seq 4, the "added carol" line, follows (and is not unread).
+        assert_eq!(conv["last_seq"], 3);
         assert_eq!(conv["read_seq"], 3);
         assert_eq!(conv["unread"], 0);
         assert_eq!(conv["last_message"]["text"], "before carol 2");

@@ -1,5 +1,7 @@
 //! The `broadcast` scenario: one group of M members where `senders` members each keep one
-//! message in flight; fan-out cost per delivery.
+//! message in flight; fan-out cost per delivery. With `--react` the senders toggle reactions
+//! on one message instead (each an event fanned out like a message; the timing rides in the
+//! event's `client_id`).
 //! Called from `main.rs`; uses the shared harness there (server, seeding, clients, reports).
 
 use super::*;
@@ -10,13 +12,36 @@ pub(crate) async fn run(
     members: usize,
     senders: usize,
     secs: u64,
+    react: bool,
     r: &mut Report,
 ) -> Res<()> {
-    r.scenario = "broadcast".into();
+    r.scenario = if react {
+        "broadcast-react"
+    } else {
+        "broadcast"
+    }
+    .into();
     r.params = format!("members={members} senders={senders} secs={secs}");
     let (store, seed) = seed_users(dir, members)?;
     let ids = seed_groups(&store, &seed, &[(0..members).collect()])?;
+    // The message the reactions go to (seq 2, after the "created" line).
+    let mut cache = MemberCache::default();
+    let target = store
+        .chat_batch(&mut cache, |b| {
+            let conv = Target::Conversation(ConversationId(ids[0]));
+            let sent = b.send(
+                seed.users[0],
+                "u0",
+                conv,
+                "bench-target",
+                "react to me",
+                now_ms(),
+            )?;
+            Ok(sent.map(|s| s.message.seq).unwrap_or(0))
+        })
+        .map_err(|e| e.to_string())?;
     drop(store);
+    const EMOJI: [&str; 4] = ["👍", "❤️", "😂", "🎉"];
     let srv = Server::start(bin, dir, &[])?;
     let clients = connect_many(srv.addr, members, 256, |i| seed.tokens[i].clone()).await?;
     // Closed loop for senders: one in flight each, so the offered rate follows the
@@ -42,7 +67,12 @@ pub(crate) async fn run(
             loop {
                 if sender && !in_flight && Instant::now() < end {
                     let at = micros_since(t0);
-                    let f = json!({"type":"send","client_id":format!("{i}-{k}-{at}"),"conversation":conv,"text":payload(i, k, at)});
+                    let f = if react {
+                        json!({"type":"react","client_id":format!("{i} {k} {at}"),"conversation":conv,
+                            "seq":target,"emoji":EMOJI[(k as usize / 2) % EMOJI.len()]})
+                    } else {
+                        json!({"type":"send","client_id":format!("{i}-{k}-{at}"),"conversation":conv,"text":payload(i, k, at)})
+                    };
                     if sink.send(Message::Text(f.to_string().into())).await.is_err() {
                         break;
                     }
@@ -58,7 +88,8 @@ pub(crate) async fn run(
                 let Ok(v) = serde_json::from_str::<Frame>(t.as_str()) else { continue };
                 match v.kind {
                     "message" => {
-                        if let Some((s, kk, planned)) = v.text.and_then(parse_payload) {
+                        let timing = if react { v.client_id } else { v.text };
+                        if let Some((s, kk, planned)) = timing.and_then(parse_payload) {
                             if !seen.insert((s, kk)) {
                                 c.duplicates.fetch_add(1, Relaxed);
                             }

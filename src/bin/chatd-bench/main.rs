@@ -112,6 +112,10 @@ enum Scenario {
         senders: usize,
         #[arg(long, default_value_t = 10)]
         secs: u64,
+        /// Send reactions (`react`, toggling one of four emoji on one message) instead of
+        /// short messages: an event fanned out to every member, like a message (issue 23)
+        #[arg(long)]
+        react: bool,
     },
     /// One sender, one message at a time; compared with the disk's own write+fsync latency
     Ack {
@@ -937,7 +941,8 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
             members,
             senders,
             secs,
-        } => broadcast::run(bin, dir, members, senders, secs, &mut r).await?,
+            react,
+        } => broadcast::run(bin, dir, members, senders, secs, react, &mut r).await?,
         Scenario::Ack { count } => ack::run(bin, dir, count, &mut r).await?,
         Scenario::Storm { conns, concurrency } => {
             storm::run(bin, dir, conns, concurrency, &mut r).await?

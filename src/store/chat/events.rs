@@ -54,15 +54,17 @@ impl ChatBatch<'_> {
         self.account(id).is_some_and(|u| u.admin && !u.disabled)
     }
 
-    /// Appends `extra` (an event by `actor`) to `conv` at the next seq and stores the
-    /// conversation record. `activity`: the event moves the conversation up the list (system
-    /// lines do; edits, deletions and reactions do not).
+    /// Appends `extra` (an event by `actor`, asked for with `client_id`, "" if none) to `conv`
+    /// at the next seq and stores the conversation record. `activity`: the event moves the
+    /// conversation up the list (system lines do; edits, deletions and reactions do not).
+    #[allow(clippy::too_many_arguments)]
     fn append_event(
         &mut self,
         conv: u64,
         rec: &mut ConvRecord,
         actor: UserId,
         actor_name: &str,
+        client_id: &str,
         extra: MessageExtra,
         now_ms: u64,
         activity: bool,
@@ -78,7 +80,7 @@ impl ChatBatch<'_> {
             sender: actor,
             sender_name: actor_name.to_string(),
             time_ms,
-            client_id: String::new(),
+            client_id: client_id.to_string(),
             text: String::new(),
             reply_to: None,
             unreadable: false,
@@ -107,7 +109,7 @@ impl ChatBatch<'_> {
             system: Some(event),
             ..MessageExtra::default()
         };
-        self.append_event(conv, rec, actor, &name, extra, now_ms, true)
+        self.append_event(conv, rec, actor, &name, "", extra, now_ms, true)
     }
 
     /// The text message `seq` of `conv` for a member `actor` to act on, with the conversation.
@@ -172,6 +174,7 @@ impl ChatBatch<'_> {
         &mut self,
         actor: UserId,
         actor_name: &str,
+        client_id: &str,
         conv: ConversationId,
         seq: u64,
         text: &str,
@@ -207,13 +210,15 @@ impl ChatBatch<'_> {
             target: Some(seq),
             ..MessageExtra::default()
         };
-        let mut event =
-            self.append_event(conv.0, &mut rec, actor, actor_name, extra, now_ms, false)?;
+        let mut event = self.append_event(
+            conv.0, &mut rec, actor, actor_name, client_id, extra, now_ms, false,
+        )?;
         event.text = target.text;
         event.extra.mentions = mentions;
         self.outcome(conv.0, event)
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Deletes message `seq`: its text, mentions, reactions and attachment references are
     /// removed from the database; a `delete` event follows. The sender may; in a group also
     /// the owner and server admins.
@@ -221,6 +226,7 @@ impl ChatBatch<'_> {
         &mut self,
         actor: UserId,
         actor_name: &str,
+        client_id: &str,
         conv: ConversationId,
         seq: u64,
         now_ms: u64,
@@ -256,15 +262,19 @@ impl ChatBatch<'_> {
             target: Some(seq),
             ..MessageExtra::default()
         };
-        let event = self.append_event(conv.0, &mut rec, actor, actor_name, extra, now_ms, false)?;
+        let event = self.append_event(
+            conv.0, &mut rec, actor, actor_name, client_id, extra, now_ms, false,
+        )?;
         self.outcome(conv.0, event)
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Toggles `actor`'s `emoji` (checked by the frame: one grapheme cluster) on message `seq`.
     pub fn react(
         &mut self,
         actor: UserId,
         actor_name: &str,
+        client_id: &str,
         conv: ConversationId,
         seq: u64,
         emoji: &str,
@@ -313,7 +323,9 @@ impl ChatBatch<'_> {
             added,
             ..MessageExtra::default()
         };
-        let event = self.append_event(conv.0, &mut rec, actor, actor_name, extra, now_ms, false)?;
+        let event = self.append_event(
+            conv.0, &mut rec, actor, actor_name, client_id, extra, now_ms, false,
+        )?;
         self.outcome(conv.0, event)
     }
 
@@ -335,6 +347,7 @@ impl ChatBatch<'_> {
         &mut self,
         actor: UserId,
         actor_name: &str,
+        client_id: &str,
         conv: ConversationId,
         title: &str,
         now_ms: u64,
@@ -359,7 +372,9 @@ impl ChatBatch<'_> {
             }),
             ..MessageExtra::default()
         };
-        let event = self.append_event(conv.0, &mut rec, actor, actor_name, extra, now_ms, true)?;
+        let event = self.append_event(
+            conv.0, &mut rec, actor, actor_name, client_id, extra, now_ms, true,
+        )?;
         self.outcome(conv.0, event)
     }
 }
