@@ -562,6 +562,7 @@ mod tests {
     fn borrowed_message_frames_match_the_owned_encoding() {
         use crate::model::{ConversationId, MessageRef, StoredMessage};
         let owned = StoredMessage {
+            reply_to: None,
             conversation: ConversationId(4),
             seq: 17,
             sender: UserId(2),
@@ -571,8 +572,10 @@ mod tests {
             text: "<b>hi</b>\n\u{1F600} 你好".into(),
             unreadable: false,
             attachments: Vec::new(),
+            extra: Default::default(),
         };
         let borrowed = MessageRef {
+            reply_to: None,
             conversation: owned.conversation,
             seq: owned.seq,
             sender: owned.sender,
@@ -582,12 +585,13 @@ mod tests {
             text: &owned.text,
             unreadable: false,
             attachments: &[],
+            extra: Default::default(),
         };
         let a = encode(&ServerFrame::Message {
             message: crate::proto::Message::from_stored(&owned),
         });
         // Several frames in one buffer come out as separate, complete frames.
-        let mut next = borrowed;
+        let mut next = borrowed.clone();
         next.seq = 18;
         next.text = "";
         let mut buf = FrameBuf::with_capacity(1, 16);

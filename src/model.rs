@@ -277,16 +277,102 @@ pub struct StoredMessage {
     pub time_ms: u64,
     pub client_id: String,
     pub text: String,
+    /// The seq (same conversation) this message answers, if it is a reply.
+    pub reply_to: Option<u64>,
     /// The store could not read this message (its record is damaged or was lost): only the
     /// conversation and seq are real, the rest is empty.
     pub unreadable: bool,
     /// Files attached to the message (kept in `store::files`, not in the message record).
     pub attachments: Vec<Attachment>,
+    /// Its kind and what goes with it (events, edits, reactions, mentions).
+    pub extra: MessageExtra,
+}
+
+/// What a seq of a conversation's log is: a text message, or an event (issue 23).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MessageKind {
+    #[default]
+    Text,
+    /// Changed the text of message `target`.
+    Edit,
+    /// Deleted message `target`.
+    Delete,
+    /// Toggled a reaction on message `target`.
+    Reaction,
+    /// A group line: created, added, removed, left, renamed.
+    System,
+}
+
+impl MessageKind {
+    /// The wire name (`kind` in message frames).
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Edit => "edit",
+            MessageKind::Delete => "delete",
+            MessageKind::Reaction => "reaction",
+            MessageKind::System => "system",
+        }
+    }
+}
+
+/// The users who reacted to a message with one emoji, in the order they did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub users: Vec<u64>,
+}
+
+/// What a system line says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemAction {
+    Created,
+    Added,
+    Removed,
+    Left,
+    Renamed,
+}
+
+/// The body of a `system` message (`system` in its frame).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SystemEvent {
+    pub action: SystemAction,
+    /// Added or removed users.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<u64>,
+    /// Their display names when it happened, in the same order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// The group title (created, renamed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// A message's kind and current state beyond its text (all empty for a plain text message,
+/// which costs no allocation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageExtra {
+    pub kind: MessageKind,
+    /// The seq an edit, delete or reaction applies to.
+    pub target: Option<u64>,
+    /// A text message whose text was changed.
+    pub edited: bool,
+    /// A text message that was deleted (its text, attachments, mentions and reactions are gone).
+    pub deleted: bool,
+    /// Mentioned users (members when mentioned).
+    pub mentions: Vec<u64>,
+    /// A text message's reactions, ordered by first reaction.
+    pub reactions: Vec<Reaction>,
+    /// A reaction event's emoji and whether it added (else removed) the reaction.
+    pub emoji: Option<String>,
+    pub added: bool,
+    pub system: Option<SystemEvent>,
 }
 
 /// A stored message borrowed from the database page it was read from (no copies): what
 /// catch-up turns straight into wire frames.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MessageRef<'a> {
     pub conversation: ConversationId,
     pub seq: u64,
@@ -295,10 +381,14 @@ pub struct MessageRef<'a> {
     pub time_ms: u64,
     pub client_id: &'a str,
     pub text: &'a str,
+    /// See `StoredMessage::reply_to`.
+    pub reply_to: Option<u64>,
     /// See `StoredMessage::unreadable`.
     pub unreadable: bool,
     /// See `StoredMessage::attachments`.
     pub attachments: &'a [Attachment],
+    /// See `StoredMessage::extra`.
+    pub extra: MessageExtra,
 }
 
 impl MessageRef<'_> {
@@ -311,8 +401,10 @@ impl MessageRef<'_> {
             time_ms: self.time_ms,
             client_id: self.client_id.to_string(),
             text: self.text.to_string(),
+            reply_to: self.reply_to,
             unreadable: self.unreadable,
             attachments: self.attachments.to_vec(),
+            extra: self.extra.clone(),
         }
     }
 }
@@ -331,7 +423,14 @@ pub struct ConversationSummary {
     pub read_seq: u64,
     /// Direct conversations: the other user.
     pub peer: Option<Peer>,
+    /// The newest text message (current state).
     pub last_message: Option<StoredMessage>,
+    /// Text messages after `read_seq` (events do not count).
+    pub unread: u64,
+    /// Text messages after `read_seq` that mention the viewing user.
+    pub mentions: u64,
+    /// The viewing user muted the conversation.
+    pub muted: bool,
 }
 
 /// The other user of a direct conversation, as the list shows them.

@@ -58,9 +58,50 @@ pub enum ClientFrame {
         to: Option<u64>,
         /// May be empty when `attachments` is not.
         text: String,
+        /// The seq of a message of the same conversation this one answers.
+        #[serde(default)]
+        reply_to: Option<u64>,
         /// File ids from `POST /api/files` (at most `max_attachments`, no id twice).
         #[serde(default)]
         attachments: Vec<String>,
+        /// Mentioned user ids (non-members are dropped; the text keeps "@name").
+        #[serde(default)]
+        mentions: Vec<u64>,
+    },
+    /// Change the text of your own message `seq`.
+    Edit {
+        conversation: u64,
+        seq: u64,
+        text: String,
+        /// The mentions of the new text (absent: none).
+        #[serde(default)]
+        mentions: Vec<u64>,
+        #[serde(default)]
+        client_id: Option<String>,
+    },
+    /// Delete message `seq` (yours; in a group the owner and admins may delete any).
+    Delete {
+        conversation: u64,
+        seq: u64,
+        #[serde(default)]
+        client_id: Option<String>,
+    },
+    /// Toggle your reaction `emoji` (one emoji) on message `seq`.
+    React {
+        conversation: u64,
+        seq: u64,
+        emoji: String,
+        #[serde(default)]
+        client_id: Option<String>,
+    },
+    /// Mute or unmute a conversation (for all your devices).
+    Mute { conversation: u64, muted: bool },
+    /// Owner only: give a group a new title.
+    RenameGroup {
+        conversation: u64,
+        title: String,
+        #[serde(default)]
+        client_id: Option<String>,
     },
     /// Older messages: up to `limit` (1-100, default 50) messages with seq < `before`
     /// (default: from the newest), returned oldest first.
@@ -232,8 +273,16 @@ impl ClientFrame {
                 conversation,
                 to,
                 text,
+                reply_to,
                 attachments,
+                mentions,
             } => {
+                if *reply_to == Some(0) {
+                    return invalid(BadFrame, "reply_to must be the seq of a message (from 1)");
+                }
+                if mentions.len() > MAX_MENTIONS {
+                    return invalid(BadFrame, "at most 100 mentions");
+                }
                 let n = client_id.chars().count();
                 if n == 0 || n > model::MAX_CLIENT_ID_CHARS {
                     return invalid(BadFrame, "client_id must be 1-64 characters");
@@ -262,6 +311,50 @@ impl ClientFrame {
                             "the message is {chars} characters long; at most {max_message_chars} are allowed"
                         ),
                     );
+                }
+            }
+            ClientFrame::Edit {
+                text,
+                mentions,
+                client_id,
+                ..
+            } => {
+                check_event_client_id(client_id)?;
+                if mentions.len() > MAX_MENTIONS {
+                    return invalid(BadFrame, "at most 100 mentions");
+                }
+                if text.trim().is_empty() {
+                    return invalid(EmptyText, "the message text is empty");
+                }
+                let chars = text.chars().count();
+                if chars > max_message_chars || text.len() > max_message_bytes {
+                    return invalid(
+                        TextTooLong,
+                        format!(
+                            "the message is {chars} characters long; at most {max_message_chars} are allowed"
+                        ),
+                    );
+                }
+            }
+            ClientFrame::Delete { client_id, .. } => check_event_client_id(client_id)?,
+            ClientFrame::React {
+                emoji, client_id, ..
+            } => {
+                check_event_client_id(client_id)?;
+                if !is_one_emoji(emoji) {
+                    return invalid(
+                        BadFrame,
+                        "emoji must be one emoji (a single grapheme cluster of at most 32 bytes)",
+                    );
+                }
+            }
+            ClientFrame::RenameGroup {
+                title, client_id, ..
+            } => {
+                check_event_client_id(client_id)?;
+                let n = title.trim().chars().count();
+                if n == 0 || n > model::MAX_TITLE_CHARS {
+                    return invalid(BadFrame, "title must be 1-64 characters");
                 }
             }
             ClientFrame::History { limit, .. } => {
@@ -303,18 +396,67 @@ impl ClientFrame {
             | ClientFrame::Typing { .. }
             | ClientFrame::Conversations
             | ClientFrame::Members { .. }
+            | ClientFrame::Mute { .. }
             | ClientFrame::Leave { .. } => {}
         }
         Ok(())
     }
 
-    /// The `client_id` of a `send` (its errors carry it).
+    /// The `client_id` of a `send` (its errors carry it), or the one an event frame carries.
     pub fn client_id(&self) -> Option<&str> {
         match self {
             ClientFrame::Send { client_id, .. } => Some(client_id),
+            ClientFrame::Edit { client_id, .. }
+            | ClientFrame::Delete { client_id, .. }
+            | ClientFrame::React { client_id, .. }
+            | ClientFrame::RenameGroup { client_id, .. } => client_id.as_deref(),
             _ => None,
         }
     }
+}
+
+/// Most mentions in one message.
+pub const MAX_MENTIONS: usize = 100;
+/// Longest reaction, in UTF-8 bytes.
+pub const MAX_EMOJI_BYTES: usize = 32;
+
+fn check_event_client_id(c: &Option<String>) -> Result<(), Invalid> {
+    match c {
+        Some(c) if c.chars().count() > model::MAX_CLIENT_ID_CHARS => {
+            invalid(ErrorCode::BadFrame, "client_id must be 1-64 characters")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One emoji: a single grapheme cluster of at most `MAX_EMOJI_BYTES` bytes that holds an
+/// emoji code point (pictographs, symbols and dingbats, keycaps, flags) and no letter, space
+/// or control character of its own ("a", "ab", "👍👍" and " 👍" are all refused).
+pub fn is_one_emoji(s: &str) -> bool {
+    use unicode_segmentation::UnicodeSegmentation;
+    if s.is_empty() || s.len() > MAX_EMOJI_BYTES || s.graphemes(true).nth(1).is_some() {
+        return false;
+    }
+    let emoji_like = |c: char| {
+        matches!(c as u32,
+            0xA9 | 0xAE | 0x203C | 0x2049 | 0x2122 | 0x2139
+            | 0x20E3            // combining keycap (1️⃣)
+            | 0x2190..=0x2BFF   // arrows, technical symbols, shapes, symbols, dingbats
+            | 0x3030 | 0x303D | 0x3297 | 0x3299
+            | 0x1F000..=0x1FAFF) // pictographs, emoticons, flags' regional indicators
+    };
+    let mut any = false;
+    for c in s.chars() {
+        if c.is_control() || c.is_whitespace() {
+            return false;
+        }
+        if emoji_like(c) {
+            any = true;
+        } else if c.is_alphabetic() {
+            return false;
+        }
+    }
+    any
 }
 
 /// A user as other users see them: the account name (unique, what one logs in with), the
@@ -372,6 +514,11 @@ pub struct Preview {
     /// See `Message::unreadable`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unreadable: bool,
+    /// The message was deleted (`text` is "").
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
 }
 
 /// Longest last-message preview, in characters.
@@ -396,8 +543,12 @@ pub struct Conversation {
     /// Time of the last activity (message or creation), ms since the Unix epoch.
     pub last_time: u64,
     pub read_seq: u64,
-    /// Messages from others after `read_seq`.
+    /// Text messages from others after `read_seq` (events do not count).
     pub unread: u64,
+    /// Text messages after `read_seq` that mention you.
+    pub mentions: u64,
+    /// You muted this conversation.
+    pub muted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_message: Option<Preview>,
 }
@@ -433,7 +584,9 @@ impl Conversation {
             last_seq: s.last_seq,
             last_time: s.last_ms,
             read_seq: s.read_seq,
-            unread: s.last_seq.saturating_sub(s.read_seq),
+            unread: s.unread,
+            mentions: s.mentions,
+            muted: s.muted,
             last_message: s.last_message.as_ref().map(|m| Preview {
                 seq: m.seq,
                 sender: m.sender.0,
@@ -441,6 +594,8 @@ impl Conversation {
                 text: m.text.chars().take(PREVIEW_CHARS).collect(),
                 time: m.time_ms,
                 unreadable: m.unreadable,
+                deleted: m.extra.deleted,
+                edited: m.extra.edited,
             }),
         }
     }
@@ -485,6 +640,9 @@ pub struct Message {
     pub time: u64,
     pub client_id: String,
     pub text: String,
+    /// The seq of the message this one answers (same conversation); absent if none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
     /// Present (true) only on a marker: the server could not read the message at this seq
     /// (damaged storage); sender, time, client_id and text are empty. See docs/PROTOCOL.md.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -492,6 +650,26 @@ pub struct Message {
     /// Files attached to the message (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::model::Attachment>,
+    /// "text", "edit", "delete", "reaction" or "system".
+    pub kind: &'static str,
+    /// The seq an edit, delete or reaction applies to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<crate::model::Reaction>,
+    /// Reaction events: the emoji, and whether the toggle added it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::model::SystemEvent>,
 }
 
 impl Message {
@@ -504,8 +682,18 @@ impl Message {
             time: m.time_ms,
             client_id: m.client_id.clone(),
             text: m.text.clone(),
+            reply_to: m.reply_to,
             unreadable: m.unreadable,
             attachments: m.attachments.clone(),
+            kind: m.extra.kind.name(),
+            target: m.extra.target,
+            edited: m.extra.edited,
+            deleted: m.extra.deleted,
+            mentions: m.extra.mentions.clone(),
+            reactions: m.extra.reactions.clone(),
+            emoji: m.extra.emoji.clone(),
+            added: (m.extra.kind == crate::model::MessageKind::Reaction).then_some(m.extra.added),
+            system: m.extra.system.clone(),
         }
     }
 }
@@ -525,14 +713,34 @@ pub struct MessageFrameRef<'a> {
     time: u64,
     client_id: &'a str,
     text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     unreadable: bool,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     attachments: &'a [crate::model::Attachment],
+    #[serde(rename = "kind")]
+    message_kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    edited: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    mentions: &'a [u64],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    reactions: &'a [crate::model::Reaction],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emoji: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    added: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a crate::model::SystemEvent>,
 }
 
 impl<'a> MessageFrameRef<'a> {
-    pub fn new(m: &MessageRef<'a>) -> Self {
+    pub fn new(m: &'a MessageRef<'_>) -> Self {
         MessageFrameRef {
             kind: Some("message"),
             ..Self::item(m)
@@ -540,7 +748,8 @@ impl<'a> MessageFrameRef<'a> {
     }
 
     /// The same message as an element of a `messages` frame (no `type`).
-    pub fn item(m: &MessageRef<'a>) -> Self {
+    pub fn item(m: &'a MessageRef<'_>) -> Self {
+        let x = &m.extra;
         MessageFrameRef {
             kind: None,
             conversation: m.conversation.0,
@@ -550,8 +759,18 @@ impl<'a> MessageFrameRef<'a> {
             time: m.time_ms,
             client_id: m.client_id,
             text: m.text,
+            reply_to: m.reply_to,
             unreadable: m.unreadable,
             attachments: m.attachments,
+            message_kind: x.kind.name(),
+            target: x.target,
+            edited: x.edited,
+            deleted: x.deleted,
+            mentions: &x.mentions,
+            reactions: &x.reactions,
+            emoji: x.emoji.as_deref(),
+            added: (x.kind == crate::model::MessageKind::Reaction).then_some(x.added),
+            system: x.system.as_ref(),
         }
     }
 }
@@ -595,14 +814,18 @@ pub enum ServerFrame {
         conversation: u64,
         messages: Vec<Message>,
     },
-    /// The sender's own device: the message with `client_id` is stored durably as `seq`.
+    /// The sender's own device: the message with `client_id` (or the event a frame asked
+    /// for) is stored durably as `seq`. A `mute` is answered without `seq` and `time`.
     Ack {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<u64>,
-        client_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
         conversation: u64,
-        seq: u64,
-        time: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        time: Option<u64>,
     },
     /// Everything missed before the `sync` has been delivered.
     Synced {

@@ -100,10 +100,12 @@ fn template() -> tempfile::TempDir {
     let mut cache = crate::store::chat::MemberCache::default();
     let changes: Vec<Change> = (0..3)
         .map(|i| Change::Send {
+            reply_to: None,
             target: Target::User(BOB),
             client_id: format!("t{i}"),
             text: format!("template {i}"),
             attachments: Vec::new(),
+            mentions: Vec::new(),
         })
         .chain([Change::CreateGroup {
             title: "g".into(),
@@ -240,10 +242,12 @@ impl Rig {
     /// Runs `op` as alice; `Ok` with what was acknowledged, or `Err` with the error code.
     fn run(&mut self, op: Op, tag: &str) -> Result<Acked, String> {
         let send = |tag: &str| Change::Send {
+            reply_to: None,
             target: Target::Conversation(DIRECT),
             client_id: tag.to_string(),
             text: format!("text of {tag}"),
             attachments: Vec::new(),
+            mentions: Vec::new(),
         };
         let f = match op {
             Op::Send => {
@@ -555,10 +559,12 @@ fn power_cuts_keep_every_acknowledged_message_once_at_its_seq() {
             let who = i % 2;
             let tag = format!("c{cycle}-{i}");
             let change = Change::Send {
+                reply_to: None,
                 target: Target::Conversation(DIRECT),
                 client_id: tag.clone(),
                 text: tag,
                 attachments: Vec::new(),
+                mentions: Vec::new(),
             };
             pending.insert(rig.submit(who, change));
             absorb(&mut rig, &mut pending);

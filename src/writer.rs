@@ -136,7 +136,7 @@ impl Committed {
             Committed::Done(results) => results
                 .iter()
                 .map(|(_, r)| match r {
-                    Ok(Done::Sent(s)) => s.members.len(),
+                    Ok(Done::Sent(s) | Done::Event(s) | Done::Renamed(s)) => s.members.len(),
                     Ok(Done::Read(Some((_, m)))) => m.len(),
                     Ok(Done::Membership(m)) => m.members.len() + m.removed.len(),
                     _ => 1,
@@ -187,6 +187,7 @@ fn chat_error(e: &ChatError) -> (ErrorCode, String) {
         ChatError::UserNotFound => (ErrorCode::UserNotFound, "no such user".into()),
         ChatError::Forbidden(m) => (ErrorCode::Forbidden, (*m).into()),
         ChatError::Invalid(m) => (ErrorCode::BadFrame, (*m).into()),
+        ChatError::Missing(m) => (ErrorCode::NotFound, (*m).into()),
     }
 }
 
@@ -284,7 +285,8 @@ impl Fanout {
                 Committed::Done(results) => {
                     for (op, r) in results {
                         match r {
-                            Ok(Done::Sent(s)) if !s.created && !s.duplicate => {
+                            // Events (edit, delete, reaction) travel like new messages.
+                            Ok(Done::Sent(s) | Done::Event(s)) if !s.created && !s.duplicate => {
                                 if run.len() >= RUN_MAX
                                     || run.last().is_some_and(|(_, p)| {
                                         p.message.conversation != s.message.conversation
@@ -337,6 +339,26 @@ impl Fanout {
                 }
             }
             Done::Membership(m) => self.deliver_membership(&op, m),
+            Done::Event(s) => self.deliver_send(&op, s),
+            Done::Renamed(s) => {
+                let conv = s.message.conversation;
+                let members = s.members.clone();
+                self.deliver_send(&op, s);
+                for u in members.iter() {
+                    self.send_summary(*u, conv, None, None);
+                }
+            }
+            Done::Muted(conv) => {
+                op.origin.deliver(Outbound::Frame(encode(&ServerFrame::Ack {
+                    reference: op.reference,
+                    client_id: None,
+                    conversation: conv.0,
+                    seq: None,
+                    time: None,
+                })));
+                // Every device of the user (this one too) shows the new state.
+                self.send_summary(op.actor, conv, None, None);
+            }
         }
     }
 
@@ -411,7 +433,14 @@ impl Fanout {
                 return;
             }
         };
-        let wire = proto::Conversation::from_summary(&summary, |id| self.hub.is_online(UserId(id)));
+        let mut wire =
+            proto::Conversation::from_summary(&summary, |id| self.hub.is_online(UserId(id)));
+        if let (Some(seq), crate::model::ConversationKind::Group) = (joined, summary.kind) {
+            // A new member's copy ends before the `system` line that announces the change
+            // ("created", "added"), which follows as a message: a client that starts its
+            // cursor at `last_seq` gets that line too.
+            wire.last_seq = wire.last_seq.min(seq);
+        }
         let make = |reference| {
             let frame = encode(&ServerFrame::Conversation {
                 reference,
@@ -464,15 +493,22 @@ impl Fanout {
         }
         // An owner who removed someone got the answer (with ref) in the loop above; a leaving
         // actor got `removed` above.
+        // Then the group's `system` line, to every member (the actor's devices too: it is not
+        // acked, and their cursors need it).
+        if let Some(event) = &m.event {
+            use std::sync::atomic::Ordering::Relaxed;
+            let reached = self
+                .hub
+                .send_to_users(&m.members, &message_out(event), None);
+            self.stats.messages.fetch_add(1, Relaxed);
+            self.stats.deliveries.fetch_add(reached as u64, Relaxed);
+        }
     }
 }
 
 /// The `ack` of a stored message for the session that sent it.
 fn ack_out(op: &WriteOp, m: &StoredMessage) -> Outbound {
-    let client_id = match &op.change {
-        Change::Send { client_id, .. } => client_id.clone(),
-        _ => m.client_id.clone(),
-    };
+    let client_id = op.change.client_id().map(str::to_string);
     Outbound::Ack {
         conversation: m.conversation.0,
         seq: m.seq,
@@ -480,8 +516,8 @@ fn ack_out(op: &WriteOp, m: &StoredMessage) -> Outbound {
             reference: op.reference,
             client_id,
             conversation: m.conversation.0,
-            seq: m.seq,
-            time: m.time_ms,
+            seq: Some(m.seq),
+            time: Some(m.time_ms),
         }),
     }
 }
@@ -498,10 +534,7 @@ fn message_out(m: &StoredMessage) -> Outbound {
 }
 
 fn reply_error(op: &WriteOp, code: ErrorCode, message: String) {
-    let client_id = match &op.change {
-        Change::Send { client_id, .. } => Some(client_id.clone()),
-        _ => None,
-    };
+    let client_id = op.change.client_id().map(str::to_string);
     op.origin
         .deliver(Outbound::Frame(encode(&ServerFrame::error(
             op.reference,

@@ -1,7 +1,8 @@
 // chat: the protocol engine between conn.js (the socket) and store.js (the state). Applies every
 // server frame to the store, runs the resume algorithm of docs/PROTOCOL.md on each (re)connect
 // (epoch check, sync with cursors, re-send the outbox with the original client_ids), and offers
-// the actions the UI needs: send, load history, mark read, typing, members, directory, groups.
+// the actions the UI needs: send (with reply_to and mentions), edit, delete, react, load
+// history, mark read, typing, members, directory, groups, mute and rename.
 
 import { Conn } from "./conn.js";
 import * as store from "./store.js";
@@ -124,7 +125,7 @@ function onMessage(m) {
   }
   if (m.sender === S.me.id && m.client_id) files.forget(store.outboxTake(m.client_id)); // another tab sent it
   const fresh = store.addMessage(m);
-  if (fresh && S.synced && m.sender !== S.me.id) hooks.onLive(m);
+  if (fresh && S.synced && m.sender !== S.me.id && store.isText(m)) hooks.onLive(m);
 }
 
 function onAck(a) {
@@ -137,7 +138,7 @@ function onAck(a) {
     // The direct conversation created by this send is not known yet; ask for the list.
     conn.send({ type: "conversations" });
   }
-  store.addOwn(a, text, files.described(entry));
+  store.addOwn(a, text, files.described(entry), entry || {});
 }
 
 function onError(f) {
@@ -165,6 +166,8 @@ function flushOutbox() {
     if (!files.ready(e)) continue; // sent once its files are uploaded (files.js calls back)
     const frame = { type: "send", client_id: e.client_id, text: e.text };
     if (e.files && e.files.length) frame.attachments = files.ids(e);
+    if (e.reply_to) frame.reply_to = e.reply_to;
+    if (e.mentions && e.mentions.length) frame.mentions = e.mentions;
     if (e.conversation) frame.conversation = e.conversation;
     else frame.to = e.to;
     if (conn.send(frame)) {
@@ -208,8 +211,10 @@ export function measure(text) {
  * Queues a message for the open conversation (or a new direct chat) and sends it if connected.
  * It shows as "sending" until its ack.
  */
-export function sendText(cur, text, withFiles = false) {
+export function sendText(cur, text, withFiles = false, extra = {}) {
   const entry = { client_id: randomId(), text, created: Date.now() };
+  if (extra.reply_to && cur.id) entry.reply_to = extra.reply_to;
+  if (extra.mentions && extra.mentions.length) entry.mentions = extra.mentions;
   // The staged files' bytes go to IndexedDB; the entry names them until they are uploaded.
   if (withFiles) entry.files = files.take(entry.client_id);
   if (entry.files && !entry.files.length) delete entry.files;
@@ -226,20 +231,24 @@ export function sendText(cur, text, withFiles = false) {
   else if (conn.status.phase === "waiting" && conn.status.retryAt - Date.now() > 2000) conn.retryNow();
 }
 
-/** Loads `limit` older messages of `id` (before the oldest cached one), or the newest page. */
+/**
+ * Loads `limit` older messages of `id` (before the oldest cached one), or the newest page.
+ * Resolves once merged (at once when there is nothing to load or a load is under way).
+ */
 export function loadHistory(id, limit = 50) {
   const c = store.cacheFor(id);
-  if (c.loading || c.complete || !conn.isOpen) return;
+  if (c.loading || c.complete || !conn.isOpen) return Promise.resolve();
   const frame = { type: "history", conversation: id, limit };
   if (c.list.length) frame.before = c.list[0].seq;
+  const top = frame.before === undefined ? S.convs.get(id)?.last_seq || 0 : 0;
   c.loading = true;
   emit("msgs", id);
-  conn
+  return conn
     .request(frame)
     .then((f) => {
       // Our own messages in it are stored: whatever their ack is doing, they leave the outbox.
       for (const m of f.messages) if (m.sender === S.me.id && m.client_id) files.forget(store.outboxTake(m.client_id));
-      store.mergeHistory(id, f.messages, f.complete, frame.before);
+      store.mergeHistory(id, f.messages, f.complete, frame.before, top);
     })
     .catch(() => {
       c.loading = false;
@@ -285,3 +294,88 @@ export async function createGroup(title, members) {
 export const addMembers = (id, members) => conn.request({ type: "add_members", conversation: id, members });
 export const removeMember = (id, user) => conn.request({ type: "remove_member", conversation: id, user });
 export const leave = (id) => conn.request({ type: "leave", conversation: id });
+
+// ---- what one does to a message (issue 23): edit, delete, react; conversation settings ------
+
+/**
+ * Sends an edit/delete/react frame for message `seq` of `id` and folds the event locally once the
+ * server acknowledged it (the event's own seq then joins the cache). Rejects with the error.
+ */
+async function event(frame, e) {
+  const a = await conn.request(frame);
+  store.addOwnEvent(a, e);
+  return a;
+}
+
+export const edit = (id, seq, text, mentions) =>
+  event({ type: "edit", conversation: id, seq, text, mentions }, { kind: "edit", target: seq, text, mentions });
+
+export const remove = (id, seq) => event({ type: "delete", conversation: id, seq }, { kind: "delete", target: seq });
+
+/** Toggles our `emoji` on message `seq`: shown at once, undone if the server refuses. */
+export async function react(id, seq, emoji) {
+  const m = store.findMessage(id, seq);
+  const added = !(m && (m.reactions || []).some((r) => r.emoji === emoji && r.users.includes(S.me.id)));
+  if (m) {
+    store.toggleReaction(m, emoji, S.me.id, added);
+    emit("msgs", id);
+  }
+  try {
+    await event({ type: "react", conversation: id, seq, emoji }, { kind: "reaction", target: seq, emoji, added });
+  } catch (err) {
+    if (m) {
+      store.toggleReaction(m, emoji, S.me.id, !added);
+      emit("msgs", id);
+    }
+    throw err;
+  }
+}
+
+/**
+ * A message older than the cache, for a reply's quote: `history` just above it, limit 1
+ * (at most one request per message; a deleted or missing one is remembered as such).
+ */
+const asked = new Set();
+export function fetchQuote(id, seq) {
+  const k = `${id}:${seq}`;
+  if (asked.has(k) || !conn.isOpen) return;
+  asked.add(k);
+  conn.request({ type: "history", conversation: id, before: seq + 1, limit: 1 }).then(
+    (f) => {
+      const m = f.messages.find((x) => x.seq === seq);
+      store.rememberQuote(id, m || { conversation: id, seq, missing: true });
+    },
+    () => asked.delete(k),
+  );
+}
+
+/** Loads older history of `id` until message `seq` is in the cache (or the start is reached). */
+export async function loadUntil(id, seq) {
+  for (let i = 0; i < 1000; i++) {
+    const c = store.cacheFor(id);
+    if ((c.list.length && c.list[0].seq <= seq) || c.complete || !conn.isOpen) return;
+    if (c.loading) await new Promise((r) => setTimeout(r, 50));
+    else await loadHistory(id, S.limits.history_limit || 100);
+  }
+}
+
+/** Mutes or unmutes `id` for us on every device (the server answers with a `conversation` frame too). */
+export async function mute(id, muted) {
+  const c = S.convs.get(id);
+  const before = c ? c.muted : false;
+  if (c) {
+    c.muted = muted;
+    emit("convs");
+  }
+  try {
+    await conn.request({ type: "mute", conversation: id, muted });
+  } catch (err) {
+    if (c) {
+      c.muted = before;
+      emit("convs");
+    }
+    throw err;
+  }
+}
+
+export const renameGroup = (id, title) => conn.request({ type: "rename_group", conversation: id, title });

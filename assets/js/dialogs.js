@@ -1,5 +1,6 @@
 // dialogs: owns the modal dialogs: the user directory (start a direct chat), new group / add
-// members, group details (members, remove, leave) and a confirmation prompt. Uses native
+// members, group details (members, remove, leave), renaming a group, a confirmation prompt,
+// and the open conversation's menu (mute, rename, details). Uses native
 // <dialog> (focus trap and Escape for free); lists are built with DOM calls and textContent.
 
 import { $, h, icon, avatar, toast } from "./dom.js";
@@ -234,6 +235,99 @@ $("info-leave").addEventListener("click", async () => {
   $("dlg-info").close();
   chat.leave(c.id).catch((e) => toast(errorText(e), "error"));
 });
+
+// ---- the conversation menu: mute, rename, details ---------------------------------------------
+
+const convMenu = $("conv-menu");
+const convBtn = $("btn-conv-menu");
+
+function closeConvMenu(refocus = false) {
+  if (convMenu.hidden) return;
+  convMenu.hidden = true;
+  convBtn.setAttribute("aria-expanded", "false");
+  if (refocus) convBtn.focus();
+}
+
+function openConvMenu() {
+  const c = S.current && S.current.id ? S.convs.get(S.current.id) : null;
+  if (!c) return;
+  $("menu-mute").setAttribute("aria-checked", String(!!c.muted));
+  $("menu-rename").hidden = !(c.kind === "group" && c.owner === S.me.id);
+  $("menu-info").hidden = c.kind !== "group";
+  convMenu.hidden = false;
+  convBtn.setAttribute("aria-expanded", "true");
+  convMenu.querySelector("button:not([hidden])").focus();
+}
+
+/** Renames group `id` (its owner): a dialog with the current title. */
+export function rename(id) {
+  const c = S.convs.get(id);
+  if (!c) return;
+  const dlg = $("dlg-rename");
+  const field = $("rename-input");
+  const err = $("rename-error");
+  field.value = c.title;
+  err.textContent = "";
+  $("rename-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const title = field.value.trim();
+    if (!title) {
+      err.textContent = t("group.needTitle");
+      return;
+    }
+    if (title === c.title) return dlg.close();
+    try {
+      await chat.renameGroup(id, title);
+      dlg.close();
+    } catch (ex) {
+      err.textContent = errorText(ex);
+    }
+  };
+  dlg.showModal();
+  field.select();
+}
+
+/** Wires the header's menu button (ui.js shows it for a conversation that exists). */
+export function wireConvMenu() {
+  convBtn.addEventListener("click", () => (convMenu.hidden ? openConvMenu() : closeConvMenu()));
+  $("menu-mute").addEventListener("click", () => {
+    const c = S.convs.get(S.current && S.current.id);
+    closeConvMenu(true);
+    if (!c) return;
+    const muted = !c.muted;
+    chat.mute(c.id, muted).then(
+      () => toast(t(muted ? "conv.mutedOn" : "conv.mutedOff", { title: c.title })),
+      (e) => toast(errorText(e), "error"),
+    );
+  });
+  $("menu-rename").addEventListener("click", () => {
+    closeConvMenu();
+    if (S.current && S.current.id) rename(S.current.id);
+  });
+  $("menu-info").addEventListener("click", () => {
+    closeConvMenu();
+    if (S.current && S.current.id) info(S.current.id);
+  });
+  convMenu.addEventListener("keydown", (e) => {
+    const items = [...convMenu.querySelectorAll("button:not([hidden])")];
+    const i = items.indexOf(document.activeElement);
+    const step = { ArrowDown: 1, ArrowUp: -1 }[e.key];
+    if (step) {
+      e.preventDefault();
+      items[(i + step + items.length) % items.length].focus();
+    } else if (e.key === "Escape" || e.key === "Tab") {
+      e.preventDefault();
+      closeConvMenu(true);
+    }
+  });
+  document.addEventListener(
+    "pointerdown",
+    (e) => {
+      if (!convMenu.contains(e.target) && !convBtn.contains(e.target)) closeConvMenu();
+    },
+    true,
+  );
+}
 
 // ---- confirmation -------------------------------------------------------------------------
 

@@ -5,6 +5,10 @@
 // of messages written but not yet acknowledged, and a snapshot of the conversation list and
 // recent messages (shown at once after a reload, even offline). The outbox is shared with other tabs through
 // localStorage (its `storage` event), so a reload or a second tab never loses or doubles one.
+// Events of the seq log (edit, delete, reaction: docs/PROTOCOL.md) are folded into the text
+// message they target and kept in the cache as small stubs, so the run of seqs stays contiguous
+// and the cursor moves over them; `system` lines are cached like messages. Unread and mention
+// counts count only text messages from others.
 // Changes are announced with `emit(topic)`; the UI re-renders what it shows.
 
 export const S = {
@@ -26,6 +30,11 @@ export const S = {
   outbox: [],
   /** conversation id → Map(user id → read_seq) of the other members (read receipts). */
   reads: new Map(),
+  /**
+   * conversation id → Map(seq → message): quoted messages fetched on their own (a reply whose
+   * original is older than the cache), kept folded like the cache.
+   */
+  quotes: new Map(),
   /** conversation id → members array from the last `members` reply. */
   members: new Map(),
   /** conversation id → Map(user id → {name, until}) */
@@ -223,11 +232,46 @@ export function sortedConvs() {
   return [...S.convs.values()].sort((a, b) => b.last_time - a.last_time || b.id - a.id);
 }
 
-/** Total unread messages (tab title). */
+/** Unread messages for the tab title: a muted conversation counts only its mentions. */
 export function totalUnread() {
   let n = 0;
-  for (const c of S.convs.values()) n += c.unread;
+  for (const c of S.convs.values()) n += c.muted ? c.mentions || 0 : c.unread;
   return n;
+}
+
+/** Whether message `m` mentions us. */
+export const mentionsMe = (m) => Array.isArray(m.mentions) && m.mentions.includes(S.me.id);
+
+/** A text message (older servers send no `kind`). */
+export const isText = (m) => !m.kind || m.kind === "text";
+
+/**
+ * Recomputes our unread and mention counts of `c` after our read position moved: everything
+ * read → 0; else counted from the cache when it reaches back to the read position (otherwise
+ * the server's last figures stay, never more than the seqs left).
+ */
+function recount(c) {
+  if (c.read_seq >= c.last_seq) {
+    c.unread = 0;
+    c.mentions = 0;
+    return;
+  }
+  const list = S.msgs.get(c.id)?.list || [];
+  if (list.length && list[0].seq <= c.read_seq + 1) {
+    let unread = 0;
+    let mentions = 0;
+    for (let i = indexOfSeq(list, c.read_seq + 1); i < list.length; i++) {
+      const m = list[i];
+      if (!isText(m) || m.sender === S.me.id) continue;
+      unread += 1;
+      if (mentionsMe(m)) mentions += 1;
+    }
+    c.unread = unread;
+    c.mentions = mentions;
+    return;
+  }
+  c.unread = Math.min(c.unread || 0, c.last_seq - c.read_seq);
+  c.mentions = Math.min(c.mentions || 0, c.unread);
 }
 
 /** The direct conversation with user `uid`, if it exists. */
@@ -239,6 +283,7 @@ export function directWith(uid) {
 function forget(id) {
   S.convs.delete(id);
   S.msgs.delete(id);
+  S.quotes.delete(id);
   S.reads.delete(id);
   S.members.delete(id);
   S.typing.delete(id);
@@ -257,6 +302,8 @@ export function setConversations(list) {
   for (const id of Object.keys(S.have)) if (!ids.has(Number(id))) delete S.have[id];
   S.convs = new Map();
   for (const c of list) {
+    c.mentions = c.mentions || 0;
+    c.muted = !!c.muted;
     S.convs.set(c.id, c);
     if (!(c.id in S.have)) S.have[c.id] = c.last_seq;
     if (c.peer) {
@@ -271,14 +318,21 @@ export function setConversations(list) {
 /** A `conversation` frame: new to us, or changed (members, owner). Returns true when new. */
 export function upsertConversation(c) {
   const old = S.convs.get(c.id);
+  c.mentions = c.mentions || 0;
+  c.muted = !!c.muted;
+  c.unread = c.unread || 0;
   if (old && old.last_seq > c.last_seq) {
     // Our copy already saw newer messages than this snapshot.
     c.last_seq = old.last_seq;
     c.last_time = Math.max(old.last_time, c.last_time);
     c.last_message = old.last_message;
+    c.unread = old.unread;
+    c.mentions = old.mentions;
   }
-  if (old) c.read_seq = Math.max(c.read_seq, old.read_seq);
-  c.unread = Math.max(0, c.last_seq - c.read_seq);
+  if (old && old.read_seq > c.read_seq) {
+    c.read_seq = old.read_seq;
+    recount(c);
+  }
   S.convs.set(c.id, c);
   if (!(c.id in S.have)) {
     // New to us: later messages follow live; older ones come from `history`.
@@ -301,26 +355,49 @@ export function removeConversation(id) {
   return c;
 }
 
-/** Updates the list entry from a message (ours or someone's). */
+/** The list preview of text message `m` (shortened). */
+function preview(m) {
+  return {
+    seq: m.seq,
+    sender: m.sender,
+    sender_name: m.sender_name,
+    text: Array.from(m.text || "").slice(0, 120).join(""),
+    time: m.time,
+    attachments: m.attachments && m.attachments.map((a) => ({ name: a.name, mime: a.mime })),
+    unreadable: !!m.unreadable,
+    deleted: !!m.deleted,
+    edited: !!m.edited,
+  };
+}
+
+/**
+ * Updates the list entry from a message or event (ours or someone's). Every seq moves
+ * `last_seq`; only text messages move the time, the preview and (from others, past what the
+ * summary counted) the unread and mention counts.
+ */
 function touchConversation(m) {
   const c = S.convs.get(m.conversation);
   if (!c) return;
-  if (m.seq > c.last_seq || !c.last_message) {
-    c.last_seq = Math.max(c.last_seq, m.seq);
-    c.last_time = Math.max(c.last_time, m.time);
-    c.last_message = {
-      seq: m.seq,
-      sender: m.sender,
-      sender_name: m.sender_name,
-      text: Array.from(m.text).slice(0, 120).join(""),
-      time: m.time,
-      attachments: m.attachments && m.attachments.map((a) => ({ name: a.name, mime: a.mime })),
-      unreadable: !!m.unreadable,
-    };
+  const newer = m.seq > c.last_seq;
+  c.last_seq = Math.max(c.last_seq, m.seq);
+  if (isText(m)) {
+    if (newer || !c.last_message || c.last_message.seq <= m.seq) {
+      c.last_time = Math.max(c.last_time, m.time);
+      c.last_message = preview(m);
+    }
+    if (newer && m.sender !== S.me.id && m.seq > c.read_seq) {
+      c.unread = (c.unread || 0) + 1;
+      if (mentionsMe(m)) c.mentions = (c.mentions || 0) + 1;
+    }
+  } else if (c.last_message && c.last_message.seq === m.target) {
+    const t = findMessage(m.conversation, m.target);
+    if (t) c.last_message = preview(t);
   }
   // Sending moves the sender's read position to the new message.
-  if (m.sender === S.me.id) c.read_seq = Math.max(c.read_seq, m.seq);
-  c.unread = Math.max(0, c.last_seq - c.read_seq);
+  if (m.sender === S.me.id && m.seq > c.read_seq) {
+    c.read_seq = m.seq;
+    recount(c);
+  }
 }
 
 // ---- messages -----------------------------------------------------------------------------
@@ -345,8 +422,78 @@ function indexOfSeq(list, seq) {
   return lo;
 }
 
+/** The cached (or separately fetched) message `seq` of conversation `id`, or null. */
+export function findMessage(id, seq) {
+  const list = S.msgs.get(id)?.list;
+  if (list) {
+    const m = list[indexOfSeq(list, seq)];
+    if (m && m.seq === seq) return m;
+  }
+  return S.quotes.get(id)?.get(seq) || null;
+}
+
+/**
+ * Folds event `e` (edit, delete, reaction) into the text message it targets, if that one is
+ * loaded (otherwise `history` serves it folded later). Idempotent: replaying an event onto a
+ * target already in its current state changes nothing. Returns true when something changed.
+ */
+export function fold(e) {
+  const targets = [];
+  const list = S.msgs.get(e.conversation)?.list;
+  if (list) {
+    const m = list[indexOfSeq(list, e.target)];
+    if (m && m.seq === e.target) targets.push(m);
+  }
+  const q = S.quotes.get(e.conversation)?.get(e.target);
+  if (q) targets.push(q);
+  let changed = false;
+  for (const m of targets) {
+    if (!isText(m) || m.deleted) continue; // a deleted message stays deleted
+    changed = true;
+    if (e.kind === "edit") {
+      m.text = e.text;
+      if (e.mentions && e.mentions.length) m.mentions = e.mentions;
+      else delete m.mentions;
+      m.edited = true;
+    } else if (e.kind === "delete") {
+      m.deleted = true;
+      m.text = "";
+      for (const k of ["attachments", "mentions", "reactions"]) delete m[k];
+    } else if (e.kind === "reaction") {
+      toggleReaction(m, e.emoji, e.sender, e.added !== false);
+    }
+  }
+  return changed;
+}
+
+/** Adds (or removes) `user` under `emoji` on message `m`'s reactions (ordered by first reaction). */
+export function toggleReaction(m, emoji, user, added) {
+  const list = m.reactions || [];
+  let r = list.find((x) => x.emoji === emoji);
+  if (added) {
+    if (!r) list.push((r = { emoji, users: [] }));
+    if (!r.users.includes(user)) r.users.push(user);
+  } else if (r) {
+    r.users = r.users.filter((u) => u !== user);
+  }
+  const kept = list.filter((x) => x.users.length);
+  if (kept.length) m.reactions = kept;
+  else delete m.reactions;
+}
+
+/** Keeps a message fetched on its own for a reply's quote. */
+export function rememberQuote(id, m) {
+  if (!S.quotes.has(id)) S.quotes.set(id, new Map());
+  S.quotes.get(id).set(m.seq, m);
+  emit("msgs", id);
+}
+
+/** What the cache keeps of an event once folded: enough to keep the seqs contiguous. */
+const stub = (m) => ({ conversation: m.conversation, seq: m.seq, kind: m.kind, sender: m.sender, time: m.time, target: m.target });
+
 /** Inserts one message into the cache keeping it a contiguous run. True when it was new. */
 function cacheMessage(m) {
+  if (!isText(m) && m.kind !== "system") m = stub(m);
   const c = cacheFor(m.conversation);
   const list = c.list;
   const have = S.have[m.conversation] ?? 0;
@@ -356,11 +503,13 @@ function cacheMessage(m) {
     return true;
   }
   const lo = list[0].seq;
-  const hi = list[list.length - 1].seq;
+  // `upTo`: a newest `history` page covers the events after its last message too (folded).
+  const hi = Math.max(list[list.length - 1].seq, c.upTo || 0);
   if (m.seq > hi + 1 && m.seq - 1 <= have) {
     // The messages in between will never arrive live (we skipped them with a cursor): start a
     // new run here; scrolling up loads the rest with `history`.
     c.list = [m];
+    c.upTo = 0;
     c.complete = m.seq === 1;
     return true;
   }
@@ -388,6 +537,7 @@ function advanceCursor(id) {
 /** A `message` frame. Returns true when it is new to this tab. */
 export function addMessage(m) {
   if (!S.convs.has(m.conversation)) return false;
+  if (m.kind === "edit" || m.kind === "delete" || m.kind === "reaction") fold(m);
   const fresh = cacheMessage(m);
   if (m.seq > (S.have[m.conversation] ?? 0)) S.have[m.conversation] = m.seq;
   advanceCursor(m.conversation);
@@ -400,8 +550,11 @@ export function addMessage(m) {
   return fresh;
 }
 
-/** Our own message acknowledged as (conversation, seq); `attachments` as the files it carries. */
-export function addOwn(ack, text, attachments) {
+/**
+ * Our own message acknowledged as (conversation, seq); `attachments` as the files it carries,
+ * `extra` its reply_to and mentions.
+ */
+export function addOwn(ack, text, attachments, extra = {}) {
   if (!S.convs.has(ack.conversation)) return;
   const m = {
     conversation: ack.conversation,
@@ -413,6 +566,8 @@ export function addOwn(ack, text, attachments) {
     text,
   };
   if (attachments && attachments.length) m.attachments = attachments;
+  if (extra.reply_to) m.reply_to = extra.reply_to;
+  if (extra.mentions && extra.mentions.length) m.mentions = extra.mentions;
   if (text !== null) cacheMessage(m);
   const have = S.have[ack.conversation] ?? 0;
   if (ack.seq === have + 1) S.have[ack.conversation] = ack.seq;
@@ -422,23 +577,39 @@ export function addOwn(ack, text, attachments) {
   emit("convs");
 }
 
-/** A `history` reply: merges a block of older (or the newest) messages into the cache. */
-export function mergeHistory(id, messages, complete, before) {
+/**
+ * Our own edit, delete or reaction acknowledged as (conversation, seq): `e` is the event
+ * ({kind, target, text?, mentions?, emoji?, added?}), folded (again: harmless) and kept as a stub.
+ */
+export function addOwnEvent(ack, e) {
+  if (!S.convs.has(ack.conversation)) return;
+  addMessage({ ...e, conversation: ack.conversation, seq: ack.seq, sender: S.me.id, time: ack.time });
+}
+
+/**
+ * A `history` reply: merges a block of older (or the newest) messages into the cache. `top`:
+ * for the newest page, the conversation's last seq when it was asked for (the page covers every
+ * seq up to there: events are folded into its messages and left out).
+ */
+export function mergeHistory(id, messages, complete, before, top = 0) {
   const c = cacheFor(id);
   c.loading = false;
   if (messages.length) {
     const a = messages[0].seq;
     const b = messages[messages.length - 1].seq;
     const list = c.list;
-    if (!list.length || a > list[list.length - 1].seq + 1) {
+    if (!list.length || a > Math.max(list[list.length - 1].seq, c.upTo || 0) + 1) {
       c.list = messages.slice();
-    } else if (b >= list[0].seq - 1) {
+      c.upTo = before === undefined ? top : 0;
+    } else if (b >= list[0].seq - 1 || (before !== undefined && before <= list[0].seq)) {
+      // (A page asked for with `before` reaches up to it: the seqs it skips are events.)
       const bySeq = new Map(list.map((m) => [m.seq, m]));
       for (const m of messages) if (!bySeq.has(m.seq)) bySeq.set(m.seq, m);
       c.list = [...bySeq.values()].sort((x, y) => x.seq - y.seq);
     }
     for (const m of messages) if (m.sender !== S.me.id) bumpRead(id, m.sender, m.seq);
   }
+  if (before === undefined && top) c.upTo = Math.max(c.upTo || 0, top);
   if (complete || (!messages.length && before !== undefined) || c.list[0]?.seq === 1) c.complete = true;
   if (!messages.length && before === undefined) c.complete = true;
   emit("msgs", id);
@@ -459,7 +630,7 @@ export function applyRead(f) {
   if (!c) return;
   if (f.user === S.me.id) {
     c.read_seq = Math.max(c.read_seq, f.seq);
-    c.unread = Math.max(0, c.last_seq - c.read_seq);
+    recount(c);
     emit("convs");
   } else {
     bumpRead(f.conversation, f.user, f.seq);
@@ -472,7 +643,7 @@ export function readUpTo(id, seq) {
   const c = S.convs.get(id);
   if (!c || seq <= c.read_seq) return false;
   c.read_seq = seq;
-  c.unread = Math.max(0, c.last_seq - c.read_seq);
+  recount(c);
   emit("convs");
   return true;
 }

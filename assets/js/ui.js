@@ -2,9 +2,10 @@
 // day separators, unread divider, receipts, typing), the composer and the connection banner
 // from store.js, and turns clicks and keys into chat.js actions. Rendering is batched: store
 // topics mark parts dirty, one timer renders them. Every piece of user text goes in through
-// textContent (see dom.js).
+// textContent (see dom.js). What one does to a message (reply, edit, delete, react) and how it
+// shows in a bubble lives in msgactions.js; the @mention picker in mentions.js.
 
-import { $, h, icon, avatar, setAvatar, linkify, reconcile, clearKeyed, toast } from "./dom.js";
+import { $, h, icon, avatar, setAvatar, reconcile, clearKeyed, toast } from "./dom.js";
 import { t, relTime, clock, fullTime, dayLabel, dayKey, locale } from "./i18n.js";
 import * as chat from "./chat.js";
 import * as store from "./store.js";
@@ -12,6 +13,8 @@ import { S, on } from "./store.js";
 import * as notify from "./notify.js";
 import * as dialogs from "./dialogs.js";
 import * as files from "./files.js";
+import * as actions from "./msgactions.js";
+import * as mentions from "./mentions.js";
 
 const RUN_GAP = 5 * 60000; // messages closer than this from one sender form a visual run
 const app = $("app");
@@ -86,6 +89,8 @@ function makeConv({ c }) {
         { class: "conv-bottom" },
         h("span", { class: "conv-preview" }),
         h("span", { class: "sr-only unread-label" }),
+        icon("bell-off", "icon small muted-icon"),
+        h("span", { class: "at-badge", text: "@", attrs: { "aria-hidden": "true" } }),
         h("span", { class: "badge", attrs: { "aria-hidden": "true" } }),
       ),
     ),
@@ -98,6 +103,8 @@ function makeConv({ c }) {
     preview: btn.querySelector(".conv-preview"),
     srUnread: btn.querySelector(".unread-label"),
     badge: btn.querySelector(".badge"),
+    at: btn.querySelector(".at-badge"),
+    mutedIcon: btn.querySelector(".muted-icon"),
   };
   return h("li", {}, btn);
 }
@@ -120,16 +127,24 @@ function updateConv(li, { c }) {
   else if (c.last_message) {
     const lm = c.last_message;
     // A message the server could not read (damaged storage) arrives as a marker.
-    let text = lm.unreadable ? t("chat.unreadable") : lm.text.replace(/\s+/g, " ");
+    let text = lm.unreadable ? t("chat.unreadable") : lm.deleted ? t("msg.deleted") : lm.text.replace(/\s+/g, " ");
     if (!text.trim() && !lm.unreadable) text = files.previewText(lm.attachments) || t("files.attachment");
     if (lm.sender === S.me.id) p.preview.textContent = t("chats.you", { text });
     else if (c.kind === "group") p.preview.textContent = `${store.shownName(lm.sender, lm.sender_name)}: ${text}`;
     else p.preview.textContent = text;
   } else p.preview.textContent = t("chats.noMessages");
   btn.classList.toggle("unread", c.unread > 0);
+  // Muted: a grey badge, and only a mention makes the entry stand out.
+  btn.classList.toggle("muted", !!c.muted);
+  p.mutedIcon.classList.toggle("shown", !!c.muted);
   p.badge.hidden = c.unread === 0;
   p.badge.textContent = c.unread > 99 ? "99+" : String(c.unread);
-  p.srUnread.textContent = c.unread ? t("chats.unread", { n: c.unread }) : "";
+  p.at.hidden = !c.mentions;
+  const sr = [];
+  if (c.unread) sr.push(t("chats.unread", { n: c.unread }));
+  if (c.mentions) sr.push(t("conv.mentions", { n: c.mentions }));
+  if (c.muted) sr.push(t("conv.muted"));
+  p.srUnread.textContent = sr.join(", ");
   if (isOpen(c.id)) btn.setAttribute("aria-current", "true");
   else btn.removeAttribute("aria-current");
 }
@@ -162,6 +177,8 @@ export function open(cur, nav = "push") {
     scrollIntent = "entry";
     pinned = true;
     clearKeyed(list);
+    actions.reset(cur.id);
+    mentions.close();
     input.value = drafts.get(curKey(cur)) || "";
     files.showFor(curKey(cur));
     autosize();
@@ -185,6 +202,8 @@ export function open(cur, nav = "push") {
 
 /** Back to the list (phone) / nothing selected. */
 export function close(nav = "back") {
+  actions.reset(null);
+  mentions.close();
   if (S.current) drafts.set(curKey(S.current), input.value);
   S.current = null;
   dividerAfter = null;
@@ -234,6 +253,8 @@ function renderHead() {
     sub.textContent = t("chat.members", { n: c.member_count });
   }
   $("btn-info").hidden = !c || c.kind !== "group";
+  $("btn-conv-menu").hidden = !c;
+  $("chat-title").classList.toggle("muted-title", !!(c && c.muted));
 }
 
 function renderTyping() {
@@ -262,15 +283,21 @@ function buildItems() {
     items.push(item);
   };
   const push = (m, status) => {
+    const kind = m.kind || "text";
+    if (kind !== "text" && kind !== "system") return; // events are folded into their targets
     // A marker has no time: it stays in the day of the message before it.
     const dk = m.unreadable ? day : dayKey(m.time);
     if (dk !== day) {
       separate({ key: `d${dk}`, kind: "day", time: m.time });
       day = dk;
     }
-    if (dividerAfter !== null && !divided && m.seq > dividerAfter && m.sender !== me && status === null) {
+    if (dividerAfter !== null && !divided && kind === "text" && m.seq > dividerAfter && m.sender !== me && status === null) {
       separate({ key: "unread", kind: "unread" });
       divided = true;
+    }
+    if (kind === "system") {
+      separate({ key: `s${m.seq}`, kind: "system", m });
+      return;
     }
     const first = !prev || prev.m.sender !== m.sender || m.time - prev.m.time > RUN_GAP;
     if (prev && first) prev.last = true;
@@ -287,7 +314,10 @@ function buildItems() {
   const stored = new Set(cache ? cache.list.filter((m) => m.sender === me && m.client_id).map((m) => m.client_id) : []);
   for (const e of store.outboxFor(cur)) {
     if (stored.has(e.client_id)) continue;
-    push({ seq: Infinity, sender: me, sender_name: S.me.name, time: e.created, client_id: e.client_id, text: e.text, pending: e.files ? e : null }, "sending");
+    const p = { seq: Infinity, conversation: c ? c.id : null, sender: me, sender_name: S.me.name, time: e.created, client_id: e.client_id, text: e.text, pending: e.files ? e : null };
+    if (e.reply_to) p.reply_to = e.reply_to;
+    if (e.mentions) p.mentions = e.mentions;
+    push(p, "sending");
   }
   if (prev) prev.last = true;
   return items;
@@ -296,12 +326,18 @@ function buildItems() {
 function makeItem(it) {
   if (it.kind === "day") return h("li", { class: "sep", attrs: { role: "separator" } }, h("span", { text: dayLabel(it.time) }));
   if (it.kind === "unread") return h("li", { class: "unread-sep", attrs: { role: "separator" }, text: t("chat.unread") });
+  if (it.kind === "system") {
+    const li = h("li", { class: "system" }, h("span"));
+    li.dataset.seq = it.m.seq;
+    return li;
+  }
   const m = it.m;
   const li = h("li", { class: "msg" });
   if (Number.isFinite(m.seq)) li.dataset.seq = m.seq;
   const time = h("time");
   const status = h("span", { class: "status" });
-  const meta = h("span", { class: "meta" }, time, status);
+  const edited = h("span", { class: "edited", hidden: true });
+  const meta = h("span", { class: "meta" }, edited, time, status);
   const bubble = h("div", { class: "bubble" });
   if (it.group && !it.own) {
     const sender = h("div", { class: "sender" });
@@ -316,20 +352,61 @@ function makeItem(it) {
   }
   // An invisible copy of the time reserves room for the real one in the bottom-right corner.
   const pad = h("span", { class: "meta-pad", attrs: { "aria-hidden": "true" } });
-  const text = m.unreadable ? h("em", { class: "unreadable", text: t("chat.unreadable") }) : linkify(m.text);
+  li._quote = h("div", { class: "quote-slot" });
   li._atts = h("div", { class: "atts-slot" });
-  const textDiv = h("div", { class: "text" }, text, pad);
-  if (!m.unreadable && !m.text) textDiv.classList.add("no-text");
-  bubble.append(li._atts, textDiv, meta);
+  li._body = h("span", { class: "body" });
+  const textDiv = h("div", { class: "text" }, li._body, pad);
+  li._reacts = h("div", { class: "reactions-slot" });
+  bubble.append(li._quote, li._atts, textDiv, meta, li._reacts);
   li.append(bubble);
-  Object.assign(li, { _status: status, _time: time, _pad: pad });
+  Object.assign(li, { _status: status, _time: time, _pad: pad, _edited: edited, _textDiv: textDiv, _m: m });
+  // The message menu (react, reply, edit, delete): only for stored messages.
+  li._more = actions.attach(li, bubble, () => li._m);
+  li._more.hidden = !Number.isFinite(m.seq);
+  li.append(li._more);
   return li;
+}
+
+/** Text, quote, edited mark, deleted placeholder and reactions of a message item, when changed. */
+function updateBody(li, m) {
+  li._m = m;
+  const mentionSig = (m.mentions || []).map((id) => store.shownName(id)).join(",");
+  const sig = `${m.unreadable ? "u" : ""}${m.deleted ? "d" : ""}|${m.text}|${mentionSig}`;
+  if (li._textSig !== sig) {
+    li._textSig = sig;
+    let body;
+    if (m.unreadable) body = h("em", { class: "unreadable", text: t("chat.unreadable") });
+    else if (m.deleted) body = h("em", { class: "deleted", text: t("msg.deleted") });
+    else body = mentions.richText(m);
+    li._body.replaceChildren(body);
+    li._textDiv.classList.toggle("no-text", !m.unreadable && !m.deleted && !m.text);
+    li.classList.toggle("deleted", !!m.deleted);
+    li.classList.toggle("mentions-me", !m.deleted && store.mentionsMe(m) && m.sender !== S.me.id);
+  }
+  const q = actions.quoteSig(m);
+  if (li._quoteSig !== q) {
+    li._quoteSig = q;
+    const el = actions.quote(m);
+    li._quote.replaceChildren(...(el ? [el] : []));
+  }
+  const r = actions.reactionsSig(m);
+  if (li._reactSig !== r) {
+    li._reactSig = r;
+    const el = actions.reactions(m);
+    li._reacts.replaceChildren(...(el ? [el] : []));
+    li.classList.toggle("has-reactions", !!el);
+  }
+  li._edited.hidden = !m.edited || !!m.deleted;
+  li._edited.textContent = t("msg.edited");
+  li._more.hidden = !Number.isFinite(m.seq) || !!m.deleted || !!m.unreadable;
 }
 
 function updateItem(li, it) {
   if (it.kind === "day") li.firstChild.textContent = dayLabel(it.time); // "Today" becomes "Yesterday"
+  if (it.kind === "system") li.firstChild.textContent = actions.systemText(it.m);
   if (it.kind !== "msg") return;
   if (Number.isFinite(it.m.seq)) li.dataset.seq = it.m.seq;
+  updateBody(li, it.m);
   const sig = files.signature(it.m);
   if (li._attSig !== sig) {
     // Files: progress while uploading, then thumbnails and links once the message is stored.
@@ -344,8 +421,10 @@ function updateItem(li, it) {
     li._time.textContent = it.m.unreadable ? "" : clock(it.m.time);
     li._time.title = fullTime(it.m.time);
     li._time.dateTime = new Date(it.m.time).toISOString();
-    li._pad.dataset.t = li._time.textContent;
   }
+  // The invisible copy reserves room for the time and the "edited" mark.
+  const padText = it.m.edited && !it.m.deleted ? `${t("msg.edited")} ${li._time.textContent}` : li._time.textContent;
+  if (li._pad.dataset.t !== padText) li._pad.dataset.t = padText;
   // Who wrote it, as they are shown now (a display name or colour can change any time).
   const who = store.shownName(it.m.sender, it.m.sender_name);
   const color = store.colorOf(it.m.sender);
@@ -505,14 +584,22 @@ function submit() {
   const cur = S.current;
   // Blank lines before and after the text are dropped; everything else is sent as written.
   const text = input.value.replace(/^\s*\n/, "").replace(/\n\s*$/, "");
-  const withFiles = files.count() > 0;
+  const withFiles = files.count() > 0 && !(actions.current() && actions.current().kind === "edit");
   if (!cur || (!text.trim() && !withFiles)) return;
   const { chars, max, over } = chat.measure(text);
   if (over > 0) {
     toast(t("chat.tooLong", { n: over, chars: chars.toLocaleString(locale()), max: max.toLocaleString(locale()) }), "error");
     return;
   }
-  chat.sendText(cur, withFiles && !text.trim() ? "" : text, withFiles);
+  const ids = cur.id ? mentions.idsIn(text, cur.id) : [];
+  mentions.close();
+  const extra = actions.onSubmit(text, ids);
+  if (!extra) {
+    // An edit was saved (the composer has its earlier draft back).
+    schedule("msgs");
+    return;
+  }
+  chat.sendText(cur, withFiles && !text.trim() ? "" : text, withFiles, { ...extra, mentions: ids });
   input.value = "";
   drafts.delete(curKey(cur));
   autosize();
@@ -593,7 +680,12 @@ export function start(me) {
   on("typing", () => schedule("typing", "list"));
   on("conn", () => schedule("banner"));
 
-  chat.hooks.onLive = (m) => notify.message(m, S.convs.get(m.conversation), store.shownName(m.sender, m.sender_name));
+  chat.hooks.onLive = (m) => {
+    const c = S.convs.get(m.conversation);
+    // Muted: nothing, unless the message mentions us.
+    if (c && c.muted && !store.mentionsMe(m)) return;
+    notify.message(m, c, store.shownName(m.sender, m.sender_name));
+  };
   chat.hooks.onSendFailed = (code, entry) => {
     toast(t("chat.notSent", { reason: t(`error.${code}`) }), "error");
     if (!input.value) {
@@ -634,9 +726,14 @@ export function start(me) {
   }).observe(box);
   input.addEventListener("input", () => {
     autosize();
+    mentions.update(S.current && S.current.id);
     if (S.current && S.current.id && input.value.trim()) chat.typing(S.current.id);
   });
+  input.addEventListener("blur", () => setTimeout(() => document.activeElement !== input && mentions.close(), 150));
   input.addEventListener("keydown", (e) => {
+    // The mention picker's keys first, then Up (edit our last message) and Esc (stop replying).
+    if (mentions.handleKey(e)) return;
+    if (actions.handleKey(e, S.current && S.current.id, files.count() === 0)) return;
     // Enter sends; Shift+Enter is a newline; never while an IME is composing (Chinese input).
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
       e.preventDefault();
@@ -656,6 +753,8 @@ export function start(me) {
   window.addEventListener("resize", () => schedule("msgs"));
 
   files.wire(autosize);
+  actions.wire(autosize);
+  dialogs.wireConvMenu();
   chat.start(me);
   renderMe();
   schedule("list", "banner");
@@ -667,5 +766,6 @@ export function relabel() {
   // one: frozen duplicates stayed in the list.)
   clearKeyed($("conv-list"));
   clearKeyed(list);
+  actions.relabel();
   schedule("list", "head", "msgs", "typing", "banner");
 }

@@ -106,6 +106,9 @@ fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<()> {
     copy(from, to, INVITES)?;
     copy(from, to, USER_SKELETONS)?;
     copy(from, to, LAST_SEEN)?;
+    copy(from, to, EVENT_SEQS)?;
+    copy(from, to, MENTIONS)?;
+    copy(from, to, MUTES)?;
     copy(from, to, super::files::FILES)?;
     copy(from, to, super::files::FILE_CONVS)?;
     copy(from, to, super::files::MESSAGE_FILES)?;

@@ -7,6 +7,8 @@
 //! the whole batch (nothing is committed), the inner one refuses just that operation (nothing of
 //! it was written) while the rest of the batch goes on.
 
+mod events;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -16,8 +18,8 @@ use super::codec::{self, Dec, DecodeError, Enc};
 use super::schema::*;
 use super::{damage, decode_user, messages, Result, Store};
 use crate::model::{
-    ConversationId, ConversationKind, ConversationSummary, MemberInfo, MessageRef, StoredMessage,
-    UserId,
+    ConversationId, ConversationKind, ConversationSummary, MemberInfo, MessageExtra, MessageKind,
+    MessageRef, StoredMessage, SystemAction, SystemEvent, UserId,
 };
 
 /// Why one operation of a batch was refused.
@@ -31,7 +33,13 @@ pub enum ChatError {
     Forbidden(&'static str),
     /// A value is out of range.
     Invalid(&'static str),
+    /// A member's request names a seq that is not a text message of the conversation (there
+    /// is none, or it is an event): `not_found` with this message.
+    Missing(&'static str),
 }
+
+/// Most different emoji on one message.
+pub const MAX_REACTION_KINDS: usize = 64;
 
 pub type Op<T> = Result<std::result::Result<T, ChatError>>;
 
@@ -50,9 +58,46 @@ pub enum Change {
         target: Target,
         client_id: String,
         text: String,
+        /// The seq of a message of the same conversation this one answers.
+        reply_to: Option<u64>,
         /// File ids (`store::files`); each must be the sender's upload or already in the
         /// conversation, else the send is refused as `NotFound`.
         attachments: Vec<u128>,
+        /// Mentioned users; those who are not members (or the sender) are dropped.
+        mentions: Vec<UserId>,
+    },
+    /// The sender changes the text of their message `seq`.
+    Edit {
+        conversation: ConversationId,
+        seq: u64,
+        text: String,
+        mentions: Vec<UserId>,
+        /// Echoed in the ack only.
+        client_id: Option<String>,
+    },
+    /// Deletes message `seq` (its sender; in a group also the owner or a server admin).
+    Delete {
+        conversation: ConversationId,
+        seq: u64,
+        client_id: Option<String>,
+    },
+    /// Toggles the actor's `emoji` reaction on message `seq`.
+    React {
+        conversation: ConversationId,
+        seq: u64,
+        emoji: String,
+        client_id: Option<String>,
+    },
+    /// Mutes or unmutes the conversation for the actor (not a seq event).
+    Mute {
+        conversation: ConversationId,
+        muted: bool,
+    },
+    /// The owner renames a group.
+    RenameGroup {
+        conversation: ConversationId,
+        title: String,
+        client_id: Option<String>,
     },
     Read {
         conversation: ConversationId,
@@ -73,6 +118,24 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The `client_id` the request carried (a send's, or an event frame's optional one).
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            Change::Send { client_id, .. } => Some(client_id),
+            Change::Edit { client_id, .. }
+            | Change::Delete { client_id, .. }
+            | Change::React { client_id, .. }
+            | Change::RenameGroup { client_id, .. } => client_id.as_deref(),
+            Change::Read { .. }
+            | Change::CreateGroup { .. }
+            | Change::AddMembers { .. }
+            | Change::RemoveMember { .. }
+            | Change::Mute { .. } => None,
+        }
+    }
+}
+
 /// What one applied `Change` did.
 #[derive(Clone, Debug)]
 pub enum Applied {
@@ -80,6 +143,13 @@ pub enum Applied {
     /// The new read position and the members, if it moved.
     Read(Option<(u64, Arc<[UserId]>)>),
     Membership(MembershipOutcome),
+    /// An event appended to a conversation's log (edit, delete, reaction): acked and fanned
+    /// out like a message.
+    Event(SendOutcome),
+    /// A group was renamed: the `system` event, then every member's conversation changed.
+    Renamed(SendOutcome),
+    /// The actor's mute of the conversation was set.
+    Muted(ConversationId),
 }
 
 /// What `send` did.
@@ -104,8 +174,11 @@ pub struct MembershipOutcome {
     pub added: Vec<UserId>,
     /// Users who stopped being members.
     pub removed: Vec<UserId>,
-    /// The conversation's newest seq when the change was made.
+    /// The conversation's newest seq when the change was made (before its `event`).
     pub last_seq: u64,
+    /// The `system` line the change appended (created, added, removed, left), for every
+    /// member.
+    pub event: Option<StoredMessage>,
 }
 
 /// Member lists the writer keeps between batches. Only the writer changes membership, so it can
@@ -134,6 +207,9 @@ pub(super) struct ConvRecord {
     pub(super) last_seq: u64,
     pub(super) last_ms: u64,
     pub(super) member_count: u64,
+    /// The newest text message (events do not count): the list's preview (record v2; a v1
+    /// record predates events, so its `last_seq`).
+    pub(super) last_text_seq: u64,
 }
 
 const ROLE_MEMBER: u8 = 1;
@@ -144,7 +220,7 @@ pub(super) fn encode_conv(id: u64, c: &ConvRecord) -> Vec<u8> {
 }
 
 fn encode_conv_record(c: &ConvRecord) -> Vec<u8> {
-    Enc::new(1)
+    Enc::new(2)
         .u8(match c.kind {
             ConversationKind::Direct => 1,
             ConversationKind::Group => 2,
@@ -155,6 +231,7 @@ fn encode_conv_record(c: &ConvRecord) -> Vec<u8> {
         .u64(c.last_seq)
         .u64(c.last_ms)
         .u64(c.member_count)
+        .var(c.last_text_seq)
         .0
 }
 
@@ -165,13 +242,13 @@ pub(super) fn decode_conv(id: u64, raw: &[u8]) -> Result<ConvRecord> {
 }
 
 pub(super) fn decode_conv_record(raw: &[u8]) -> std::result::Result<ConvRecord, DecodeError> {
-    let mut d = Dec::new(raw, 1, "conversation record version")?;
+    let (version, mut d) = Dec::versioned(raw, 1..=2, "conversation record version")?;
     let kind = match d.u8()? {
         1 => ConversationKind::Direct,
         2 => ConversationKind::Group,
         _ => return Err(DecodeError("unknown conversation kind")),
     };
-    Ok(ConvRecord {
+    let mut c = ConvRecord {
         kind,
         title: d.str()?.to_string(),
         owner: d.u64()?,
@@ -179,7 +256,13 @@ pub(super) fn decode_conv_record(raw: &[u8]) -> std::result::Result<ConvRecord, 
         last_seq: d.u64()?,
         last_ms: d.u64()?,
         member_count: d.u64()?,
-    })
+        last_text_seq: 0,
+    };
+    c.last_text_seq = if version >= 2 { d.var()? } else { c.last_seq };
+    if !d.done() {
+        return Err(DecodeError("bytes after the conversation record"));
+    }
+    Ok(c)
 }
 
 /// (direct?, last_seq, member_count) of a sealed conversation record, for `chatd check`.
@@ -235,6 +318,9 @@ pub struct ChatBatch<'t> {
     messages: Table<'t, (u64, u64), &'static [u8]>,
     client_ids: Table<'t, (u64, u64), (u64, u64)>,
     files: super::files::FileTables<'t>,
+    event_seqs: Table<'t, (u64, u64), ()>,
+    mentions: Table<'t, (u64, u64, u64), ()>,
+    mutes: Table<'t, (u64, u64), ()>,
     cache: &'t mut MemberCache,
 }
 
@@ -250,6 +336,9 @@ impl<'t> ChatBatch<'t> {
             messages: tx.open_table(MESSAGES)?,
             client_ids: tx.open_table(CLIENT_IDS)?,
             files: super::files::FileTables::open(tx)?,
+            event_seqs: tx.open_table(EVENT_SEQS)?,
+            mentions: tx.open_table(MENTIONS)?,
+            mutes: tx.open_table(MUTES)?,
             cache,
         })
     }
@@ -317,6 +406,15 @@ impl<'t> ChatBatch<'t> {
     fn part(&mut self, conv: u64, user: UserId) -> Result<()> {
         self.members.remove((conv, user.0))?;
         self.read_seqs.remove((user.0, conv))?;
+        self.mutes.remove((user.0, conv))?;
+        let mentioned: Vec<u64> = self
+            .mentions
+            .range((user.0, conv, 0)..=(user.0, conv, u64::MAX))?
+            .map(|r| r.map(|(k, _)| k.value().2))
+            .collect::<std::result::Result<_, _>>()?;
+        for seq in mentioned {
+            self.mentions.remove((user.0, conv, seq))?;
+        }
         Ok(())
     }
 
@@ -339,23 +437,73 @@ impl<'t> ChatBatch<'t> {
         change: &Change,
         now_ms: u64,
     ) -> Op<Applied> {
+        // An event records the client_id its request carried ("" if none).
+        let cid = change.client_id().unwrap_or("");
         Ok(match change {
             Change::Send {
                 target,
                 client_id,
                 text,
+                reply_to,
                 attachments,
+                mentions,
             } => self
-                .send_files(
+                .send_full(
                     actor,
                     actor_name,
                     *target,
                     client_id,
                     text,
+                    *reply_to,
                     attachments,
+                    mentions,
                     now_ms,
                 )?
                 .map(Applied::Sent),
+            Change::Edit {
+                conversation,
+                seq,
+                text,
+                mentions,
+                ..
+            } => self
+                .edit(
+                    actor,
+                    actor_name,
+                    cid,
+                    *conversation,
+                    *seq,
+                    text,
+                    mentions,
+                    now_ms,
+                )?
+                .map(Applied::Event),
+            Change::Delete {
+                conversation, seq, ..
+            } => self
+                .delete(actor, actor_name, cid, *conversation, *seq, now_ms)?
+                .map(Applied::Event),
+            Change::React {
+                conversation,
+                seq,
+                emoji,
+                ..
+            } => self
+                .react(actor, actor_name, cid, *conversation, *seq, emoji, now_ms)?
+                .map(Applied::Event),
+            Change::Mute {
+                conversation,
+                muted,
+            } => self
+                .mute(actor, *conversation, *muted)?
+                .map(|()| Applied::Muted(*conversation)),
+            Change::RenameGroup {
+                conversation,
+                title,
+                ..
+            } => self
+                .rename_group(actor, actor_name, cid, *conversation, title, now_ms)?
+                .map(Applied::Renamed),
             Change::Read { conversation, seq } => self
                 .mark_read(actor, *conversation, *seq)?
                 .map(Applied::Read),
@@ -366,10 +514,10 @@ impl<'t> ChatBatch<'t> {
                 conversation,
                 members,
             } => self
-                .add_members(actor, *conversation, members)?
+                .add_members(actor, *conversation, members, now_ms)?
                 .map(Applied::Membership),
             Change::RemoveMember { conversation, user } => self
-                .remove_member(actor, *conversation, *user)?
+                .remove_member(actor, *conversation, *user, now_ms)?
                 .map(Applied::Membership),
         })
     }
@@ -384,21 +532,38 @@ impl<'t> ChatBatch<'t> {
         text: &str,
         now_ms: u64,
     ) -> Op<SendOutcome> {
-        self.send_files(sender, sender_name, target, client_id, text, &[], now_ms)
+        self.send_full(
+            sender,
+            sender_name,
+            target,
+            client_id,
+            text,
+            None,
+            &[],
+            &[],
+            now_ms,
+        )
     }
 
-    /// `send` with attachments (file ids, see `store::files`).
+    /// `send`, answering the message `reply_to` of the same conversation if given (refused as
+    /// `Invalid` when that conversation has no such seq: another conversation's seq, a future
+    /// one, or a first message that would create a direct conversation), with attachments
+    /// (file ids, see `store::files`).
     #[allow(clippy::too_many_arguments)]
-    pub fn send_files(
+    pub fn send_full(
         &mut self,
         sender: UserId,
         sender_name: &str,
         target: Target,
         client_id: &str,
         text: &str,
+        reply_to: Option<u64>,
         attachments: &[u128],
+        mentions: &[UserId],
         now_ms: u64,
     ) -> Op<SendOutcome> {
+        const NO_SUCH_REPLY: ChatError =
+            ChatError::Invalid("reply_to is not a message of this conversation");
         // Idempotency first: a retry must get the original ack even if, say, the sender has
         // since left the conversation.
         let seen = self
@@ -463,6 +628,7 @@ impl<'t> ChatBatch<'t> {
                 let existing = self.direct_pairs.get(pair)?.map(|v| v.value());
                 match existing {
                     Some(c) => c,
+                    None if reply_to.is_some() => return Ok(Err(NO_SUCH_REPLY)),
                     None => {
                         let id = self.next_conversation_id()?;
                         let rec = ConvRecord {
@@ -473,6 +639,7 @@ impl<'t> ChatBatch<'t> {
                             last_seq: 0,
                             last_ms: now_ms,
                             member_count: 2,
+                            last_text_seq: 0,
                         };
                         self.put_conv(id, &rec)?;
                         self.join(id, sender, ROLE_MEMBER, 0)?;
@@ -488,7 +655,15 @@ impl<'t> ChatBatch<'t> {
         let Some(mut conv) = self.conv(conv_id)? else {
             return Ok(Err(ChatError::NotFound));
         };
+        if let Some(r) = reply_to {
+            // A text message of this conversation (an event's seq is not one).
+            if r == 0 || r > conv.last_seq || self.event_seqs.get((conv_id, r))?.is_some() {
+                return Ok(Err(NO_SUCH_REPLY));
+            }
+        }
+        let mentions = self.member_mentions(conv_id, sender, mentions)?;
         conv.last_seq += 1;
+        conv.last_text_seq = conv.last_seq;
         // Time never goes backwards within a conversation, even if the clock does.
         conv.last_ms = now_ms.max(conv.last_ms);
         let message = StoredMessage {
@@ -499,9 +674,17 @@ impl<'t> ChatBatch<'t> {
             time_ms: conv.last_ms,
             client_id: client_id.to_string(),
             text: text.to_string(),
+            reply_to,
             unreadable: false,
             attachments: files.iter().map(|f| f.attachment()).collect(),
+            extra: MessageExtra {
+                mentions: mentions.iter().map(|u| u.0).collect(),
+                ..MessageExtra::default()
+            },
         };
+        for u in &mentions {
+            self.mentions.insert((u.0, conv_id, message.seq), ())?;
+        }
         if !files.is_empty() {
             self.files.attach(conv_id, message.seq, &files)?;
         }
@@ -578,12 +761,20 @@ impl<'t> ChatBatch<'t> {
             last_seq: 0,
             last_ms: now_ms,
             member_count: all.len() as u64,
+            last_text_seq: 0,
         };
-        self.put_conv(id, &rec)?;
+        let mut rec = rec;
         for u in &all {
             let role = if *u == owner { ROLE_OWNER } else { ROLE_MEMBER };
             self.join(id, *u, role, 0)?;
         }
+        let event = SystemEvent {
+            action: SystemAction::Created,
+            users: Vec::new(),
+            names: Vec::new(),
+            title: Some(title.to_string()),
+        };
+        let event = self.append_system(id, &mut rec, owner, event, now_ms)?;
         let members = self.refresh_cache(id)?;
         Ok(Ok(MembershipOutcome {
             conversation: ConversationId(id),
@@ -591,6 +782,7 @@ impl<'t> ChatBatch<'t> {
             added: all,
             removed: Vec::new(),
             last_seq: 0,
+            event: Some(event),
         }))
     }
 
@@ -615,6 +807,7 @@ impl<'t> ChatBatch<'t> {
         actor: UserId,
         conv: ConversationId,
         users: &[UserId],
+        now_ms: u64,
     ) -> Op<MembershipOutcome> {
         let mut rec = match self.group_for(actor, conv)? {
             Ok(r) => r,
@@ -646,14 +839,22 @@ impl<'t> ChatBatch<'t> {
             self.join(conv.0, *u, ROLE_MEMBER, rec.last_seq)?;
         }
         rec.member_count += added.len() as u64;
-        self.put_conv(conv.0, &rec)?;
+        let last_seq = rec.last_seq;
+        let event = SystemEvent {
+            action: SystemAction::Added,
+            names: added.iter().map(|u| self.display_name(*u)).collect(),
+            users: added.iter().map(|u| u.0).collect(),
+            title: None,
+        };
+        let event = self.append_system(conv.0, &mut rec, actor, event, now_ms)?;
         let members = self.refresh_cache(conv.0)?;
         Ok(Ok(MembershipOutcome {
             conversation: conv,
             members,
             added,
             removed: Vec::new(),
-            last_seq: rec.last_seq,
+            last_seq,
+            event: Some(event),
         }))
     }
 
@@ -664,6 +865,7 @@ impl<'t> ChatBatch<'t> {
         actor: UserId,
         conv: ConversationId,
         user: UserId,
+        now_ms: u64,
     ) -> Op<MembershipOutcome> {
         let mut rec = match self.group_for(actor, conv)? {
             Ok(r) => r,
@@ -688,13 +890,35 @@ impl<'t> ChatBatch<'t> {
                 self.members.insert((conv.0, next.0), ROLE_OWNER)?;
             }
         }
-        self.put_conv(conv.0, &rec)?;
+        let last_seq = rec.last_seq;
+        let event = if members.is_empty() {
+            // The last member left: nobody is there to read a line.
+            self.put_conv(conv.0, &rec)?;
+            None
+        } else if user == actor {
+            let event = SystemEvent {
+                action: SystemAction::Left,
+                users: Vec::new(),
+                names: Vec::new(),
+                title: None,
+            };
+            Some(self.append_system(conv.0, &mut rec, actor, event, now_ms)?)
+        } else {
+            let event = SystemEvent {
+                action: SystemAction::Removed,
+                users: vec![user.0],
+                names: vec![self.display_name(user)],
+                title: None,
+            };
+            Some(self.append_system(conv.0, &mut rec, actor, event, now_ms)?)
+        };
         Ok(Ok(MembershipOutcome {
             conversation: conv,
             members,
             added: Vec::new(),
             removed: vec![user],
-            last_seq: rec.last_seq,
+            last_seq,
+            event,
         }))
     }
 }
@@ -800,13 +1024,25 @@ impl Store {
             // Every seq after `after` in turn, a marker where a message cannot be read, so a
             // page always advances (see `messages::walk`).
             messages::walk(&messages, &users, conv.0, after + 1, last, true, |m| {
-                bytes = bytes.saturating_add(m.text.len());
                 seen = m.seq;
                 let list = files.of(conv.0, m.seq);
-                out.push(f(&MessageRef {
+                // An edit event is served with its target's current text and mentions.
+                let current = match (m.extra.kind, m.extra.target) {
+                    (MessageKind::Edit, Some(t)) => current_text(&messages, conv.0, t),
+                    _ => None,
+                };
+                let mut m = MessageRef {
                     attachments: &list,
-                    ..*m
-                }));
+                    ..m.clone()
+                };
+                if let Some((_, mentions)) = &current {
+                    m.extra.mentions.clone_from(mentions);
+                }
+                if let Some((text, _)) = &current {
+                    m.text = text;
+                }
+                bytes = bytes.saturating_add(m.text.len());
+                out.push(f(&m));
                 out.len() < limit && bytes < text_bytes
             });
         }
@@ -837,6 +1073,10 @@ impl Store {
         let mut bytes = 0usize;
         if top >= 1 && limit > 0 {
             messages::walk(&messages, &users, conv.0, 1, top, false, |m| {
+                // Edits, deletions and reactions are folded into their targets.
+                if !matches!(m.extra.kind, MessageKind::Text | MessageKind::System) {
+                    return true;
+                }
                 bytes = bytes.saturating_add(m.text.len());
                 let mut stored = m.to_stored();
                 stored.attachments = files.of(conv.0, m.seq);
@@ -949,6 +1189,17 @@ impl Store {
     }
 }
 
+/// The current text and mentions of text message `(conv, seq)` (an edit event's, as served).
+fn current_text(
+    messages: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    conv: u64,
+    seq: u64,
+) -> Option<(String, Vec<u64>)> {
+    let raw = messages.get((conv, seq)).ok()??;
+    let f = messages::decode(conv, seq, raw.value()).ok()?;
+    Some((f.text.to_string(), f.extra.mentions))
+}
+
 /// The last seq of conversation `conv`: its record's, or if that is damaged, the highest seq
 /// whose message record is intact (0 if none is found among the last few).
 fn last_seq_in(tx: &redb::ReadTransaction, conv: u64) -> Result<u64> {
@@ -1020,16 +1271,31 @@ fn summary_of(
     } else {
         None
     };
-    let last_message = if rec.last_seq > 0 {
+    let last_message = if rec.last_text_seq > 0 {
         let messages = tx.open_table(MESSAGES)?;
         let users = tx.open_table(USERS)?;
-        match messages.get((conv.0, rec.last_seq))? {
-            Some(v) => Some(read_message(&users, conv.0, rec.last_seq, v.value())),
+        match messages.get((conv.0, rec.last_text_seq))? {
+            Some(v) => Some(read_message(&users, conv.0, rec.last_text_seq, v.value())),
             None => None,
         }
     } else {
         None
     };
+    // Unread: the seqs after the read position less the events among them.
+    let (unread, mentions) = if read_seq < rec.last_seq {
+        let events = tx
+            .open_table(EVENT_SEQS)?
+            .range((conv.0, read_seq + 1)..=(conv.0, rec.last_seq))?
+            .count() as u64;
+        let mentions = tx
+            .open_table(MENTIONS)?
+            .range((user.0, conv.0, read_seq + 1)..=(user.0, conv.0, u64::MAX))?
+            .count() as u64;
+        ((rec.last_seq - read_seq).saturating_sub(events), mentions)
+    } else {
+        (0, 0)
+    };
+    let muted = tx.open_table(MUTES)?.get((user.0, conv.0))?.is_some();
     Ok(ConversationSummary {
         id: conv,
         kind: rec.kind,
@@ -1041,6 +1307,9 @@ fn summary_of(
         read_seq,
         peer,
         last_message,
+        unread,
+        mentions,
+        muted,
     })
 }
 

@@ -58,10 +58,12 @@ impl Live {
         for _ in 0..n {
             self.sent += 1;
             let c = Change::Send {
+                reply_to: None,
                 target: Target::User(self.bob),
                 client_id: format!("c{}", self.sent),
                 text: format!("message number {}", self.sent),
                 attachments: Vec::new(),
+                mentions: Vec::new(),
             };
             let ops = [LoggedOp {
                 actor: self.alice,

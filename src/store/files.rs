@@ -230,6 +230,50 @@ impl<'t> FileTables<'t> {
         Ok(())
     }
 
+    /// Removes message `(conv, seq)`'s attachments (a deleted message, issue 23): its list,
+    /// and each file's `(file, conv)` entry unless another message of `conv` still holds the
+    /// file; a file no conversation holds any more is marked unattached, so the collector
+    /// removes its bytes like any unattached upload.
+    pub(super) fn detach(&mut self, conv: u64, seq: u64) -> Result<()> {
+        let Some(raw) = self.message_files.remove((conv, seq))? else {
+            return Ok(());
+        };
+        let list = decode_list(conv, seq, raw.value()).unwrap_or_default();
+        drop(raw);
+        let mut ids: Vec<u128> = list
+            .iter()
+            .filter_map(|a| crate::model::parse_file_id(&a.id))
+            .collect();
+        // Still held by another message of this conversation (forwarded within it)?
+        for row in self.message_files.range((conv, 0)..=(conv, u64::MAX))? {
+            let (k, v) = row?;
+            let (c, s) = k.value();
+            if let Ok(other) = decode_list(c, s, v.value()) {
+                ids.retain(|id| !other.iter().any(|a| a.id == file_id_text(*id)));
+            }
+            if ids.is_empty() {
+                break;
+            }
+        }
+        for id in ids {
+            self.file_convs.remove((id, conv))?;
+            let held = self
+                .file_convs
+                .range((id, 0)..=(id, u64::MAX))?
+                .next()
+                .is_some();
+            if held {
+                continue;
+            }
+            let rec = self.files.get(id)?.map(|v| decode_file(id, v.value()));
+            if let Some(Ok(mut f)) = rec {
+                f.attached = false;
+                self.files.insert(id, encode_file(&f).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
     /// The attachments of message `(conv, seq)` (empty when none or unreadable).
     pub(super) fn of_message(&self, conv: u64, seq: u64) -> Result<Vec<Attachment>> {
         Ok(match self.message_files.get((conv, seq))? {

@@ -55,8 +55,10 @@ pub fn record(data: &[u8]) {
                     time_ms: f.time_ms,
                     client_id: f.client_id.to_string(),
                     text: f.text.to_string(),
+                    reply_to: f.reply_to,
                     unreadable: f.kind != messages::KIND_TEXT,
                     attachments: Vec::new(),
+                    extra: f.extra.clone(),
                 };
                 let encoded = messages::encode(&m);
                 let g = messages::decode(9, 4, &encoded).expect("message record round trip");
@@ -162,7 +164,9 @@ fn change(i: u64) -> chat::Change {
         target: chat::Target::Conversation(crate::model::ConversationId(i)),
         client_id: format!("c{i}"),
         text: "é".repeat(i as usize),
+        reply_to: None,
         attachments: Vec::new(),
+        mentions: Vec::new(),
     }
 }
 

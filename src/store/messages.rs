@@ -1,6 +1,20 @@
 //! Message records (table `messages`): their encoding, and reading them so that damage never
 //! stops a reader.
 //!
+//! Record v4 (schema 5, issue 23) is v3 followed by the message's state and its event data:
+//! flags (1 = edited, 2 = deleted, 4 = a reaction event that added), target seq (0 = none),
+//! mentions (count, user ids), reactions (count, then each: emoji, count, user ids), a
+//! reaction event's emoji ("" = none), and the system line (action 0 = none, else 1 created,
+//! 2 added, 3 removed, 4 left, 5 renamed, then users (count, ids), names (count, strings) and
+//! the title ("" = none)); all counts and numbers varints, strings varint length + UTF-8.
+//! Kinds: 1 text, 2 lost (a repair's marker), 3 edit, 4 delete, 5 reaction, 6 system. An edit
+//! event stores no text: it is served with its target's current text (`chat`), so a deleted or
+//! re-edited message's old text is nowhere. A deletion rewrites the target with no text.
+//!
+//! Record v3 (schema 5 before issue 23's events) is v2 followed by `reply_to` (varint; 0 = not
+//! a reply). v2 and v3 records are read as they are, as text messages: the upgrade to 5
+//! rewrites nothing.
+//!
 //! Record v2 (schema 4), sealed with the key (conversation, seq) (`codec::seal`): version 2,
 //! sender id (varint), server time ms (varint), kind (1 = text, 2 = lost: a marker `chatd
 //! repair` writes where a message could not be read), client_id and text (varint length +
@@ -20,47 +34,196 @@ use redb::{ReadOnlyTable, ReadableTable};
 
 use super::codec::{self, Dec, DecodeError, Enc};
 use super::{damage, decode_user};
-use crate::model::{ConversationId, MessageRef, StoredMessage, UserId};
+use crate::model::{
+    ConversationId, MessageExtra, MessageKind, MessageRef, Reaction, StoredMessage, SystemAction,
+    SystemEvent, UserId,
+};
 
 /// Record kinds.
 pub const KIND_TEXT: u8 = 1;
 /// Written by `chatd repair` at the seq of a message it could not read.
 pub const KIND_LOST: u8 = 2;
+pub const KIND_EDIT: u8 = 3;
+pub const KIND_DELETE: u8 = 4;
+pub const KIND_REACTION: u8 = 5;
+pub const KIND_SYSTEM: u8 = 6;
+
+const FLAG_EDITED: u8 = 1;
+const FLAG_DELETED: u8 = 2;
+const FLAG_ADDED: u8 = 4;
+
+fn kind_code(k: MessageKind) -> u8 {
+    match k {
+        MessageKind::Text => KIND_TEXT,
+        MessageKind::Edit => KIND_EDIT,
+        MessageKind::Delete => KIND_DELETE,
+        MessageKind::Reaction => KIND_REACTION,
+        MessageKind::System => KIND_SYSTEM,
+    }
+}
+
+fn action_code(a: SystemAction) -> u8 {
+    match a {
+        SystemAction::Created => 1,
+        SystemAction::Added => 2,
+        SystemAction::Removed => 3,
+        SystemAction::Left => 4,
+        SystemAction::Renamed => 5,
+    }
+}
+
+fn ids(e: Enc, v: &[u64]) -> Enc {
+    let mut e = e.var(v.len() as u64);
+    for id in v {
+        e = e.var(*id);
+    }
+    e
+}
+
+fn decode_ids(d: &mut Dec<'_>) -> Result<Vec<u64>, DecodeError> {
+    let n = d.var()?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(d.var()?);
+    }
+    Ok(v)
+}
 
 /// The sealed record of a message.
 pub fn encode(m: &StoredMessage) -> Vec<u8> {
-    let kind = if m.unreadable { KIND_LOST } else { KIND_TEXT };
-    let rec = Enc::new(2)
+    let x = &m.extra;
+    let kind = if m.unreadable {
+        KIND_LOST
+    } else {
+        kind_code(x.kind)
+    };
+    // An edit event's text is its target's (served from there), never a copy.
+    let text = if x.kind == MessageKind::Edit {
+        ""
+    } else {
+        &m.text
+    };
+    let flags = if x.edited { FLAG_EDITED } else { 0 }
+        | if x.deleted { FLAG_DELETED } else { 0 }
+        | if x.added { FLAG_ADDED } else { 0 };
+    let mut e = Enc::new(4)
         .var(m.sender.0)
         .var(m.time_ms)
         .u8(kind)
         .vstr(&m.client_id)
-        .vstr(&m.text)
-        .0;
-    codec::seal(&codec::key2(m.conversation.0, m.seq), rec)
+        .vstr(text)
+        .var(m.reply_to.unwrap_or(0))
+        .u8(flags)
+        .var(x.target.unwrap_or(0));
+    e = ids(
+        e,
+        if x.kind == MessageKind::Edit {
+            &[]
+        } else {
+            &x.mentions
+        },
+    );
+    e = e.var(x.reactions.len() as u64);
+    for r in &x.reactions {
+        e = ids(e.vstr(&r.emoji), &r.users);
+    }
+    e = e.vstr(x.emoji.as_deref().unwrap_or(""));
+    match &x.system {
+        None => e = e.u8(0),
+        Some(sys) => {
+            e = ids(e.u8(action_code(sys.action)), &sys.users);
+            e = e.var(sys.names.len() as u64);
+            for n in &sys.names {
+                e = e.vstr(n);
+            }
+            e = e.vstr(sys.title.as_deref().unwrap_or(""));
+        }
+    }
+    codec::seal(&codec::key2(m.conversation.0, m.seq), e.0)
 }
 
-/// A message record's fields, borrowed from the page.
-#[derive(Clone, Copy, Debug)]
+/// A message record's fields, borrowed from the page (the state beyond the text owned).
+#[derive(Clone, Debug)]
 pub struct Fields<'a> {
     pub sender: u64,
     pub time_ms: u64,
     pub kind: u8,
     pub client_id: &'a str,
     pub text: &'a str,
+    pub reply_to: Option<u64>,
+    pub extra: MessageExtra,
 }
 
 /// Checks and decodes a sealed record at (conv, seq).
 pub fn decode(conv: u64, seq: u64, raw: &[u8]) -> Result<Fields<'_>, DecodeError> {
     let rec = codec::unseal(&codec::key2(conv, seq), raw)?;
-    let mut d = Dec::new(rec, 2, "message record version")?;
-    let f = Fields {
+    let (version, mut d) = Dec::versioned(rec, 2..=4, "message record version")?;
+    let mut f = Fields {
         sender: d.var()?,
         time_ms: d.var()?,
         kind: d.u8()?,
         client_id: d.vstr()?,
         text: d.vstr()?,
+        reply_to: None,
+        extra: MessageExtra::default(),
     };
+    if version >= 3 {
+        f.reply_to = Some(d.var()?).filter(|&s| s != 0);
+    }
+    f.extra.kind = match f.kind {
+        KIND_TEXT | KIND_LOST => MessageKind::Text,
+        KIND_EDIT => MessageKind::Edit,
+        KIND_DELETE => MessageKind::Delete,
+        KIND_REACTION => MessageKind::Reaction,
+        KIND_SYSTEM => MessageKind::System,
+        _ => return Err(DecodeError("unknown message kind")),
+    };
+    if version >= 4 {
+        let x = &mut f.extra;
+        let flags = d.u8()?;
+        x.edited = flags & FLAG_EDITED != 0;
+        x.deleted = flags & FLAG_DELETED != 0;
+        x.added = flags & FLAG_ADDED != 0;
+        x.target = Some(d.var()?).filter(|&s| s != 0);
+        x.mentions = decode_ids(&mut d)?;
+        let n = d.var()?;
+        for _ in 0..n {
+            let emoji = d.vstr()?.to_string();
+            let users = decode_ids(&mut d)?;
+            x.reactions.push(Reaction { emoji, users });
+        }
+        x.emoji = Some(d.vstr()?)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string);
+        let action = match d.u8()? {
+            0 => None,
+            1 => Some(SystemAction::Created),
+            2 => Some(SystemAction::Added),
+            3 => Some(SystemAction::Removed),
+            4 => Some(SystemAction::Left),
+            5 => Some(SystemAction::Renamed),
+            _ => return Err(DecodeError("unknown system action")),
+        };
+        if let Some(action) = action {
+            let users = decode_ids(&mut d)?;
+            let n = d.var()?;
+            let mut names = Vec::new();
+            for _ in 0..n {
+                names.push(d.vstr()?.to_string());
+            }
+            let title = Some(d.vstr()?)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            x.system = Some(SystemEvent {
+                action,
+                users,
+                names,
+                title,
+            });
+        }
+    } else if f.kind != KIND_TEXT && f.kind != KIND_LOST {
+        return Err(DecodeError("event kinds need record v4"));
+    }
     if !d.done() {
         return Err(DecodeError("bytes after the message record"));
     }
@@ -87,8 +250,10 @@ pub fn marker(conv: u64, seq: u64) -> MessageRef<'static> {
         time_ms: 0,
         client_id: "",
         text: "",
+        reply_to: None,
         unreadable: true,
         attachments: &[],
+        extra: MessageExtra::default(),
     }
 }
 
@@ -126,7 +291,7 @@ pub fn view<'a>(
     raw: &'a [u8],
 ) -> MessageRef<'a> {
     match decode(conv, seq, raw) {
-        Ok(f) if f.kind == KIND_TEXT => MessageRef {
+        Ok(f) if f.kind != KIND_LOST => MessageRef {
             conversation: ConversationId(conv),
             seq,
             sender: UserId(f.sender),
@@ -134,8 +299,10 @@ pub fn view<'a>(
             time_ms: f.time_ms,
             client_id: f.client_id,
             text: f.text,
+            reply_to: f.reply_to,
             unreadable: false,
             attachments: &[],
+            extra: f.extra,
         },
         // Lost before (a repair's marker): not new damage.
         Ok(_) => marker(conv, seq),

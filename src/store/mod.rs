@@ -24,6 +24,8 @@ pub mod damage;
 #[cfg(test)]
 mod damage_tests;
 mod dbfile;
+#[cfg(test)]
+mod event_tests;
 pub(crate) mod fault;
 pub mod files;
 #[doc(hidden)]
@@ -1136,6 +1138,9 @@ fn init_schema(db: &Database) -> Result<u64> {
     tx.open_table(DIRECT_PAIRS)?;
     tx.open_table(MESSAGES)?;
     tx.open_table(CLIENT_IDS)?;
+    tx.open_table(EVENT_SEQS)?;
+    tx.open_table(MENTIONS)?;
+    tx.open_table(MUTES)?;
     tx.commit()?;
     Ok(epoch)
 }
@@ -1171,6 +1176,10 @@ fn migrate(tx: &redb::WriteTransaction, from: u64) -> Result<()> {
             }
             // 3 → 4: seal every record; message records v2 (see `store::messages`).
             3 => seal_records(tx)?,
+            // 4 → 5: message records v3 (a reply's `reply_to`) and the send-with-reply log ops.
+            // v2 records read as messages without a reply, so nothing is rewritten: the bump
+            // only keeps an older chatd from opening a database that may hold v3 records.
+            4 => {}
             _ => {
                 return Err(StoreError::Corrupt(format!(
                     "unknown schema version {v} (no upgrade step from it)"
@@ -1240,8 +1249,10 @@ fn seal_records(tx: &redb::WriteTransaction) -> Result<()> {
                 time_ms,
                 client_id: client_id.to_string(),
                 text: text.to_string(),
+                reply_to: None,
                 unreadable: false,
                 attachments: Vec::new(),
+                extra: Default::default(),
             };
             ids.insert((sender, client_id_hash(client_id)), (conv, seq))?;
             rows.push(((conv, seq), messages::encode(&m)));

@@ -236,6 +236,11 @@ fn rebuild(tx: &ReadTransaction, dest: &Path) -> Result<Repaired> {
     } else {
         BTreeMap::new()
     };
+    let mutes = if has(MUTES.name()) {
+        salvage(tx, MUTES, lost, |k, v| (k, v))
+    } else {
+        BTreeMap::new()
+    };
 
     // Conversations: the intact records, and every id that members or pairs name.
     let mut member_lists: BTreeMap<u64, Vec<(u64, u8)>> = BTreeMap::new();
@@ -300,6 +305,8 @@ fn rebuild(tx: &ReadTransaction, dest: &Path) -> Result<Repaired> {
                     last_seq,
                     last_ms,
                     member_count: list.len() as u64,
+                    // The preview may then show an event's empty line; the seqs stay right.
+                    last_text_seq: last_seq,
                 }
             }
         };
@@ -386,8 +393,19 @@ fn rebuild(tx: &ReadTransaction, dest: &Path) -> Result<Repaired> {
             for (user, ms) in last_seen.iter().filter(|(u, _)| good_users.contains_key(u)) {
                 t.insert(*user, *ms)?;
             }
+            let mut t = w.open_table(MUTES)?;
+            for ((user, conv), ()) in &mutes {
+                let member = member_lists
+                    .get(conv)
+                    .is_some_and(|l| l.iter().any(|(u, _)| u == user));
+                if member {
+                    t.insert((*user, *conv), ())?;
+                }
+            }
             // Every table exists, as `init_schema` would make them.
             w.open_table(MESSAGES)?;
+            w.open_table(EVENT_SEQS)?;
+            w.open_table(MENTIONS)?;
             w.open_table(CLIENT_IDS)?;
             Ok(())
         },
@@ -401,8 +419,23 @@ fn rebuild(tx: &ReadTransaction, dest: &Path) -> Result<Repaired> {
             &|w| {
                 let mut t = w.open_table(MESSAGES)?;
                 let mut ids = w.open_table(CLIENT_IDS)?;
+                // The event and mention indexes are rebuilt from the messages themselves.
+                let mut events = w.open_table(EVENT_SEQS)?;
+                let mut mentions = w.open_table(MENTIONS)?;
                 for m in pending.iter() {
-                    t.insert((m.conversation.0, m.seq), messages::encode(m).as_slice())?;
+                    let (c, seq) = (m.conversation.0, m.seq);
+                    if m.extra.kind != crate::model::MessageKind::Text {
+                        events.insert((c, seq), ())?;
+                    }
+                    for u in &m.extra.mentions {
+                        let member = member_lists
+                            .get(&c)
+                            .is_some_and(|l| l.iter().any(|(x, _)| x == u));
+                        if member && m.extra.kind == crate::model::MessageKind::Text {
+                            mentions.insert((*u, c, seq), ())?;
+                        }
+                    }
+                    t.insert((c, seq), messages::encode(m).as_slice())?;
                     if !m.unreadable && !m.client_id.is_empty() {
                         ids.insert(
                             (m.sender.0, client_id_hash(&m.client_id)),

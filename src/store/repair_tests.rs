@@ -133,10 +133,12 @@ fn repair_keeps_everything_readable_with_markers_at_the_lost_seqs() {
     );
     // It keeps working: the next message is seq 41.
     let c = chat::Change::Send {
+        reply_to: None,
         target: chat::Target::Conversation(conv),
         client_id: "after-repair".into(),
         text: "hello again".into(),
         attachments: Vec::new(),
+        mentions: Vec::new(),
     };
     let ops = [wal::LoggedOp {
         actor: alice,
@@ -218,10 +220,12 @@ fn compact_keeps_every_message_and_the_epoch_in_a_smaller_file() {
     for round in 0..150 {
         for (i, u) in users.iter().enumerate() {
             let c = chat::Change::Send {
+                reply_to: None,
                 target: chat::Target::User(*u),
                 client_id: format!("r{round}-{i}"),
                 text: format!("round {round} to {i}: some text of a usual length"),
                 attachments: Vec::new(),
+                mentions: Vec::new(),
             };
             let ops = [wal::LoggedOp {
                 actor: live.alice,

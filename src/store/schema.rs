@@ -10,7 +10,7 @@ use redb::TableDefinition;
 
 /// The schema this build writes. Databases with a higher number are refused; lower ones are
 /// migrated forward on open.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 // What each schema version changed, oldest first (`store::migrate` applies the steps):
 // 1. The first release layout.
 // 2. `META_MESSAGE_COUNT` (messages stored, kept by every send; counted once on upgrade).
@@ -21,6 +21,9 @@ pub const SCHEMA_VERSION: u64 = 4;
 // 4. Every record (users, sessions, conversations, messages) is sealed with a CRC-32C of its
 //    key and bytes (`codec::seal`), checked on every read. Message records v2: varints, no
 //    sender name (looked up in `users`), kind 2 = a lost message's marker (`chatd repair`).
+// 5. Message records v3 (`reply_to`) and v4 (kinds edit/delete/reaction/system, edited and
+//    deleted flags, mentions, reactions); conversation records v2 (`last_text_seq`); tables
+//    `event_seqs`, `mentions`, `mutes`. Older records read as they are: nothing is rewritten.
 
 /// Small counters and settings: `schema_version`, `epoch` (random, set when the database is
 /// created or restored, so clients can tell a restored database from the one they knew),
@@ -94,6 +97,17 @@ pub const DIRECT_PAIRS: TableDefinition<(u64, u64), u64> = TableDefinition::new(
 /// and have no gaps within a conversation. (v1, schema ≤ 3: fixed-width integers and the
 /// sender's name in every record.)
 pub const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messages");
+
+/// (conversation id, seq) → (): the seqs that are events (edit, delete, reaction, system), not
+/// text messages (schema 5, issue 23): unread counts are the seqs after the read position less
+/// these.
+pub const EVENT_SEQS: TableDefinition<(u64, u64), ()> = TableDefinition::new("event_seqs");
+
+/// (user id, conversation id, seq) → (): text message `seq` mentions the user (schema 5).
+pub const MENTIONS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("mentions");
+
+/// (user id, conversation id) → (): the user muted the conversation (schema 5).
+pub const MUTES: TableDefinition<(u64, u64), ()> = TableDefinition::new("mutes");
 
 /// (sender id, `client_id_hash(client_id)`) → (conversation id, seq): makes sends idempotent.
 /// Kept as long as the message it points to. Fixed-width keys (schema 4): 32 bytes per message

@@ -504,24 +504,33 @@ mod chat {
             b.send(u[1], "b", Target::Conversation(conv), "m1", "hello", 6)?
                 .unwrap();
             assert!(matches!(
-                b.add_members(u[1], conv, &[u[2]])?.unwrap_err(),
+                b.add_members(u[1], conv, &[u[2]], 7)?.unwrap_err(),
                 ChatError::Forbidden(_)
             ));
-            let added = b.add_members(u[0], conv, &[u[2], u[3], u[1]])?.unwrap();
+            let added = b.add_members(u[0], conv, &[u[2], u[3], u[1]], 7)?.unwrap();
             assert_eq!(added.added, vec![u[2], u[3]]);
-            assert_eq!(added.last_seq, 1);
+            // seq 1 is the "created" line, 2 the message; the "added" line is 3.
+            assert_eq!(added.last_seq, 2);
+            let line = added.event.as_ref().unwrap();
+            assert_eq!(line.seq, 3);
+            assert_eq!(line.extra.system.as_ref().unwrap().users, [u[2].0, u[3].0]);
             Ok(())
         })
         .unwrap();
         let c = s.conversation_for(u[2], conv).unwrap().unwrap();
         assert_eq!(c.member_count, 4);
-        assert_eq!(c.read_seq, 1, "history before joining is not unread");
+        assert_eq!(c.read_seq, 2, "history before joining is not unread");
+        assert_eq!(
+            (c.last_seq, c.unread),
+            (3, 0),
+            "a system line is not unread"
+        );
         assert_eq!(c.title, "team");
         s.chat_batch(&mut cache, |b| {
-            let left = b.remove_member(u[0], conv, u[0])?.unwrap();
+            let left = b.remove_member(u[0], conv, u[0], 8)?.unwrap();
             assert_eq!(left.removed, vec![u[0]]);
             assert!(matches!(
-                b.remove_member(u[3], conv, u[2])?.unwrap_err(),
+                b.remove_member(u[3], conv, u[2], 8)?.unwrap_err(),
                 ChatError::Forbidden(_)
             ));
             Ok(())
@@ -555,11 +564,129 @@ mod chat {
     }
 }
 
-/// Writes the schema-1 fixture `tests/data/chatd-schema1.redb` used by the upgrade tests:
+/// A real database written by the schema-4 code (tests/data/chatd-schema4, made by
+/// `write_fixture` at commit "Schema-4 fixture", before issue 23 changes the message record)
+/// opens with this build and keeps every record: the upgrade from 4 is tested on it.
+#[test]
+fn schema4_database_is_upgraded() {
+    let dir = tmp();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/chatd-schema4");
+    for f in ["chatd.redb", "chatd.id", "chatd.wal", "chatd.wal2"] {
+        std::fs::copy(format!("{fixture}/{f}"), dir.path().join(f)).unwrap();
+    }
+    for round in 0..2 {
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.meta(schema::META_SCHEMA_VERSION).unwrap(),
+            Some(schema::SCHEMA_VERSION),
+            "round {round}"
+        );
+        assert_eq!(s.message_count().unwrap(), 5);
+        let users = s.list_users().unwrap();
+        let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+        let bob = s.conversations_of(users[1].id, 10).unwrap();
+        assert_eq!(bob.len(), 2);
+        let direct = bob
+            .iter()
+            .find(|c| c.kind == crate::model::ConversationKind::Direct)
+            .unwrap();
+        // bob read 1, and his own message 2 counts as read.
+        assert_eq!((direct.last_seq, direct.read_seq), (3, 2));
+        let group = bob
+            .iter()
+            .find(|c| c.kind == crate::model::ConversationKind::Group)
+            .unwrap();
+        assert_eq!(group.title, "fixture group");
+        let page = s
+            .history(users[1].id, direct.id, u64::MAX, 10, usize::MAX)
+            .unwrap()
+            .unwrap();
+        let texts: Vec<&str> = page.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["hello bob", "hi alice", "schema one <b>was</b> here"]
+        );
+        assert_eq!(page[0].sender_name, "alice");
+        let page = s
+            .history(users[2].id, group.id, u64::MAX, 10, usize::MAX)
+            .unwrap()
+            .unwrap();
+        let texts: Vec<&str> = page.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["carol in the group", "alice in the group"]);
+    }
+}
+
+/// A real database written by main at issue 22 (schema 4 with the file tables;
+/// tests/data/chatd-files-main, made by a `write_files_fixture` run on main's code): two
+/// messages of alice to bob committed (the second with `one.png`), and a third with `two.png`
+/// only in the log as a send-with-files op 7, as a crash before the checkpoint leaves it. It
+/// opens with this build: the log op replays, the attachments stay, the schema is upgraded.
+#[test]
+fn main_files_database_is_upgraded() {
+    let dir = tmp();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/chatd-files-main");
+    for f in ["chatd.redb", "chatd.id", "chatd.wal", "chatd.wal2"] {
+        std::fs::copy(format!("{fixture}/{f}"), dir.path().join(f)).unwrap();
+    }
+    // The redb file alone holds two messages: the third is the log's.
+    let bare = tmp();
+    std::fs::copy(format!("{fixture}/chatd.redb"), bare.path().join(DB_FILE)).unwrap();
+    let opts = OpenOptions {
+        discard_damaged_log: true,
+        ..OpenOptions::default()
+    };
+    assert_eq!(
+        Store::open_with(bare.path(), &opts)
+            .unwrap()
+            .message_count()
+            .unwrap(),
+        2
+    );
+    for round in 0..2 {
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.meta(schema::META_SCHEMA_VERSION).unwrap(),
+            Some(schema::SCHEMA_VERSION),
+            "round {round}"
+        );
+        assert_eq!(s.message_count().unwrap(), 3);
+        let users = s.list_users().unwrap();
+        let bob = s.conversations_of(users[1].id, 10).unwrap();
+        let page = s
+            .history(users[1].id, bob[0].id, u64::MAX, 10, usize::MAX)
+            .unwrap()
+            .unwrap();
+        let got: Vec<(&str, Vec<&str>)> = page
+            .iter()
+            .map(|m| {
+                let names = m.attachments.iter().map(|a| a.name.as_str()).collect();
+                (m.text.as_str(), names)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("hello bob", vec![]),
+                ("a picture", vec!["one.png"]),
+                ("", vec!["two.png"])
+            ]
+        );
+        assert_eq!(page[1].attachments[0].width, Some(40));
+        // bob may download both files (a conversation he is in holds them).
+        for id in [0xa1u128, 0xb2] {
+            assert!(s.file_for(users[1].id, id).unwrap().is_some(), "{id:x}");
+        }
+    }
+}
+
+/// Writes a fixture data directory (`tests/data/chatd-schemaN`) used by the
+/// upgrade tests:
 /// alice, bob and carol (password "fixture-password-1"), a direct chat alice↔bob with 3
 /// messages (bob has read 1), a group "fixture group" of all three with 2 messages.
 /// Run it only with the code of the schema version it names:
-/// `CHATD_FIXTURE_OUT=tests/data/chatd-schema1 cargo test --lib write_fixture -- --ignored`
+/// `CHATD_FIXTURE_OUT=tests/data/chatd-schemaN cargo test --lib write_fixture -- --ignored`
+/// (schema 1 kept only `chatd.redb`; from schema 4 on, the log files and `chatd.id` belong to it).
 #[test]
 #[ignore]
 fn write_fixture() {
@@ -780,10 +907,12 @@ fn logged_batches_are_replayed_after_a_crash() {
     let (a, b) = alice_and_bob(&s);
     let mut cache = MemberCache::default();
     let first = Change::Send {
+        reply_to: None,
         target: Target::User(b.id),
         client_id: "c1".into(),
         text: "hello".into(),
         attachments: Vec::new(),
+        mentions: Vec::new(),
     };
     let r = s
         .apply_logged(
@@ -802,10 +931,12 @@ fn logged_batches_are_replayed_after_a_crash() {
     let conv = sent.message.conversation;
     let more: Vec<Change> = (2..=5)
         .map(|i| Change::Send {
+            reply_to: None,
             target: Target::Conversation(conv),
             client_id: format!("c{i}"),
             text: format!("m{i}"),
             attachments: Vec::new(),
+            mentions: Vec::new(),
         })
         .chain([Change::Read {
             conversation: conv,
@@ -946,10 +1077,12 @@ fn a_crash_before_a_checkpoints_fsync_loses_nothing() {
     let (a, b) = alice_and_bob(&s);
     let mut cache = MemberCache::default();
     let send = |i: u32| Change::Send {
+        reply_to: None,
         target: Target::User(b.id),
         client_id: format!("c{i}"),
         text: format!("m{i}"),
         attachments: Vec::new(),
+        mentions: Vec::new(),
     };
     let log =
         |cache: &mut MemberCache, changes: &[Change]| apply_as_alice(&s, cache, a.id, changes);
@@ -1033,10 +1166,12 @@ fn a_tiny_page_cache_loses_nothing() {
             .map(|p| {
                 *n += 1;
                 Change::Send {
+                    reply_to: None,
                     target: Target::User(*p),
                     client_id: format!("c{n}"),
                     text: format!("message {n} {}", "x".repeat(300)),
                     attachments: Vec::new(),
+                    mentions: Vec::new(),
                 }
             })
             .collect();
@@ -1131,10 +1266,12 @@ fn reused_log_files_bring_back_every_batch_once_after_a_crash() {
         for _ in 0..(3 + round % 2) {
             sent += 1;
             let c = Change::Send {
+                reply_to: None,
                 target: Target::User(b.id),
                 client_id: format!("c{sent}"),
                 text: "y".repeat(len),
                 attachments: Vec::new(),
+                mentions: Vec::new(),
             };
             apply_as_alice(&s, &mut cache, a.id, &[c]);
         }

@@ -798,6 +798,30 @@ const OP_REMOVE_MEMBER: u8 = 6;
 /// A send with attachments (issue 22): ops 1/2's fields, then the count and the file ids.
 const OP_SEND_CONV_FILES: u8 = 7;
 const OP_SEND_USER_FILES: u8 = 8;
+/// Any other send (schema 5: a reply, mentions): ops 1/2's fields, then `reply_to` (0 = none),
+/// the file ids (count, then each id as two u64) and the mentioned user ids (count, ids).
+/// Sends that need none of these keep ops 1/2 (or 7/8 with files only), so the logs of older
+/// builds decode unchanged and theirs stay what they were.
+const OP_SEND_CONV_EXT: u8 = 9;
+const OP_SEND_USER_EXT: u8 = 10;
+/// Issue 23's events (schema 5): conversation, seq, text, mentions, client_id ("" = none).
+const OP_EDIT: u8 = 11;
+/// Conversation, seq, client_id.
+const OP_DELETE: u8 = 12;
+/// Conversation, seq, emoji, client_id.
+const OP_REACT: u8 = 13;
+/// Conversation, muted (0/1).
+const OP_MUTE: u8 = 14;
+/// Conversation, title, client_id.
+const OP_RENAME: u8 = 15;
+
+fn opt_str(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("")
+}
+
+fn decode_opt_str(d: &mut Dec<'_>) -> Result<Option<String>, DecodeError> {
+    Ok(Some(d.str()?).filter(|s| !s.is_empty()).map(str::to_string))
+}
 
 fn encode_change(e: Enc, c: &Change) -> Enc {
     use super::chat::Target;
@@ -806,22 +830,40 @@ fn encode_change(e: Enc, c: &Change) -> Enc {
             target,
             client_id,
             text,
+            reply_to,
             attachments,
+            mentions,
         } => {
-            // A send without files keeps the original op (records stay readable by older
-            // builds); with files it is op 7/8: the same fields, then the file ids.
+            // A plain send keeps the original op, one with files only op 7/8 (records stay
+            // readable by older builds); anything else is op 9/10.
+            let ext = reply_to.is_some() || !mentions.is_empty();
             let files = !attachments.is_empty();
-            let e = match (target, files) {
-                (Target::Conversation(id), false) => e.u8(OP_SEND_CONV).u64(id.0),
-                (Target::User(u), false) => e.u8(OP_SEND_USER).u64(u.0),
-                (Target::Conversation(id), true) => e.u8(OP_SEND_CONV_FILES).u64(id.0),
-                (Target::User(u), true) => e.u8(OP_SEND_USER_FILES).u64(u.0),
+            let op = match (target, ext, files) {
+                (Target::Conversation(_), false, false) => OP_SEND_CONV,
+                (Target::User(_), false, false) => OP_SEND_USER,
+                (Target::Conversation(_), false, true) => OP_SEND_CONV_FILES,
+                (Target::User(_), false, true) => OP_SEND_USER_FILES,
+                (Target::Conversation(_), true, _) => OP_SEND_CONV_EXT,
+                (Target::User(_), true, _) => OP_SEND_USER_EXT,
             };
-            let mut e = e.str(client_id).str(text);
-            if files {
+            let id = match target {
+                Target::Conversation(c) => c.0,
+                Target::User(u) => u.0,
+            };
+            let mut e = e.u8(op).u64(id).str(client_id).str(text);
+            if ext {
+                e = e.u64(reply_to.unwrap_or(0));
+            }
+            if files || ext {
                 e = e.u64(attachments.len() as u64);
                 for id in attachments {
                     e = e.u64((*id >> 64) as u64).u64(*id as u64);
+                }
+            }
+            if ext {
+                e = e.u64(mentions.len() as u64);
+                for m in mentions {
+                    e = e.u64(m.0);
                 }
             }
             e
@@ -850,6 +892,57 @@ fn encode_change(e: Enc, c: &Change) -> Enc {
         Change::RemoveMember { conversation, user } => {
             e.u8(OP_REMOVE_MEMBER).u64(conversation.0).u64(user.0)
         }
+        Change::Edit {
+            conversation,
+            seq,
+            text,
+            mentions,
+            client_id,
+        } => {
+            let mut e = e
+                .u8(OP_EDIT)
+                .u64(conversation.0)
+                .u64(*seq)
+                .str(text)
+                .u64(mentions.len() as u64);
+            for m in mentions {
+                e = e.u64(m.0);
+            }
+            e.str(opt_str(client_id))
+        }
+        Change::Delete {
+            conversation,
+            seq,
+            client_id,
+        } => e
+            .u8(OP_DELETE)
+            .u64(conversation.0)
+            .u64(*seq)
+            .str(opt_str(client_id)),
+        Change::React {
+            conversation,
+            seq,
+            emoji,
+            client_id,
+        } => e
+            .u8(OP_REACT)
+            .u64(conversation.0)
+            .u64(*seq)
+            .str(emoji)
+            .str(opt_str(client_id)),
+        Change::Mute {
+            conversation,
+            muted,
+        } => e.u8(OP_MUTE).u64(conversation.0).u8(u8::from(*muted)),
+        Change::RenameGroup {
+            conversation,
+            title,
+            client_id,
+        } => e
+            .u8(OP_RENAME)
+            .u64(conversation.0)
+            .str(title)
+            .str(opt_str(client_id)),
     }
 }
 
@@ -865,29 +958,70 @@ fn decode_users(d: &mut Dec<'_>) -> Result<Vec<UserId>, DecodeError> {
 fn decode_change(d: &mut Dec<'_>) -> Result<Change, DecodeError> {
     use super::chat::Target;
     Ok(match d.u8()? {
-        k @ (OP_SEND_CONV | OP_SEND_USER | OP_SEND_CONV_FILES | OP_SEND_USER_FILES) => {
+        k @ (OP_SEND_CONV | OP_SEND_USER | OP_SEND_CONV_FILES | OP_SEND_USER_FILES
+        | OP_SEND_CONV_EXT | OP_SEND_USER_EXT) => {
             let id = d.u64()?;
-            let target = if matches!(k, OP_SEND_CONV | OP_SEND_CONV_FILES) {
+            let target = if matches!(k, OP_SEND_CONV | OP_SEND_CONV_FILES | OP_SEND_CONV_EXT) {
                 Target::Conversation(ConversationId(id))
             } else {
                 Target::User(UserId(id))
             };
             let client_id = d.str()?.to_string();
             let text = d.str()?.to_string();
+            let ext = matches!(k, OP_SEND_CONV_EXT | OP_SEND_USER_EXT);
+            let reply_to = if ext {
+                Some(d.u64()?).filter(|&s| s != 0)
+            } else {
+                None
+            };
             let mut attachments = Vec::new();
-            if matches!(k, OP_SEND_CONV_FILES | OP_SEND_USER_FILES) {
+            if ext || matches!(k, OP_SEND_CONV_FILES | OP_SEND_USER_FILES) {
                 let n = d.u64()?;
                 for _ in 0..n.min(1024) {
                     attachments.push((u128::from(d.u64()?) << 64) | u128::from(d.u64()?));
                 }
             }
+            let mentions = if ext { decode_users(d)? } else { Vec::new() };
             Change::Send {
                 target,
                 client_id,
                 text,
+                reply_to,
                 attachments,
+                mentions,
             }
         }
+        OP_EDIT => Change::Edit {
+            conversation: ConversationId(d.u64()?),
+            seq: d.u64()?,
+            text: d.str()?.to_string(),
+            mentions: decode_users(d)?,
+            client_id: decode_opt_str(d)?,
+        },
+        OP_DELETE => Change::Delete {
+            conversation: ConversationId(d.u64()?),
+            seq: d.u64()?,
+            client_id: decode_opt_str(d)?,
+        },
+        OP_REACT => Change::React {
+            conversation: ConversationId(d.u64()?),
+            seq: d.u64()?,
+            emoji: d.str()?.to_string(),
+            client_id: decode_opt_str(d)?,
+        },
+        OP_MUTE => Change::Mute {
+            conversation: ConversationId(d.u64()?),
+            muted: match d.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError("mute flag must be 0 or 1")),
+            },
+        },
+        OP_RENAME => Change::RenameGroup {
+            conversation: ConversationId(d.u64()?),
+            title: d.str()?.to_string(),
+            client_id: decode_opt_str(d)?,
+        },
         OP_READ => Change::Read {
             conversation: ConversationId(d.u64()?),
             seq: d.u64()?,
@@ -929,10 +1063,21 @@ mod tests {
 
     fn send(cid: &str) -> Change {
         Change::Send {
+            // "a" answers seq 4 with a file: the extended send op round-trips too.
+            reply_to: (cid == "a").then_some(4),
             target: Target::Conversation(ConversationId(7)),
             client_id: cid.into(),
             text: "héllo".into(),
-            attachments: Vec::new(),
+            attachments: if cid == "a" {
+                vec![(0xfeed_u128 << 64) | 9]
+            } else {
+                Vec::new()
+            },
+            mentions: if cid == "a" {
+                vec![UserId(3), UserId(5)]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -951,10 +1096,12 @@ mod tests {
         let changes = [
             send("x"),
             Change::Send {
+                reply_to: None,
                 target: Target::User(UserId(9)),
                 client_id: "y".into(),
                 text: String::new(),
                 attachments: Vec::new(),
+                mentions: Vec::new(),
             },
             Change::Read {
                 conversation: ConversationId(3),
@@ -971,6 +1118,34 @@ mod tests {
             Change::RemoveMember {
                 conversation: ConversationId(5),
                 user: UserId(2),
+            },
+            send("a"),
+            Change::Edit {
+                conversation: ConversationId(5),
+                seq: 3,
+                text: "fixed".into(),
+                mentions: vec![UserId(2)],
+                client_id: Some("e1".into()),
+            },
+            Change::Delete {
+                conversation: ConversationId(5),
+                seq: 3,
+                client_id: None,
+            },
+            Change::React {
+                conversation: ConversationId(5),
+                seq: 2,
+                emoji: "👍🏽".into(),
+                client_id: Some("r".into()),
+            },
+            Change::Mute {
+                conversation: ConversationId(5),
+                muted: true,
+            },
+            Change::RenameGroup {
+                conversation: ConversationId(5),
+                title: "新しい".into(),
+                client_id: None,
             },
         ];
         let ops: Vec<LoggedOp<'_>> = changes
@@ -1078,8 +1253,17 @@ mod tests {
                 target: Target::Conversation(c),
                 client_id,
                 text,
-                ..
-            } => assert_eq!((c.0, client_id.as_str(), text.as_str()), (7, "a", "héllo")),
+                reply_to,
+                attachments,
+                mentions,
+            } => {
+                assert_eq!(
+                    (c.0, client_id.as_str(), text.as_str(), *reply_to),
+                    (7, "a", "héllo", Some(4))
+                );
+                assert_eq!(attachments, &[(0xfeed_u128 << 64) | 9]);
+                assert_eq!(mentions, &[UserId(3), UserId(5)]);
+            }
             other => panic!("{other:?}"),
         }
         match &b.ops[1].2 {
@@ -1244,10 +1428,12 @@ mod tests {
             wal.len()
         };
         let evil = Change::Send {
+            reply_to: None,
             target: Target::User(UserId(2)),
             client_id: "evil".into(),
             text: "pwned".into(),
             attachments: Vec::new(),
+            mentions: Vec::new(),
         };
         let payload = batch_payload(1_000_000, 9, 100, &by_alice(&evil));
         let path = dir.path().join(WAL_FILES[0]);

@@ -64,6 +64,7 @@ async fn create_group_reaches_every_member_device_and_messages_fan_out() {
         conv["member_count"], 3,
         "duplicates and the creator counted once"
     );
+    // The "created" line follows as seq 1 (not unread, not a last message).
     assert_eq!(conv["last_seq"], 0);
     assert_eq!(conv["unread"], 0);
     assert!(conv.get("peer").is_none(), "{conv}");
@@ -82,22 +83,38 @@ async fn create_group_reaches_every_member_device_and_messages_fan_out() {
         assert_eq!(f["conversation"]["member_count"], 3);
     }
 
+    // Every member's devices (the creator's too) get the "created" line as seq 1.
+    for c in [&mut a1, &mut a2, &mut b1, &mut b2, &mut c1] {
+        let m = c.recv_type("message").await;
+        assert_eq!(
+            (m["seq"].as_u64(), m["kind"].as_str()),
+            (Some(1), Some("system"))
+        );
+        assert_eq!(
+            m["system"],
+            json!({"action": "created", "title": "crew"}),
+            "{m}"
+        );
+        assert_eq!(m["sender"], alice.id);
+    }
+
     // A message reaches every member's devices except the sending connection.
     let ack = b1
         .say(json!({"conversation": g}), "b-g1", "hello crew")
         .await;
-    assert_eq!(ack["seq"], 1);
+    assert_eq!(ack["seq"], 2);
     for c in [&mut a1, &mut a2, &mut b2, &mut c1] {
         let m = c.recv_type("message").await;
         assert_eq!(m["conversation"], g);
-        assert_eq!(m["seq"], 1);
+        assert_eq!(m["seq"], 2);
         assert_eq!(m["sender"], bob.id);
         assert_eq!(m["text"], "hello crew");
+        assert_eq!(m["kind"], "text");
     }
     let ack = c1.say(json!({"conversation": g}), "c-g2", "hi").await;
-    assert_eq!(ack["seq"], 2);
+    assert_eq!(ack["seq"], 3);
     for c in [&mut a1, &mut a2, &mut b1, &mut b2] {
-        assert_eq!(c.recv_type("message").await["seq"], 2);
+        assert_eq!(c.recv_type("message").await["seq"], 3);
     }
 
     // Dave, not a member, heard nothing of it. The barrier goes through the writer after
@@ -154,16 +171,16 @@ async fn non_member_gets_the_same_not_found_as_for_a_missing_conversation() {
             assert_eq!(ef["client_id"], "e-2");
         }
     }
-    // Nothing leaked into the group: still one message, two members, and eve's `read` of it
-    // moved nothing.
+    // Nothing leaked into the group: still the "created" line and one message, two members,
+    // and eve's `read` of it moved nothing.
     let h = a
         .request(json!({"type": "history", "conversation": g}))
         .await;
-    assert_eq!(h["messages"].as_array().unwrap().len(), 1, "{h}");
+    assert_eq!(h["messages"].as_array().unwrap().len(), 2, "{h}");
     assert_eq!(
         members(&mut a, g).await,
         vec![
-            (alice.id, "owner".to_string(), 1),
+            (alice.id, "owner".to_string(), 2),
             (bob.id, "member".to_string(), 0)
         ]
     );
@@ -190,8 +207,10 @@ async fn owner_adds_members_who_see_history_and_new_messages_with_nothing_unread
         .await;
     a.say(json!({"conversation": g}), "a-2", "before carol 2")
         .await;
+    // seq 1 is the "created" line.
     assert_eq!(b.recv_type("message").await["seq"], 1);
     assert_eq!(b.recv_type("message").await["seq"], 2);
+    assert_eq!(b.recv_type("message").await["seq"], 3);
 
     // Bob is a member but not the owner.
     let e = b
@@ -225,8 +244,9 @@ async fn owner_adds_members_who_see_history_and_new_messages_with_nothing_unread
         let conv = &f["conversation"];
         assert_eq!(conv["title"], "team");
         assert_eq!(conv["member_count"], 3);
-        assert_eq!(conv["last_seq"], 2);
-        assert_eq!(conv["read_seq"], 2);
+        // seq 4, the "added carol" line, follows (and is not unread).
+        assert_eq!(conv["last_seq"], 3);
+        assert_eq!(conv["read_seq"], 3);
         assert_eq!(conv["unread"], 0);
         assert_eq!(conv["last_message"]["text"], "before carol 2");
     }
@@ -239,20 +259,35 @@ async fn owner_adds_members_who_see_history_and_new_messages_with_nothing_unread
         .request(json!({"type": "history", "conversation": g}))
         .await;
     let texts = message_fields(&h, "text");
-    assert_eq!(texts, vec!["before carol 1", "before carol 2"]);
+    assert_eq!(texts, vec!["", "before carol 1", "before carol 2", ""]);
+    assert_eq!(
+        message_fields(&h, "kind"),
+        ["system", "text", "text", "system"]
+    );
+    let added = &h["messages"][3]["system"];
+    assert_eq!(
+        added,
+        &json!({"action": "added", "users": [carol.id], "names": ["carol"]})
+    );
     assert_eq!(h["complete"], true);
 
-    // New messages reach her live, starting right after the history (no replay of 1 and 2).
+    // New messages reach her live, starting right after the history (no replay of 1 to 3):
+    // the "added" line (c1 read it while waiting for the replies above), then the message.
     a.say(json!({"conversation": g}), "a-3", "welcome carol")
         .await;
     for c in [&mut c1, &mut c2] {
-        let (m, before) = c.recv_until("message").await;
-        assert_eq!(m["seq"], 3, "{m}; before: {before:?}");
+        let (mut m, before) = c.recv_until("message").await;
+        if m["seq"] == 4 {
+            assert_eq!(m["kind"], "system", "{m}");
+            m = c.recv_type("message").await;
+        }
+        assert_eq!(m["seq"], 5, "{m}; before: {before:?}");
         assert_eq!(m["text"], "welcome carol");
     }
     let list = c2.request(json!({"type": "conversations"})).await;
     assert_eq!(list["conversations"][0]["unread"], 1);
     // Carol can post too.
+    assert_eq!(b.recv_type("message").await["kind"], "system");
     assert_eq!(b.recv_type("message").await["text"], "welcome carol");
     c1.say(json!({"conversation": g}), "c-1", "thanks").await;
     assert_eq!(a.recv_type("message").await["text"], "thanks");
@@ -264,14 +299,14 @@ async fn owner_adds_members_who_see_history_and_new_messages_with_nothing_unread
         .await;
     let f = d.recv_type("conversation").await;
     assert_eq!(f["conversation"]["unread"], 0);
-    assert_eq!(f["conversation"]["read_seq"], 4);
+    assert_eq!(f["conversation"]["read_seq"], 6);
     assert_eq!(
         members(&mut d, g).await,
         vec![
-            (alice.id, "owner".to_string(), 3),
+            (alice.id, "owner".to_string(), 5),
             (bob.id, "member".to_string(), 0),
-            (carol.id, "member".to_string(), 4),
-            (dave.id, "member".to_string(), 4),
+            (carol.id, "member".to_string(), 6),
+            (dave.id, "member".to_string(), 6),
         ]
     );
 }
@@ -293,7 +328,8 @@ async fn removed_member_gets_removed_and_no_further_messages() {
     );
     a.say(json!({"conversation": g}), "a-1", "one").await;
     for x in [&mut b1, &mut b2, &mut c] {
-        assert_eq!(x.recv_type("message").await["seq"], 1);
+        assert_eq!(x.recv_type("message").await["seq"], 1, "the created line");
+        assert_eq!(x.recv_type("message").await["seq"], 2);
     }
 
     let r = a
@@ -311,9 +347,16 @@ async fn removed_member_gets_removed_and_no_further_messages() {
 
     a.say(json!({"conversation": g}), "a-2", "bob is gone")
         .await;
-    // Carol's copy is fanned out after bob's would have been (members in id order), and the
-    // barrier passes through the writer after the send: a leaked message would come first.
-    assert_eq!(c.recv_type("message").await["seq"], 2);
+    // Carol gets the "removed" line, then the message; bob gets neither. Carol's copy is
+    // fanned out after bob's would have been (members in id order), and the barrier passes
+    // through the writer after the send: a leaked message would come first.
+    let line = c.recv_type("message").await;
+    assert_eq!(line["seq"], 3);
+    assert_eq!(
+        line["system"],
+        json!({"action": "removed", "users": [bob.id], "names": ["bob"]})
+    );
+    assert_eq!(c.recv_type("message").await["seq"], 4);
     for x in [&mut b1, &mut b2] {
         let seen = x.writer_barrier().await;
         assert!(

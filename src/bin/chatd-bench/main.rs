@@ -12,6 +12,10 @@
 //!
 //! Clients bind to 127.0.0.2, 127.0.0.3, ... (20,000 connections per address) to stay clear of
 //! the per-address ephemeral port limit. Raise `ulimit -n` first for large runs.
+//!
+//! This file holds the command line, the shared harness (the server under test, seeding,
+//! clients, measurements, the open-loop messaging driver) and the dispatch; each scenario is its
+//! own module next to it and may call anything here.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,15 +37,18 @@ use tokio_tungstenite::WebSocketStream;
 
 use chatd::model::{now_ms, ConversationId, UserId};
 
+mod ack;
+mod broadcast;
+mod catchup;
+mod direct;
 /// The durability scenarios (crashloop, restart, dbsize).
-#[path = "bench/durability.rs"]
 mod durability;
-
-#[path = "chatd-bench/logins.rs"]
+mod idle;
 mod logins;
-
-#[path = "chatd-bench/files.rs"]
 mod files;
+mod rooms;
+mod storm;
+
 use chatd::store::chat::{MemberCache, Target};
 use chatd::store::Store;
 
@@ -106,6 +113,10 @@ enum Scenario {
         senders: usize,
         #[arg(long, default_value_t = 10)]
         secs: u64,
+        /// Send reactions (`react`, toggling one of four emoji on one message) instead of
+        /// short messages: an event fanned out to every member, like a message (issue 23)
+        #[arg(long)]
+        react: bool,
     },
     /// One sender, one message at a time; compared with the disk's own write+fsync latency
     Ack {
@@ -930,437 +941,46 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
         Scenario::Files { mib, concurrent } => {
             files::run(bin, dir, mib, concurrent, &mut r).await?
         }
-        Scenario::Idle { conns, hold } => {
-            r.scenario = "idle".into();
-            r.params = format!("conns={conns} hold={hold}s");
-            let users = conns.clamp(1, 1000);
-            let (store, seed) = seed_users(dir, users)?;
-            drop(store);
-            let srv = Server::start(bin, dir, &[])?;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let (_, rss0) = srv.usage();
-            let t0 = Instant::now();
-            let clients =
-                connect_many(srv.addr, conns, 256, |i| seed.tokens[i % users].clone()).await?;
-            tokio::time::sleep(Duration::from_secs(hold)).await;
-            let (cpu, rss1) = srv.usage();
-            r.wall_s = t0.elapsed().as_secs_f64();
-            r.server_cpu_s = cpu;
-            r.server_rss_mb = rss1 as f64 / 1048576.0;
-            r.rss_per_conn_kb = rss1.saturating_sub(rss0) as f64 / 1024.0 / conns as f64;
-            drop(clients);
-        }
+        Scenario::Idle { conns, hold } => idle::run(bin, dir, conns, hold, &mut r).await?,
         Scenario::Direct { users, rate, secs } => {
-            r.scenario = "direct".into();
-            r.params = format!("users={users} rate={rate}/s secs={secs}");
-            let (store, seed) = seed_users(dir, users)?;
-            let mut pairs = Vec::new();
-            for a in 0..users {
-                for d in [1, 2] {
-                    pairs.push((a, (a + d * 7 + 1) % users));
-                }
-            }
-            pairs.retain(|(a, b)| a != b);
-            let convs = seed_pairs(&store, &seed, &pairs)?;
-            let mut peers: Vec<Vec<u64>> = vec![Vec::new(); users];
-            for ((a, b), conv) in pairs.iter().zip(&convs) {
-                peers[*a].push(*conv);
-                peers[*b].push(*conv);
-            }
-            drop(store);
-            let srv = Server::start(bin, dir, &[])?;
-            let clients = connect_many(srv.addr, users, 256, |i| seed.tokens[i].clone()).await?;
-            let plan = plans(users, rate, secs, |s, k| {
-                let p = &peers[s];
-                json!({"conversation": p[(k as usize * 31 + s) % p.len()]})
-            });
-            run_messaging(&srv, clients, plan, 1, secs, &mut r).await;
+            direct::run(bin, dir, users, rate, secs, &mut r).await?
         }
         Scenario::Rooms {
             groups,
             size,
             rate,
             secs,
-        } => {
-            r.scenario = "rooms".into();
-            r.params = format!("groups={groups} size={size} rate={rate}/s secs={secs}");
-            let users = groups * size;
-            let (store, seed) = seed_users(dir, users)?;
-            let gs: Vec<Vec<usize>> = (0..groups)
-                .map(|g| (g * size..(g + 1) * size).collect())
-                .collect();
-            let ids = seed_groups(&store, &seed, &gs)?;
-            drop(store);
-            let srv = Server::start(bin, dir, &[])?;
-            let clients = connect_many(srv.addr, users, 256, |i| seed.tokens[i].clone()).await?;
-            let plan = plans(
-                users,
-                rate,
-                secs,
-                |s, _| json!({"conversation": ids[s / size]}),
-            );
-            run_messaging(&srv, clients, plan, (size - 1) as u64, secs, &mut r).await;
-        }
+        } => rooms::run(bin, dir, groups, size, rate, secs, &mut r).await?,
         Scenario::Broadcast {
             members,
             senders,
             secs,
-        } => {
-            r.scenario = "broadcast".into();
-            r.params = format!("members={members} senders={senders} secs={secs}");
-            let (store, seed) = seed_users(dir, members)?;
-            let ids = seed_groups(&store, &seed, &[(0..members).collect()])?;
-            drop(store);
-            let srv = Server::start(bin, dir, &[])?;
-            let clients = connect_many(srv.addr, members, 256, |i| seed.tokens[i].clone()).await?;
-            // Closed loop for senders: one in flight each, so the offered rate follows the
-            // server; planned time = actual send time.
-            let c = Arc::new(Counters::default());
-            let (cpu0, _) = srv.usage();
-            let g0 = cpu_s("self");
-            let (commits0, msgs0) = srv.metrics().await;
-            let t0 = Instant::now();
-            let stop_at = t0 + Duration::from_secs(secs) + Duration::from_secs(3);
-            let conv = ids[0];
-            let mut tasks = Vec::new();
-            for (i, ws) in clients.into_iter().enumerate() {
-                let c = c.clone();
-                let sender = i < senders;
-                tasks.push(tokio::spawn(async move {
-                    let (mut sink, mut stream) = ws.split();
-                    let mut seen = HashSet::new();
-                    let mut lat = Vec::new();
-                    let mut k = 0u64;
-                    let end = t0 + Duration::from_secs(secs);
-                    let mut in_flight = false;
-                    loop {
-                        if sender && !in_flight && Instant::now() < end {
-                            let at = micros_since(t0);
-                            let f = json!({"type":"send","client_id":format!("{i}-{k}-{at}"),"conversation":conv,"text":payload(i, k, at)});
-                            if sink.send(Message::Text(f.to_string().into())).await.is_err() {
-                                break;
-                            }
-                            c.sent.fetch_add(1, Relaxed);
-                            k += 1;
-                            in_flight = true;
-                        }
-                        let m = match tokio::time::timeout_at(stop_at.into(), stream.next()).await {
-                            Ok(Some(Ok(m))) => m,
-                            _ => break,
-                        };
-                        let Message::Text(t) = m else { continue };
-                        let Ok(v) = serde_json::from_str::<Frame>(t.as_str()) else { continue };
-                        match v.kind {
-                            "message" => {
-                                if let Some((s, kk, planned)) = v.text.and_then(parse_payload) {
-                                    if !seen.insert((s, kk)) {
-                                        c.duplicates.fetch_add(1, Relaxed);
-                                    }
-                                    c.delivered.fetch_add(1, Relaxed);
-                                    lat.push(micros_since(t0).saturating_sub(planned));
-                                }
-                            }
-                            "ack" => {
-                                c.acked.fetch_add(1, Relaxed);
-                                in_flight = false;
-                            }
-                            "error" => {
-                                c.errors.fetch_add(1, Relaxed);
-                                in_flight = false;
-                            }
-                            _ => {}
-                        }
-                    }
-                    c.delivery_lat.add(lat);
-                }));
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
-            let (cpu1, rss) = srv.usage();
-            r.bench_cpu_s = cpu_s("self") - g0;
-            let (commits1, msgs1) = srv.metrics().await;
-            r.wall_s = secs as f64;
-            r.sent = c.sent.load(Relaxed);
-            r.acked = c.acked.load(Relaxed);
-            r.delivered = c.delivered.load(Relaxed);
-            r.expected_deliveries = r.acked * (members as u64 - 1);
-            r.duplicates = c.duplicates.load(Relaxed);
-            r.errors = c.errors.load(Relaxed);
-            r.rate_per_s = r.acked as f64 / r.wall_s;
-            r.deliveries_per_s = r.delivered as f64 / r.wall_s;
-            r.server_cpu_s = cpu1 - cpu0;
-            r.deliveries_per_cpu_s = r.delivered as f64 / r.server_cpu_s.max(0.01);
-            r.server_rss_mb = rss as f64 / 1048576.0;
-            (r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms) = c.delivery_lat.summary();
-            r.messages_per_commit = msgs1.saturating_sub(msgs0) as f64
-                / commits1.saturating_sub(commits0).max(1) as f64;
-        }
-        Scenario::Ack { count } => {
-            r.scenario = "ack".into();
-            r.params = format!("count={count}");
-            let (store, seed) = seed_users(dir, 2)?;
-            let convs = seed_pairs(&store, &seed, &[(0, 1)])?;
-            drop(store);
-            r.fsync_p50_ms = fsync_p50(dir, 500, false);
-            r.fsync_overwrite_p50_ms = fsync_p50(dir, 500, true);
-            let srv = Server::start(bin, dir, &[])?;
-            let (mut ws, _) = connect(srv.addr, &seed.tokens[0], 0).await?;
-            let mut lat = Vec::with_capacity(count);
-            let t0 = Instant::now();
-            for k in 0..count {
-                let t = Instant::now();
-                send(&mut ws, &json!({"type":"send","client_id":format!("a-{k}"),"conversation":convs[0],"text":"ping"})).await?;
-                loop {
-                    let v = next_json(&mut ws).await?;
-                    if v["type"] == "ack" {
-                        break;
-                    }
-                    if v["type"] == "error" {
-                        if r.errors == 0 {
-                            eprintln!("first error: {v}");
-                        }
-                        r.errors += 1;
-                        break;
-                    }
-                }
-                lat.push(t.elapsed().as_micros() as u64);
-                r.acked += 1;
-            }
-            r.wall_s = t0.elapsed().as_secs_f64();
-            r.rate_per_s = r.acked as f64 / r.wall_s;
-            let l = Latencies::default();
-            l.add(lat);
-            let (p50, p99, _) = l.summary();
-            (r.ack_p50_ms, r.ack_p99_ms) = (p50, p99);
-            r.server_cpu_s = srv.usage().0;
-            let v = srv
-                .metric_values(&[
-                    "chatd_commit_duration_seconds_sum",
-                    "chatd_commit_duration_seconds_count",
-                ])
-                .await;
-            r.commit_mean_ms = v[0] * 1000.0 / v[1].max(1.0);
-        }
+            react,
+        } => broadcast::run(bin, dir, members, senders, secs, react, &mut r).await?,
+        Scenario::Ack { count } => ack::run(bin, dir, count, &mut r).await?,
         Scenario::Storm { conns, concurrency } => {
-            r.scenario = "storm".into();
-            r.params = format!("conns={conns} concurrency={concurrency}");
-            let users = conns.clamp(1, 10_000);
-            let (store, seed) = seed_users(dir, users)?;
-            drop(store);
-            let srv = Server::start(bin, dir, &[])?;
-            let (cpu0, _) = srv.usage();
-            let g0 = cpu_s("self");
-            let t0 = Instant::now();
-            let clients = connect_many(srv.addr, conns, concurrency, |i| {
-                seed.tokens[i % users].clone()
-            })
-            .await?;
-            r.wall_s = t0.elapsed().as_secs_f64();
-            r.upgrades_per_s = clients.len() as f64 / r.wall_s;
-            let (cpu1, rss) = srv.usage();
-            r.bench_cpu_s = cpu_s("self") - g0;
-            r.server_cpu_s = cpu1 - cpu0;
-            r.server_rss_mb = rss as f64 / 1048576.0;
+            storm::run(bin, dir, conns, concurrency, &mut r).await?
         }
         Scenario::Catchup {
-            clients: n,
+            clients,
             missed,
             rooms_groups,
             rooms_rate,
             rooms_secs,
             no_batch,
         } => {
-            r.scenario = "catchup".into();
-            r.params = format!(
-                "clients={n} missed={missed} background rooms={rooms_groups}x10 at {rooms_rate}/s{}",
-                if no_batch { " no-batch" } else { "" }
-            );
-            // Pairs (2i, 2i+1): each client of an odd user misses `missed` messages from its peer.
-            // The rooms members come after them.
-            let room_users = rooms_groups * 10;
-            let users = n * 2 + room_users;
-            let (store, seed) = seed_users(dir, users)?;
-            let gs: Vec<Vec<usize>> = (0..rooms_groups)
-                .map(|g| (n * 2 + g * 10..n * 2 + (g + 1) * 10).collect())
-                .collect();
-            let room_ids = seed_groups(&store, &seed, &gs)?;
-            let pairs: Vec<(usize, usize)> = (0..n).map(|i| (2 * i + 1, 2 * i)).collect();
-            let convs = seed_pairs(&store, &seed, &pairs)?;
-            // The seed message is seq 1 (from the receiver); the missed ones follow.
-            let mut cache = MemberCache::default();
-            for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
-                store
-                    .chat_batch(&mut cache, |b| {
-                        for i in chunk {
-                            for k in 0..missed {
-                                let _ = b.send(
-                                    seed.users[2 * i],
-                                    "p",
-                                    Target::Conversation(ConversationId(convs[*i])),
-                                    &format!("m-{i}-{k}"),
-                                    &payload(2 * i, k as u64, 0),
-                                    now_ms(),
-                                )?;
-                            }
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| e.to_string())?;
-            }
-            drop(store);
-            let srv = Server::start(bin, dir, &[])?;
-            // The rooms members are online first; their load runs through the catch-up.
-            let room_clients = connect_many(srv.addr, room_users, 256, |i| {
-                seed.tokens[n * 2 + i].clone()
-            })
-            .await?;
-            let bg_secs = rooms_secs;
-            let background = async {
-                let mut br = Report::default();
-                if room_users > 0 && rooms_rate > 0 {
-                    let plan = plans(
-                        room_users,
-                        rooms_rate,
-                        bg_secs,
-                        |s, _| json!({"conversation": room_ids[s / 10]}),
-                    );
-                    run_messaging(&srv, room_clients, plan, 9, bg_secs, &mut br).await;
-                }
-                br
-            };
-            let (cpu0, _) = srv.usage();
-            let g0 = cpu_s("self");
-            let t0 = Instant::now();
-            let sem = Arc::new(tokio::sync::Semaphore::new(1024));
-            let got = Arc::new(AtomicU64::new(0));
-            let progress = spawn_progress("messages", got.clone(), (n * missed) as u64);
-            let mut tasks = Vec::new();
-            for (i, &conv) in convs.iter().enumerate().take(n) {
-                let token = seed.tokens[2 * i + 1].clone();
-                let sem = sem.clone();
-                let got = got.clone();
-                let addr = srv.addr;
-                tasks.push(tokio::spawn(async move {
-                    let _p = sem.acquire_owned().await;
-                    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-                    sock.bind(SocketAddr::new(source_ip(i), 0))
-                        .map_err(|e| e.to_string())?;
-                    let stream = sock.connect(addr).await.map_err(|e| e.to_string())?;
-                    let mut req = format!("ws://{addr}/ws")
-                        .into_client_request()
-                        .map_err(|e| e.to_string())?;
-                    req.headers_mut().insert(
-                        "authorization",
-                        format!("Bearer {token}").parse().map_err(|_| "token")?,
-                    );
-                    // tungstenite zero-fills its whole read buffer on every read: the
-                    // default 128 KiB cost more than the reads themselves.
-                    let cfg = WebSocketConfig::default().read_buffer_size(16 * 1024);
-                    let (mut ws, _) =
-                        tokio_tungstenite::client_async_with_config(req, stream, Some(cfg))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    next_json(&mut ws).await?;
-                    send(
-                        &mut ws,
-                        &json!({"type":"sync","cursors":[{"conversation":conv,"seq":1}],
-                                "batch": !no_batch}),
-                    )
-                    .await?;
-                    let mut n = 0u64;
-                    let mut last = 1u64;
-                    let mut next_seq = |seq: u64| {
-                        if seq != last + 1 {
-                            return Err(format!("gap or duplicate: {last} then {seq}"));
-                        }
-                        last = seq;
-                        n += 1;
-                        Ok(())
-                    };
-                    loop {
-                        match next_kind(&mut ws).await? {
-                            Kind::Message(seq) => {
-                                next_seq(seq)?;
-                                got.fetch_add(1, Relaxed);
-                            }
-                            Kind::Messages(seqs) => {
-                                for &seq in &seqs {
-                                    next_seq(seq)?;
-                                }
-                                got.fetch_add(seqs.len() as u64, Relaxed);
-                            }
-                            // The connection stays open (as a reconnected client's would)
-                            // until every client has caught up, held by a duplicate of its
-                            // socket: the client's WebSocket buffers are freed for the next
-                            // clients to reuse. A real client's buffers are on its own device;
-                            // here, 10,000 idle ones only cost the generator page faults on
-                            // the server's two cores (a quarter of the generator's CPU).
-                            Kind::Synced => {
-                                let held = ws
-                                    .get_ref()
-                                    .as_fd()
-                                    .try_clone_to_owned()
-                                    .map_err(|e| e.to_string())?;
-                                return Ok::<(u64, Duration, OwnedFd), String>((
-                                    n,
-                                    t0.elapsed(),
-                                    held,
-                                ));
-                            }
-                            Kind::Other => {}
-                        }
-                    }
-                }));
-            }
-            let catch_up = async {
-                let mut slowest = Duration::ZERO;
-                let (mut delivered, mut errors) = (0u64, 0u64);
-                let mut open = Vec::with_capacity(tasks.len());
-                for t in tasks {
-                    match t.await {
-                        Ok(Ok((k, d, ws))) => {
-                            delivered += k;
-                            slowest = slowest.max(d);
-                            open.push(ws);
-                        }
-                        Ok(Err(e)) => {
-                            errors += 1;
-                            if errors < 5 {
-                                eprintln!("client error: {e}");
-                            }
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            eprintln!("client task failed: {e}");
-                        }
-                    }
-                }
-                (slowest, delivered, errors, open)
-            };
-            let ((slowest, delivered, errors, open), br) = tokio::join!(catch_up, background);
-            r.delivered = delivered;
-            r.errors = errors + br.errors;
-            r.duplicates = br.duplicates;
-            r.background_acked = br.acked;
-            r.background_delivered = br.delivered;
-            r.background_latency_p50_ms = br.latency_p50_ms;
-            r.background_latency_p99_ms = br.latency_p99_ms;
-            let bg_lost = br.expected_deliveries.saturating_sub(br.delivered);
-            if bg_lost > 0 {
-                eprintln!("background rooms: {bg_lost} deliveries lost");
-                r.errors += bg_lost;
-            }
-            progress.abort();
-            eprintln!();
-            r.expected_deliveries = (n * missed) as u64;
-            r.wall_s = slowest.as_secs_f64();
-            r.deliveries_per_s = r.delivered as f64 / r.wall_s.max(0.001);
-            let (cpu1, rss) = srv.usage();
-            r.bench_cpu_s = cpu_s("self") - g0;
-            r.server_cpu_s = cpu1 - cpu0;
-            r.server_rss_mb = rss as f64 / 1048576.0;
-            drop(open);
+            catchup::run(
+                bin,
+                dir,
+                clients,
+                missed,
+                rooms_groups,
+                rooms_rate,
+                rooms_secs,
+                no_batch,
+                &mut r,
+            )
+            .await?
         }
     }
     Ok(r)
