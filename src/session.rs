@@ -823,6 +823,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ClientFrame::History {
                 conversation,
                 before,
+                around,
                 limit,
             } => {
                 let limit = limit.unwrap_or(50);
@@ -831,7 +832,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let text_bytes = limits.page_text_bytes;
                 let res = self
                     .app
-                    .db(move |s| s.history(user, conv, before, limit as usize, text_bytes))
+                    .db(move |s| match around {
+                        Some(seq) => crate::search::history_around(
+                            s,
+                            user,
+                            conv,
+                            seq,
+                            limit as usize,
+                            text_bytes,
+                        ),
+                        None => s.history(user, conv, before, limit as usize, text_bytes),
+                    })
                     .await;
                 match res {
                     Ok(Some(msgs)) => {
@@ -935,6 +946,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     },
                 )
                 .await
+            }
+            ClientFrame::Search {
+                query,
+                conversation,
+                before,
+                limit,
+            } => {
+                let limit = limit.map_or(crate::search::DEFAULT_LIMIT, |l| l as usize);
+                let req = crate::search::Request {
+                    query,
+                    conversation,
+                    before,
+                    limit,
+                };
+                let reply = crate::search::respond(&self.app, user, r, req).await;
+                self.send_frame(&reply).await
             }
             ClientFrame::Users { query, limit } => {
                 let limit = limit.unwrap_or(50);
