@@ -521,6 +521,14 @@ pub fn history_around(
             None => return Ok(None),
         }
     }
+    // Near the newest message: fill the page with older ones instead.
+    let first = out.first().map_or(0, |m| m.seq);
+    if out.len() < limit && first > 1 {
+        if let Some(mut older) = store.history(user, conv, first, limit - out.len(), text_bytes)? {
+            older.append(&mut out);
+            out = older;
+        }
+    }
     Ok(Some(out))
 }
 
