@@ -39,6 +39,8 @@ mod durability;
 
 #[path = "chatd-bench/logins.rs"]
 mod logins;
+#[path = "chatd-bench/search.rs"]
+mod search;
 use chatd::store::chat::{MemberCache, Target};
 use chatd::store::Store;
 
@@ -153,6 +155,9 @@ enum Scenario {
     Restart(durability::RestartArgs),
     /// Bytes per message on disk against message count, sent through the server
     Dbsize(durability::DbsizeArgs),
+    /// Message search on a large history: index build time and size, query p50/p95
+    /// (src/bin/chatd-bench/search.rs)
+    Search(search::SearchArgs),
 }
 
 // ---- the server under test ---------------------------------------------------------------
@@ -867,6 +872,21 @@ async fn run_messaging(
         .await;
     r.checkpoints = v[1] as u64;
     r.checkpoint_mean_ms = v[0] * 1000.0 / v[1].max(1.0);
+    // The search index follows the store off the writer's path: how far behind it was when
+    // the load stopped, and how long it took to catch up.
+    let lag = srv.metric_values(&["chatd_search_lag_messages"]).await[0];
+    r.extra.insert("search_lag_at_end".into(), json!(lag));
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(120) {
+        if srv.metric_values(&["chatd_search_lag_messages"]).await[0] == 0.0 {
+            r.extra.insert(
+                "search_caught_up_s".into(),
+                json!(t.elapsed().as_secs_f64()),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Measures write(4 KiB)+fsync latency p50 in `dir`, the floor for any durable ack: appended
@@ -910,6 +930,7 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
         Scenario::Crashloop(a) => durability::crashloop(bin, dir, a, &mut r).await?,
         Scenario::Restart(a) => durability::restart(bin, dir, a, &mut r).await?,
         Scenario::Dbsize(a) => durability::dbsize(bin, dir, a, &mut r).await?,
+        Scenario::Search(a) => search::run(bin, dir, a, &mut r).await?,
         Scenario::Logins {
             concurrency,
             settle,
