@@ -81,6 +81,7 @@ test("search as you type, grouped results, filters, and jumping to a result", as
   const hit = alice.locator('#msg-list li.msg.hit[data-seq="40"]');
   await hit.waitFor();
   assert.ok(await hit.isVisible());
+  await shot(alice, "search-jump");
   await msg(alice, "filler 39").waitFor();
   await msg(alice, "filler 41").waitFor();
   assert.equal(await msg(alice, "filler 201").count(), 0, "the newest page is not what is shown");
