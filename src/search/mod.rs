@@ -22,10 +22,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermSetQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, QueryClone, RangeQuery, TermSetQuery};
 use tantivy::{DocId, SegmentReader, Term};
 
-use crate::model::{name_key, ConversationId, StoredMessage, UserId};
+use crate::model::{name_key, now_ms, ConversationId, StoredMessage, UserId};
 use crate::proto::{self, ErrorCode, ServerFrame};
 use crate::store::search_reads::ScopeConversation;
 use crate::store::{Store, StoreError};
@@ -37,6 +37,11 @@ use tokenizer::Mode;
 /// Results per page when the request does not say, and at most.
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 50;
+/// A plain word in fewer documents than this is searched over all time at once (see `run`).
+/// (Small in unit tests, so a small history takes the windowed path.)
+const RARE_DOCS: u64 = if cfg!(test) { 10 } else { 20_000 };
+/// The first time window searched for frequent words: one day.
+const WINDOW_FIRST_MS: u64 = 86_400_000;
 /// Snippets: at most this many characters of the message, around the first match.
 const SNIPPET_CHARS: usize = 160;
 /// Characters of context kept before the first match in a cut snippet.
@@ -252,8 +257,6 @@ impl Search {
         for q in texts {
             filters.push((Occur::Must, q));
         }
-        let query = BooleanQuery::new(filters);
-
         // Newest first by (time, conversation, seq); entries at or after the cursor (only
         // those sent in the cursor's millisecond get past the time range) sort last and are
         // dropped.
@@ -273,14 +276,49 @@ impl Search {
             }
         });
         let searcher = engine.reader.searcher();
-        let found = searcher
-            .search(&query, &collector)
-            .map_err(|e| SearchError::Index(e.to_string()))?;
-        let mut keys: Vec<(u64, u64, u64)> = found
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| *k != (0, 0, 0))
-            .collect();
+        // Ranking every match of a word in most messages ("the") costs time in proportion to
+        // the matches; but only the newest `limit + 1` are wanted. So unless a plain word is
+        // rare, search the newest day first, then 16 times as far back, and so on, until a
+        // window holds more than `limit` matches (then the newest of all matches are in it) or
+        // it reaches back to the beginning.
+        let rare = terms
+            .iter()
+            .filter(|t| !t.prefix)
+            .map(|t| {
+                searcher
+                    .doc_freq(&Term::from_field_text(f.text, &t.text))
+                    .unwrap_or(u64::MAX)
+            })
+            .min()
+            .is_some_and(|n| n < RARE_DOCS);
+        let top = cursor.map_or_else(now_ms, |c| c.0);
+        let mut span = if rare { u64::MAX } else { WINDOW_FIRST_MS };
+        let mut keys: Vec<(u64, u64, u64)> = loop {
+            let lo = top.saturating_sub(span);
+            let mut parts: Vec<(Occur, Box<dyn Query>)> =
+                filters.iter().map(|(o, q)| (*o, q.box_clone())).collect();
+            if lo > 0 {
+                parts.push((
+                    Occur::Must,
+                    Box::new(RangeQuery::new(
+                        Bound::Included(Term::from_field_u64(f.time, lo)),
+                        Bound::Unbounded,
+                    )),
+                ));
+            }
+            let found = searcher
+                .search(&BooleanQuery::new(parts), &collector)
+                .map_err(|e| SearchError::Index(e.to_string()))?;
+            let keys: Vec<(u64, u64, u64)> = found
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| *k != (0, 0, 0))
+                .collect();
+            if keys.len() > limit || lo == 0 {
+                break keys;
+            }
+            span = span.saturating_mul(16);
+        };
         let next = (keys.len() > limit).then(|| {
             keys.truncate(limit);
             keys.last().map(|k| encode_next(*k)).unwrap_or_default()
@@ -535,6 +573,119 @@ pub fn history_around(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::chat::{MemberCache, Target};
+
+    /// A history over three years: a frequent word is searched in growing time windows, and
+    /// paging through it still gives every match once, newest first; a rare word and a filter
+    /// find theirs across the whole range. On a real store and index.
+    #[test]
+    fn windows_and_paging_give_every_match_once_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let names: Vec<String> = ["ann", "ben", "cat"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let users = store
+            .seed_users(&names, "x", &[[1; 32], [2; 32], [3; 32]], now_ms())
+            .unwrap();
+        let (ann, ben, cat) = (users[0].id, users[1].id, users[2].id);
+        let mut cache = MemberCache::default();
+        let now = now_ms();
+        let day = 86_400_000;
+        let (group, other) = store
+            .chat_batch(&mut cache, |b| {
+                // Created long ago (a conversation's times never go back before its last).
+                let long_ago = now - 1500 * day;
+                let g = b
+                    .create_group(ann, "g", &[ben], long_ago)?
+                    .unwrap()
+                    .conversation;
+                let o = b
+                    .create_group(cat, "o", &[], long_ago)?
+                    .unwrap()
+                    .conversation;
+                // 300 messages, one every 4 days (the oldest ~3.3 years ago); every 7th also
+                // has a rare word. cat's own group has the frequent word too.
+                for i in 0..300u64 {
+                    let text = if i % 7 == 0 {
+                        format!("the zircon {i}")
+                    } else {
+                        format!("the word {i}")
+                    };
+                    let sender = if i % 2 == 0 { ann } else { ben };
+                    let time = now - (300 - i) * 4 * day;
+                    b.send(
+                        sender,
+                        "x",
+                        Target::Conversation(g),
+                        &format!("m{i}"),
+                        &text,
+                        time,
+                    )?
+                    .unwrap();
+                    b.send(
+                        cat,
+                        "x",
+                        Target::Conversation(o),
+                        &format!("m{i}"),
+                        "the",
+                        time,
+                    )?
+                    .unwrap();
+                }
+                Ok((g, o))
+            })
+            .unwrap();
+        let (search, _hints) = Search::start(store.clone(), dir.path(), 16).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while search.shared.stats.indexed_seqs.load(Relaxed) < 600 {
+            assert!(Instant::now() < deadline, "not indexed in time");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let all = |query: &str, user: UserId, limit: usize| -> Vec<u64> {
+            let mut out = Vec::new();
+            let mut before = None;
+            loop {
+                let req = Request {
+                    query: query.into(),
+                    conversation: None,
+                    before: before.clone(),
+                    limit,
+                };
+                let page = search.search(&store, user, &req).unwrap();
+                for h in &page.results {
+                    assert_eq!(h.message.conversation, group, "only ben's conversation");
+                    out.push(h.message.seq);
+                }
+                match page.next {
+                    Some(n) => before = Some(n),
+                    None => return out,
+                }
+            }
+        };
+        let newest_first: Vec<u64> = (1..=300).rev().collect();
+        assert_eq!(all("the", ben, 50), newest_first);
+        assert_eq!(all("the", ben, 7), newest_first);
+        let zircon: Vec<u64> = (1..=300).rev().filter(|s| (s - 1) % 7 == 0).collect();
+        assert_eq!(all("zircon", ben, 5), zircon);
+        let from_ann: Vec<u64> = (1..=300).rev().filter(|s| (s - 1) % 2 == 0).collect();
+        assert_eq!(all("from:ann", ben, 50), from_ann);
+        // cat sees only its own group.
+        let page = search
+            .search(
+                &store,
+                cat,
+                &Request {
+                    query: "the".into(),
+                    conversation: None,
+                    before: None,
+                    limit: 50,
+                },
+            )
+            .unwrap();
+        assert!(page.results.iter().all(|h| h.message.conversation == other));
+    }
 
     fn t(text: &str, prefix: bool) -> QueryTerm {
         QueryTerm {
