@@ -261,7 +261,17 @@ pub async fn run(
         .insert("rebuild_s".into(), json!(t1.elapsed().as_secs_f64()));
     r.extra
         .insert("rebuild_rss_peak_mb".into(), json!(mb(peak as f64)));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let the background merges of the freshly built index finish (its size stops changing)
+    // before timing queries, as on a server that has been running for a while.
+    let mut last = 0.0;
+    let mut still = 0;
+    let settle = Instant::now();
+    while still < 3 && settle.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = srv.metric_values(&["chatd_search_index_bytes"]).await[0];
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
     let v = srv
         .metric_values(&["chatd_search_index_bytes", "chatd_database_bytes"])
         .await;
