@@ -57,6 +57,8 @@ const CATCH_UP_COMMIT_DOCS: u64 = 100_000;
 const PAGE: usize = 2000;
 /// A full comparison of every conversation with the cursor, whatever the hints said.
 const RESCAN: Duration = Duration::from_secs(30);
+/// After a failed index write, the next attempt.
+const RETRY: Duration = Duration::from_secs(5);
 /// Hints waiting for the indexer; beyond this the writer sets the overflow flag.
 pub const HINT_QUEUE: usize = 65_536;
 
@@ -302,6 +304,9 @@ pub struct Indexer {
     pending: u64,
     last_commit: Instant,
     dir: PathBuf,
+    /// Since the last failure, no commit has succeeded (one log line per streak).
+    failing: bool,
+    last_failure: Instant,
 }
 
 /// The tantivy writer with the memory budget (`--search-memory-mb`, at least tantivy's 15 MB).
@@ -350,6 +355,8 @@ impl Indexer {
             pending: 0,
             last_commit: Instant::now(),
             dir: data_dir.join(DIR),
+            failing: false,
+            last_failure: Instant::now(),
         }
     }
 
@@ -363,7 +370,9 @@ impl Indexer {
         let mut changed: Vec<(u64, u64)> = Vec::new();
         let mut last_scan = Instant::now();
         loop {
-            let wait = if self.pending > 0 {
+            let wait = if self.failing {
+                RETRY.saturating_sub(self.last_failure.elapsed())
+            } else if self.pending > 0 {
                 COMMIT_EVERY.saturating_sub(self.last_commit.elapsed())
             } else {
                 RESCAN.saturating_sub(last_scan.elapsed())
@@ -385,7 +394,10 @@ impl Indexer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stop = true,
             }
-            let full = overflow.swap(false, Relaxed) || last_scan.elapsed() >= RESCAN;
+            // After a failure the work of the lost hints is redone by comparing everything.
+            let full = overflow.swap(false, Relaxed)
+                || last_scan.elapsed() >= RESCAN
+                || (self.failing && self.last_failure.elapsed() >= RETRY);
             let result = (|| -> Result<(), String> {
                 if full {
                     last_scan = Instant::now();
@@ -414,12 +426,21 @@ impl Indexer {
     }
 
     /// After a failure (disk full?): back to the last commit, and try again a little later.
+    /// One warning per streak of failures (a full disk is the store's error to report; chat
+    /// goes on without the index), and one line when it works again.
     fn failed(&mut self, e: &str) {
-        tracing::error!("search index: {e}; retrying in 5 s (searches may miss recent messages)");
+        if self.failing {
+            tracing::debug!("search index: still failing: {e}");
+        } else {
+            tracing::warn!(
+                "search index: {e}; new messages are not searchable until it can write again (retried every 5 s)"
+            );
+            self.failing = true;
+        }
         let _ = self.writer.rollback();
         self.cursor = self.committed.clone();
         self.pending = 0;
-        std::thread::sleep(Duration::from_secs(5));
+        self.last_failure = Instant::now();
     }
 
     /// Indexes every conversation behind its last seq. `start`: say so in the log.
@@ -536,6 +557,10 @@ impl Indexer {
         self.committed = self.cursor.clone();
         self.pending = 0;
         self.last_commit = Instant::now();
+        if self.failing {
+            self.failing = false;
+            tracing::info!("search index: writing again; catching up");
+        }
         self.engine.reader.reload().map_err(|e| e.to_string())?;
         self.publish();
         Ok(())
