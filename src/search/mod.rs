@@ -51,6 +51,8 @@ const SNIPPET_LEAD: usize = 40;
 pub struct Shared {
     engine: OnceLock<Arc<Engine>>,
     pub stats: Stats,
+    /// Set when the indexer thread has ended (after its last commit).
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 /// The server's handle on search (in `App`).
@@ -70,6 +72,7 @@ impl Search {
         let shared = Arc::new(Shared {
             engine: OnceLock::new(),
             stats: Stats::default(),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         });
         let (hints, rx, overflow) = Hints::new();
         let thread_shared = shared.clone();
@@ -81,6 +84,8 @@ impl Search {
                     let writer = index::writer(&engine.index, memory_mb)?;
                     Ok((engine, cursor, writer))
                 });
+                let done = thread_shared.clone();
+                let _stopped = Stopped(&done);
                 let (engine, cursor, writer) = match opened {
                     Ok(x) => x,
                     Err(e) => {
@@ -97,6 +102,19 @@ impl Search {
                     .run(rx, overflow);
             })?;
         Ok((Search { shared }, hints))
+    }
+
+    /// Waits (up to `timeout`) for the indexer to make its last commit and stop, which it does
+    /// once the writer has stopped: a clean shutdown leaves a complete index.
+    pub fn wait_stopped(&self, timeout: std::time::Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.shared.stopped.load(Relaxed) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        true
     }
 
     /// The search section of /metrics. `messages_in_store` gives the lag.
@@ -342,6 +360,15 @@ impl Search {
             })
             .collect();
         Ok(Page { results, next })
+    }
+}
+
+/// Marks the indexer stopped when its thread ends, however it ends.
+struct Stopped<'a>(&'a Arc<Shared>);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Relaxed);
     }
 }
 
