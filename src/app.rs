@@ -37,6 +37,8 @@ pub struct App {
     pub profile_updates: crate::ratelimit::KeyedLimiter<u64>,
     /// Uploaded files on disk (`files`).
     pub files: Arc<crate::files::Blobs>,
+    /// Message search (`search`): the index and its indexer thread.
+    pub search: crate::search::Search,
     /// Flips to true when the server begins shutting down; sessions close with 1001.
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -52,6 +54,8 @@ impl App {
         let hub = Arc::new(Hub::default());
         let stats = Arc::new(Metrics::default());
         let l = &config.limits;
+        let (search, hints) =
+            crate::search::Search::start(store.clone(), &config.data_dir, config.search_memory_mb)?;
         let (writer, thread) = Writer::start(
             store.clone(),
             hub.clone(),
@@ -59,6 +63,7 @@ impl App {
             l.writer_batch_max,
             l.broadcast_group_max,
             stats.clone(),
+            Some(hints),
         )?;
         let readers = Readers::start(store.clone(), l.store_readers)?;
         let files = Arc::new(crate::files::Blobs::open(&config.data_dir, l)?);
@@ -83,6 +88,7 @@ impl App {
                 last_seen: Default::default(),
                 profile_updates,
                 files,
+                search,
                 shutdown,
                 shutdown_tx,
             }),

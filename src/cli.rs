@@ -182,6 +182,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CHATD_CACHE_MB")]
     pub cache_mb: Option<u64>,
 
+    /// Memory for building the message search index, in MiB (tantivy's indexing buffer; a
+    /// full buffer is written out as a new segment). At least 16
+    #[arg(long, env = "CHATD_SEARCH_MEMORY_MB", default_value_t = 32)]
+    pub search_memory_mb: u64,
+
     /// PEM certificate chain: serve https and wss (with --tls-key). Send SIGHUP to reload a
     /// renewed certificate without a restart
     #[arg(

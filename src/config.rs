@@ -29,6 +29,8 @@ pub struct Config {
     pub metrics_public: bool,
     /// `--cache-mb`, if given (`cache_bytes` turns it into the size used).
     pub cache_mb: Option<u64>,
+    /// `--search-memory-mb`: the search indexer's buffer.
+    pub search_memory_mb: u64,
     pub limits: Limits,
 }
 
@@ -252,6 +254,9 @@ impl Config {
                 return Err("--cache-mb must be between 4 and 1048576".into());
             }
         }
+        if !(16..=4096).contains(&args.search_memory_mb) {
+            return Err("--search-memory-mb must be between 16 and 4096".into());
+        }
         for o in &args.allowed_origins {
             if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
                 return Err(format!(
@@ -295,6 +300,7 @@ impl Config {
             behind_proxy: args.behind_proxy,
             metrics_public: args.metrics_public,
             cache_mb: args.cache_mb,
+            search_memory_mb: args.search_memory_mb,
             limits,
         })
     }

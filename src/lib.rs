@@ -26,6 +26,8 @@
 //! - `control`: the Unix control socket in the data directory (backups of a running server).
 //! - `audit`: the audit trail of admin actions (who did what to whom, from the shell or the web).
 //! - `lastseen`: when each user last had a connection open (in memory, written in batches).
+//! - `search`: message search: the full-text index (tantivy, derived from the store and kept
+//!   following it by an indexer thread), the query language, the `search` frame.
 //! - `netinfo`: the machine's addresses, for the start-up line and the self-signed certificate.
 #![forbid(unsafe_code)]
 
@@ -49,6 +51,7 @@ pub mod netinfo;
 pub mod proto;
 pub mod ratelimit;
 pub mod readers;
+pub mod search;
 pub mod selfsigned;
 pub mod server;
 pub mod session;

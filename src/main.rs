@@ -244,11 +244,18 @@ fn serve(args: &ServeArgs, data_dir: &Path) -> Result<(), String> {
         chatd::lastseen::flush(&app).await;
         // The writer stops once the last handle is gone and its queue is drained (every
         // accepted op committed and answered); wait a little for that.
+        let search = app.search.clone();
         drop(app);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !writer.is_finished() && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        // Then the search indexer commits what it has (the writer's end stops it), so a clean
+        // stop leaves a complete index and the next start reads nothing to catch up.
+        let _ = tokio::task::spawn_blocking(move || {
+            search.wait_stopped(std::time::Duration::from_secs(5))
+        })
+        .await;
         tracing::info!("stopped");
         Ok(())
     })

@@ -104,11 +104,15 @@ pub enum ClientFrame {
         client_id: Option<String>,
     },
     /// Older messages: up to `limit` (1-100, default 50) messages with seq < `before`
-    /// (default: from the newest), returned oldest first.
+    /// (default: from the newest), returned oldest first. Or, with `around` instead of
+    /// `before`: the message at that seq with about half of `limit` before it and the rest
+    /// after it (to open a search result).
     History {
         conversation: u64,
         #[serde(default)]
         before: Option<u64>,
+        #[serde(default)]
+        around: Option<u64>,
         #[serde(default)]
         limit: Option<u32>,
     },
@@ -135,6 +139,18 @@ pub enum ClientFrame {
     RemoveMember { conversation: u64, user: u64 },
     /// Leave a group.
     Leave { conversation: u64 },
+    /// Full-text search of the messages of the user's conversations (see docs/PROTOCOL.md for
+    /// the query syntax), newest first: up to `limit` (1-50, default 20) results, only in
+    /// `conversation` if given; `before` is the `next` of a previous page.
+    Search {
+        query: String,
+        #[serde(default)]
+        conversation: Option<u64>,
+        #[serde(default)]
+        before: Option<String>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
     /// The user directory: names containing `query` (case-insensitive), up to `limit` (1-100,
     /// default 50).
     Users {
@@ -357,9 +373,29 @@ impl ClientFrame {
                     return invalid(BadFrame, "title must be 1-64 characters");
                 }
             }
-            ClientFrame::History { limit, .. } => {
+            ClientFrame::History {
+                limit,
+                before,
+                around,
+                ..
+            } => {
                 if limit.is_some_and(|l| l == 0 || l > history_max) {
                     return invalid(BadFrame, format!("limit must be 1-{history_max}"));
+                }
+                if before.is_some() && around.is_some() {
+                    return invalid(BadFrame, "give at most one of before and around");
+                }
+            }
+            ClientFrame::Search { limit, before, .. } => {
+                let max = crate::search::MAX_LIMIT as u32;
+                if limit.is_some_and(|l| l == 0 || l > max) {
+                    return invalid(BadFrame, format!("limit must be 1-{max}"));
+                }
+                if before.as_ref().is_some_and(|b| b.len() > 64) {
+                    return invalid(
+                        BadFrame,
+                        "before: not a cursor from a previous search_results",
+                    );
                 }
             }
             ClientFrame::CreateGroup { title, members } => {
@@ -866,6 +902,15 @@ pub enum ServerFrame {
         conversation: u64,
         members: Vec<Member>,
     },
+    /// Reply to `search`: results newest first; `next` (absent on the last page) is the
+    /// `before` of the next page.
+    SearchResults {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<u64>,
+        results: Vec<SearchResult>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
     /// Reply to `users`.
     Users {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -906,6 +951,20 @@ pub enum ServerFrame {
     },
 }
 
+/// One search result: where the message is, who sent it when, and a snippet of its text
+/// with the matched words marked by `highlights`: `[start, end)` offsets in characters
+/// (Unicode code points) of `snippet`.
+#[derive(Debug, Serialize, Clone)]
+pub struct SearchResult {
+    pub conversation: u64,
+    pub seq: u64,
+    pub sender: u64,
+    pub sender_name: String,
+    pub time: u64,
+    pub snippet: String,
+    pub highlights: Vec<[usize; 2]>,
+}
+
 /// Machine-readable error codes of `error` frames.
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -933,6 +992,11 @@ pub enum ErrorCode {
     CursorAhead,
     /// The server failed; retry later (sends are safe to retry with the same client_id).
     Internal,
+    /// A `search` query the server cannot run (empty, too long, an unclosed quote, a filter
+    /// with no value, a bad date, only punctuation); the message says which.
+    BadQuery,
+    /// Search is not available yet (the index is opening); retry in a moment.
+    SearchUnavailable,
     /// The server's disk is full: nothing was stored. Retry later (the server resumes writing
     /// by itself once space is free; reads keep working meanwhile).
     StorageFull,

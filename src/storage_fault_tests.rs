@@ -150,6 +150,7 @@ impl Rig {
             64,
             1000,
             Arc::new(Metrics::default()),
+            None,
         )
         .expect("writer");
         let sessions = [ALICE, BOB]

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::hub::{encode, Hub, Outbound, RunItem, SessionHandle};
 use crate::metrics::Metrics;
-use crate::model::{now_ms, ConversationId, StoredMessage, UserId};
+use crate::model::{now_ms, ConversationId, MessageKind, StoredMessage, UserId};
 use crate::proto::{self, ErrorCode, ServerFrame};
 use crate::store::chat::{ChatError, MemberCache, MembershipOutcome, SendOutcome};
 use crate::store::health::Problem;
@@ -58,6 +58,7 @@ impl Writer {
         batch_max: usize,
         broadcast_group_max: u64,
         stats: Arc<Metrics>,
+        search: Option<crate::search::Hints>,
     ) -> std::io::Result<(Writer, JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(queue);
         // Two committed batches may wait for delivery; beyond that the writer waits too, so
@@ -85,6 +86,7 @@ impl Writer {
                     stats,
                     fanout,
                     fan_tx,
+                    search,
                 };
                 w.run();
                 // Dropping the sender ends the fan-out thread once it has delivered everything.
@@ -110,6 +112,8 @@ struct WriterThread {
     fanout: Arc<Fanout>,
     /// Committed batches, in commit order, to the fan-out thread.
     fan_tx: std::sync::mpsc::SyncSender<Committed>,
+    /// Told of every committed message (never waits: `search::Hints`).
+    search: Option<crate::search::Hints>,
 }
 
 /// A batch whose fan-out reaches at most this many members is delivered by the writer itself
@@ -223,7 +227,35 @@ impl WriterThread {
             self.stats.commits.fetch_add(1, Relaxed);
             self.stats.ops.fetch_add(batch.len() as u64, Relaxed);
             let committed = match result {
-                Ok(results) => Committed::Done(batch.drain(..).zip(results).collect()),
+                Ok(results) => {
+                    if let Some(search) = &self.search {
+                        let mut last = None;
+                        for r in &results {
+                            match r {
+                                Ok(Done::Sent(s)) => {
+                                    let c = s.message.conversation;
+                                    if !s.duplicate && last != Some(c) {
+                                        search.send(crate::search::Hint::Appended(c));
+                                        last = Some(c);
+                                    }
+                                }
+                                // An edit or a deletion changes what its target's document
+                                // must hold (nothing, once deleted).
+                                Ok(Done::Event(s)) if !s.duplicate => {
+                                    let m = &s.message;
+                                    if let (MessageKind::Edit | MessageKind::Delete, Some(t)) =
+                                        (m.extra.kind, m.extra.target)
+                                    {
+                                        search
+                                            .send(crate::search::Hint::Changed(m.conversation, t));
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    Committed::Done(batch.drain(..).zip(results).collect())
+                }
                 Err(e) => {
                     let (code, message) = commit_error(&e, batch.len());
                     Committed::Failed(std::mem::take(&mut batch), code, message)

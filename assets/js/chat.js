@@ -256,6 +256,47 @@ export function loadHistory(id, limit = 50) {
     });
 }
 
+/** Loads the messages around `seq` of `id` (a search result) in place of the cached run. */
+export function loadAround(id, seq) {
+  const c = store.cacheFor(id);
+  if (!conn.isOpen) return;
+  c.loading = true;
+  emit("msgs", id);
+  const limit = 50;
+  conn
+    .request({ type: "history", conversation: id, around: seq, limit })
+    .then((f) => store.jumpRun(id, f.messages, f.complete))
+    .catch(() => {
+      c.loading = false;
+      emit("msgs", id);
+    });
+}
+
+/** Loads the messages after the cached run of `id` when it ends before the newest (after a jump). */
+export function loadNewer(id) {
+  const c = store.cacheFor(id);
+  const conv = S.convs.get(id);
+  const last = c.list.length ? c.list[c.list.length - 1].seq : null;
+  if (c.loading || !conn.isOpen || !conv || last === null || last >= conv.last_seq) return;
+  const limit = 50;
+  c.loading = true;
+  emit("msgs", id);
+  // Seqs have no gaps: the `limit` messages before last + limit + 1 are the next ones.
+  conn
+    .request({ type: "history", conversation: id, before: last + limit + 1, limit })
+    .then((f) => store.mergeNewer(id, f.messages))
+    .catch(() => {
+      c.loading = false;
+      emit("msgs", id);
+    });
+}
+
+/** Runs a `search` frame; resolves with the `search_results` reply (rejects with its error). */
+export function search(frame) {
+  if (!conn || !conn.isOpen) return Promise.reject(Object.assign(new Error("offline"), { code: "offline" }));
+  return conn.request(frame);
+}
+
 /** Marks everything up to `seq` of `id` as read (tells the server once per position). */
 export function markRead(id, seq) {
   if (store.readUpTo(id, seq)) conn.send({ type: "read", conversation: id, seq });

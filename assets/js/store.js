@@ -615,6 +615,27 @@ export function mergeHistory(id, messages, complete, before, top = 0) {
   emit("msgs", id);
 }
 
+/** A `history` reply with `around` (a search result): it replaces the cached run of `id`. */
+export function jumpRun(id, messages, complete) {
+  const c = cacheFor(id);
+  c.loading = false;
+  if (messages.length) {
+    c.list = messages.slice();
+    c.complete = !!complete || messages[0].seq === 1;
+    for (const m of messages) if (m.sender !== S.me.id) bumpRead(id, m.sender, m.seq);
+  }
+  emit("msgs", id);
+}
+
+/** Newer messages right after the cached run of `id` (scrolling down after a jump). */
+export function mergeNewer(id, messages) {
+  const c = cacheFor(id);
+  c.loading = false;
+  const last = c.list.length ? c.list[c.list.length - 1].seq : 0;
+  for (const m of messages) if (m.seq > last && m.seq === (c.list.length ? c.list[c.list.length - 1].seq : 0) + 1) c.list.push(m);
+  emit("msgs", id);
+}
+
 // ---- read positions -----------------------------------------------------------------------
 
 /** Someone's read position only moves forward; sending a message implies reading up to it. */

@@ -15,6 +15,7 @@ import * as dialogs from "./dialogs.js";
 import * as files from "./files.js";
 import * as actions from "./msgactions.js";
 import * as mentions from "./mentions.js";
+import * as search from "./search.js";
 
 const RUN_GAP = 5 * 60000; // messages closer than this from one sender form a visual run
 const app = $("app");
@@ -32,6 +33,8 @@ let scrollIntent = null;
  * phone keyboard opens) still shows the newest message instead of hiding it under the composer.
  */
 let pinned = true;
+/** The seq a search result asked to show (scrollIntent "jump"). */
+let jumpSeq = null;
 /** Composer drafts per conversation key. */
 const drafts = new Map();
 
@@ -69,7 +72,7 @@ function renderList() {
   const shown = q ? all.filter((c) => c.title.toLocaleLowerCase().includes(q)) : all;
   reconcile($("conv-list"), shown.map((c) => ({ key: c.id, c })), makeConv, updateConv);
   const empty = $("conv-empty");
-  empty.hidden = shown.length > 0;
+  empty.hidden = shown.length > 0 || search.active();
   empty.textContent = all.length ? t("chats.nomatch") : t("chats.empty");
 }
 
@@ -198,6 +201,34 @@ export function open(cur, nav = "push") {
   $("chat-main").hidden = false;
   schedule("list", "head", "msgs", "typing");
   if (matchMedia("(min-width: 721px)").matches) input.focus();
+}
+
+/**
+ * Opens conversation `id` at message `seq` (a search result): scrolled to it and highlighted,
+ * with the messages around it loaded (`history` with `around`) when they are not cached.
+ */
+export function openAt(id, seq) {
+  if (!S.convs.has(id)) return;
+  const cache = store.cacheFor(id);
+  const cached = cache.list.some((m) => m.seq === seq);
+  // Before `open`: it would otherwise fetch the newest page, which would replace the jump.
+  if (!cached) cache.loading = true;
+  open({ id });
+  for (const el of list.querySelectorAll(".msg.hit")) el.classList.remove("hit");
+  jumpSeq = seq;
+  scrollIntent = "jump";
+  dividerAfter = null;
+  pinned = false;
+  if (!cached) {
+    cache.loading = false;
+    chat.loadAround(id, seq);
+  }
+  schedule("msgs");
+}
+
+/** True when the cached run of the open conversation ends before its newest message. */
+function detached(c, cache) {
+  return !!c && !!cache && cache.list.length > 0 && cache.list[cache.list.length - 1].seq < c.last_seq;
 }
 
 /** Back to the list (phone) / nothing selected. */
@@ -480,7 +511,7 @@ function renderMessages() {
     chat.loadHistory(c.id, S.limits.history_limit || 100);
     return;
   }
-  const atBottom = pinned || box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+  const atBottom = !detached(c, cache) && (pinned || box.scrollHeight - box.scrollTop - box.clientHeight < 60);
   // Remember the first visible message so older messages loaded above do not move the view.
   // (Not a separator: "Today" and the unread divider move up when older messages come in.)
   let anchor = null;
@@ -500,7 +531,14 @@ function renderMessages() {
   else if (c && (c.last_seq === 0 || (cache && cache.complete))) status.textContent = t("chat.start");
   else status.textContent = "";
 
-  if (scrollIntent === "entry") {
+  if (scrollIntent === "jump") {
+    const el = list.querySelector(`.msg[data-seq="${jumpSeq}"]`);
+    if (el) {
+      el.classList.add("hit");
+      scrollTo(Math.max(0, el.offsetTop - box.clientHeight / 2 + el.offsetHeight / 2));
+      scrollIntent = null;
+    } else if (!cache || !cache.loading) scrollIntent = null; // not there (gone since): as opened
+  } else if (scrollIntent === "entry") {
     const div = list.querySelector(".unread-sep");
     if (div) scrollTo(Math.max(0, div.offsetTop - 80));
     else scrollTo(box.scrollHeight);
@@ -527,6 +565,8 @@ function onScroll() {
   pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
   const c = S.current && S.current.id ? S.current.id : null;
   if (c && box.scrollTop < 240) chat.loadHistory(c);
+  // After a jump to a search result the run may end before the newest message.
+  if (c && box.scrollHeight - box.scrollTop - box.clientHeight < 240) chat.loadNewer(c);
   maybeMarkRead();
 }
 
@@ -537,12 +577,13 @@ function onScroll() {
 function maybeMarkRead() {
   const c = S.current && S.current.id ? S.convs.get(S.current.id) : null;
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-  $("btn-jump").hidden = !S.current || nearBottom;
+  const behind = detached(c, c ? S.msgs.get(c.id) : null);
+  $("btn-jump").hidden = !S.current || (nearBottom && !behind);
   const count = $("jump-count");
   count.hidden = !c || !c.unread;
   if (c) count.textContent = c.unread > 99 ? "99+" : String(c.unread);
   // Not while a conversation opened at its first unread message is still paging in.
-  if (!c || document.hidden || !S.me || !nearBottom || scrollIntent === "entry") return;
+  if (!c || document.hidden || !S.me || !nearBottom || scrollIntent === "entry" || scrollIntent === "jump") return;
   const cache = S.msgs.get(c.id);
   if (cache && cache.list.length) chat.markRead(c.id, cache.list[cache.list.length - 1].seq);
 }
@@ -714,6 +755,15 @@ export function start(me) {
   $("btn-new-group").addEventListener("click", () => dialogs.group(null, (c) => open({ id: c.id })));
   $("banner-retry").addEventListener("click", () => chat.retryNow());
   $("btn-jump").addEventListener("click", () => {
+    const c = S.current && S.current.id ? S.convs.get(S.current.id) : null;
+    if (c && detached(c, S.msgs.get(c.id))) {
+      // Showing older messages (a search result): back to the newest page.
+      store.jumpRun(c.id, []);
+      S.msgs.get(c.id).list = [];
+      S.msgs.get(c.id).complete = false;
+      scrollIntent = "bottom";
+      chat.loadHistory(c.id);
+    }
     // Instantly: a smooth scroll was cut short by any render on the way (receipts, typing).
     scrollTo(box.scrollHeight);
     schedule("msgs");
@@ -755,6 +805,8 @@ export function start(me) {
   files.wire(autosize);
   actions.wire(autosize);
   dialogs.wireConvMenu();
+  search.hooks.openAt = openAt;
+  search.wire();
   chat.start(me);
   renderMe();
   schedule("list", "banner");
@@ -767,5 +819,6 @@ export function relabel() {
   clearKeyed($("conv-list"));
   clearKeyed(list);
   actions.relabel();
+  search.relabel();
   schedule("list", "head", "msgs", "typing", "banner");
 }

@@ -324,7 +324,9 @@ async fn metrics(app: &Arc<App>) -> Resp {
         storage_refused: app.store.write_health_counts().1,
         damaged_records: crate::store::damage::seen(),
     };
-    let body = app.metrics.render(&snapshot);
+    let mut body = app.metrics.render(&snapshot);
+    app.search
+        .render_metrics(&mut body, snapshot.messages_in_store);
     let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
     let h = r.headers_mut();
     h.insert(

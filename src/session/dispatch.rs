@@ -107,8 +107,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ClientFrame::History {
                 conversation,
                 before,
+                around,
                 limit,
-            } => self.history(r, conversation, before, limit).await,
+            } => self.history(r, conversation, before, around, limit).await,
+            ClientFrame::Search {
+                query,
+                conversation,
+                before,
+                limit,
+            } => {
+                let limit = limit.map_or(crate::search::DEFAULT_LIMIT, |l| l as usize);
+                let req = crate::search::Request {
+                    query,
+                    conversation,
+                    before,
+                    limit,
+                };
+                let reply = crate::search::respond(&self.app, self.user.id, r, req).await;
+                self.send_frame(&reply).await
+            }
             ClientFrame::Read { conversation, seq } => self.read(r, conversation, seq).await,
             ClientFrame::Typing { conversation } => self.typing(r, conversation).await,
             ClientFrame::Conversations => self.conversations(r).await,

@@ -53,6 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         r: Option<u64>,
         conversation: u64,
         before: Option<u64>,
+        around: Option<u64>,
         limit: Option<u32>,
     ) -> Step {
         let user = self.user.id;
@@ -62,7 +63,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let text_bytes = self.app.config.limits.page_text_bytes;
         let res = self
             .app
-            .db(move |s| s.history(user, conv, before, limit as usize, text_bytes))
+            .db(move |s| match around {
+                Some(seq) => {
+                    crate::search::history_around(s, user, conv, seq, limit as usize, text_bytes)
+                }
+                None => s.history(user, conv, before, limit as usize, text_bytes),
+            })
             .await;
         match res {
             Ok(Some(msgs)) => {

@@ -155,7 +155,10 @@ fn a_deleted_message_keeps_no_text_mentions_reactions_or_file_references() {
         .unwrap();
     assert!(!rec.attached);
     let gone = s.remove_unattached_files(u64::MAX, 10).unwrap();
-    assert_eq!(gone.iter().map(|f| f.id).collect::<Vec<_>>(), [0xf1]);
+    assert_eq!(
+        gone.removed.iter().map(|f| f.id).collect::<Vec<_>>(),
+        [0xf1]
+    );
     let h = s
         .history(u[1], g, u64::MAX, 10, usize::MAX)
         .unwrap()

@@ -39,6 +39,7 @@ pub mod repair;
 #[cfg(test)]
 mod repair_tests;
 pub mod schema;
+pub mod search_reads;
 #[cfg(test)]
 mod tests;
 pub mod wal;

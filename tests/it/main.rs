@@ -16,6 +16,7 @@ mod http_edge;
 mod observability;
 mod ops;
 mod profile;
+mod search;
 mod storage_full;
 mod support;
 mod tls;

@@ -276,6 +276,23 @@ async fn a_full_disk_refuses_writes_then_heals_without_a_restart() {
                 .unwrap(),
         );
     }
+    // The search index (which also could not write while the disk was full) catches up by
+    // itself: everything sent after the episode is found.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = ca
+            .request(json!({"type": "search", "query": "back", "limit": 50}))
+            .await;
+        let n = r["results"].as_array().map_or(0, Vec::len);
+        let all = ca
+            .request(json!({"type": "search", "query": "more", "limit": 50}))
+            .await;
+        if n == 1 && all["results"].as_array().map_or(0, Vec::len) == 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "search did not catch up: {all}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // kill -9 and restart: every acknowledged message once at its seq.
     srv.kill();

@@ -43,10 +43,11 @@ mod catchup;
 mod direct;
 /// The durability scenarios (crashloop, restart, dbsize).
 mod durability;
+mod files;
 mod idle;
 mod logins;
-mod files;
 mod rooms;
+mod search;
 mod storm;
 
 use chatd::store::chat::{MemberCache, Target};
@@ -177,6 +178,9 @@ enum Scenario {
     Restart(durability::RestartArgs),
     /// Bytes per message on disk against message count, sent through the server
     Dbsize(durability::DbsizeArgs),
+    /// Message search on a large history: index build time and size, query p50/p95
+    /// (src/bin/chatd-bench/search.rs)
+    Search(search::SearchArgs),
 }
 
 // ---- the server under test ---------------------------------------------------------------
@@ -891,6 +895,21 @@ async fn run_messaging(
         .await;
     r.checkpoints = v[1] as u64;
     r.checkpoint_mean_ms = v[0] * 1000.0 / v[1].max(1.0);
+    // The search index follows the store off the writer's path: how far behind it was when
+    // the load stopped, and how long it took to catch up.
+    let lag = srv.metric_values(&["chatd_search_lag_messages"]).await[0];
+    r.extra.insert("search_lag_at_end".into(), json!(lag));
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(120) {
+        if srv.metric_values(&["chatd_search_lag_messages"]).await[0] == 0.0 {
+            r.extra.insert(
+                "search_caught_up_s".into(),
+                json!(t.elapsed().as_secs_f64()),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Measures write(4 KiB)+fsync latency p50 in `dir`, the floor for any durable ack: appended
@@ -934,6 +953,7 @@ async fn scenario(cli: &Cli, dir: &Path) -> Res<Report> {
         Scenario::Crashloop(a) => durability::crashloop(bin, dir, a, &mut r).await?,
         Scenario::Restart(a) => durability::restart(bin, dir, a, &mut r).await?,
         Scenario::Dbsize(a) => durability::dbsize(bin, dir, a, &mut r).await?,
+        Scenario::Search(a) => search::run(bin, dir, a, &mut r).await?,
         Scenario::Logins {
             concurrency,
             settle,
