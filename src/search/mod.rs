@@ -80,6 +80,14 @@ impl Search {
         std::thread::Builder::new()
             .name("chatd-search".into())
             .spawn(move || {
+                // Indexing may lag, sends may not: this thread (and tantivy's worker and merge
+                // threads, which it starts and which inherit it) runs at nice 10, so under load
+                // the writer, fan-out and sessions get the CPU first. Best effort.
+                if let Err(e) =
+                    rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10)
+                {
+                    tracing::debug!("search indexer: cannot lower its priority ({e})");
+                }
                 let opened = index::open(&dir, store.epoch()).and_then(|(engine, cursor, _)| {
                     let writer = index::writer(&engine.index, memory_mb)?;
                     Ok((engine, cursor, writer))
