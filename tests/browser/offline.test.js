@@ -160,8 +160,10 @@ test("with the server down, a reload shows the cached app and its outbox (servic
     // The server is back: the outbox goes out, once.
     srv = await startServer(own.dir, port);
     await delivered(cleo, "waiting in the outbox").waitFor({ timeout: 15000 });
+    // dirk's page may be in its backoff (a page the browser counts as hidden waits up to
+    // 30 s between tries, conn.js MAX_DELAY): give it that long to be back.
     await convItem(dirk, "cleo").click();
-    await msg(dirk, "waiting in the outbox").waitFor();
+    await msg(dirk, "waiting in the outbox").waitFor({ timeout: 45000 });
     assert.equal(await msg(dirk, "waiting in the outbox").count(), 1);
 
     // Online, the page comes from the network, not the cache: a stale cached copy is replaced.
