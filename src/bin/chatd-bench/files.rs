@@ -4,8 +4,7 @@
 //! sent, so every upload has different bytes and the load generator holds none of them whole).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -152,24 +151,7 @@ pub async fn run(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, idle) = srv.usage();
     let pid = srv.pid;
-    let peak = Arc::new(AtomicU64::new(idle));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let kb: u64 = status
-                    .lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(0);
-                peak.fetch_max(kb * 1024, Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let (peak, sampler) = super::rss_peak_sampler(pid, idle);
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..concurrent)
         .map(|i| {

@@ -50,24 +50,7 @@ pub async fn run(
     r.rss_idle_mb = mb(idle);
 
     let pid = srv.pid;
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let kb: u64 = status
-                    .lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or(0);
-                peak.fetch_max(kb * 1024, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let (peak, sampler) = super::rss_peak_sampler(pid, idle);
     let lat = std::sync::Arc::new(Latencies::default());
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);

@@ -1058,3 +1058,30 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// Samples the server's RSS (`VmRSS` of `/proc/<pid>/status`) every 20 ms and keeps the
+/// highest value seen, starting from `start` bytes; abort the task to stop it.
+fn rss_peak_sampler(
+    pid: u32,
+    start: u64,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tokio::task::JoinHandle<()>,
+) {
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(start));
+    let seen = peak.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let kb: u64 = status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0);
+            seen.fetch_max(kb * 1024, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    (peak, task)
+}
